@@ -1,0 +1,49 @@
+# reelbot: the two commands of the Quick start are `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# A CPU build of torch is enough for the tiny models; on a GPU machine install the CUDA build
+# first (pip install torch) and this step keeps it.
+TORCH_SPEC ?= torch==2.13.0
+OUT ?= out
+
+.PHONY: venv demo test lint unit integration e2e bench clean
+
+$(BIN)/reelbot: pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit("reelbot needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(BIN)/reelbot
+
+venv: $(BIN)/reelbot
+
+demo: venv
+	mkdir -p $(OUT)
+	REELBOT_MODELS=$${REELBOT_MODELS:-tiny} $(BIN)/reelbot generate imagine "a red fox in the snow --ar 3:2 --seed 7" --out $(OUT)/fox.png
+	REELBOT_MODELS=$${REELBOT_MODELS:-tiny} $(BIN)/reelbot generate video "waves at sunset --seed 7 --duration 2" --out $(OUT)/waves.mp4
+	@echo "demo outputs in $(OUT)/"
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+unit: venv
+	$(BIN)/python -m pytest -q tests/unit
+
+integration: venv
+	$(BIN)/python -m pytest -q tests/integration
+
+bench: venv
+	$(BIN)/python bench/encode.py --quick
+	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/queue.py --quick
+
+clean:
+	rm -rf $(VENV) $(OUT) .mypy_cache .ruff_cache .pytest_cache

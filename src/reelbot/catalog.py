@@ -1,0 +1,243 @@
+"""The model catalog and style presets: what a deployment serves, read from TOML, no torch.
+
+The catalog sits at the bottom layer so that chat adapters can validate options, list models
+and estimate costs without importing torch; ``reelbot.generation`` turns a ``ModelSpec`` into a
+loaded pipeline.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from reelbot.errors import ConfigError, UnknownModel
+
+
+class Task(StrEnum):
+    """The four generation tasks, named after the chat commands."""
+
+    IMAGINE = "imagine"
+    REMIX = "remix"
+    VIDEO = "video"
+    ANIMATE = "animate"
+
+    @property
+    def needs_image(self) -> bool:
+        """Whether the task takes an input image."""
+        return self in (Task.REMIX, Task.ANIMATE)
+
+    @property
+    def is_video(self) -> bool:
+        """Whether the task makes a video."""
+        return self in (Task.VIDEO, Task.ANIMATE)
+
+
+class ModelSpec(BaseModel):
+    """One model a deployment serves: where it comes from, its limits and its cost."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    family: str = Field(description="pipeline family, e.g. zimage, flux2_klein, wan22, ltx")
+    description: str = ""
+    tasks: tuple[Task, ...]
+    pipelines: dict[Task, str] = Field(description="task -> diffusers pipeline class name")
+    source: str = Field(description='hub id, local folder, or "tiny" for the offline build')
+    dtype: str = "bfloat16"
+    steps_default: int = Field(ge=1)
+    steps_max: int = Field(ge=1)
+    guidance_default: float = Field(ge=0)
+    guidance_min: float = Field(default=0.0, ge=0)
+    guidance_max: float = Field(default=20.0, ge=0)
+    width: int = Field(ge=8)
+    height: int = Field(ge=8)
+    min_side: int = Field(default=64, ge=8)
+    max_side: int = Field(default=2048, ge=8)
+    size_multiple: int = Field(default=16, ge=1)
+    frames_default: int = Field(default=1, ge=1)
+    frames_max: int = Field(default=1, ge=1)
+    frame_step: int = Field(default=4, ge=1, description="valid frame counts are k*step + 1")
+    fps_default: int = Field(default=16, ge=1)
+    fps_min: int = Field(default=4, ge=1)
+    fps_max: int = Field(default=30, ge=1)
+    strength_default: float | None = Field(
+        default=None, gt=0, le=1, description="image-to-image strength; None: not supported"
+    )
+    supports_negative: bool = True
+    cost_weight: float = Field(
+        default=1.0, gt=0, description="credits for one 512x512 frame at the default steps"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        for task in self.tasks:
+            if task not in self.pipelines:
+                raise ValueError(f"model {self.name}: no pipeline class for task {task}")
+        if self.steps_default > self.steps_max:
+            raise ValueError(f"model {self.name}: steps_default above steps_max")
+        if not self.guidance_min <= self.guidance_default <= self.guidance_max:
+            raise ValueError(f"model {self.name}: guidance_default outside its range")
+        if self.frames_default > self.frames_max:
+            raise ValueError(f"model {self.name}: frames_default above frames_max")
+        return self
+
+    @property
+    def makes_video(self) -> bool:
+        """Whether this model serves a video task."""
+        return any(t.is_video for t in self.tasks)
+
+    def valid_frames(self, frames: int) -> int:
+        """The nearest frame count this model accepts (k * frame_step + 1), within its max."""
+        k = max(0, round((frames - 1) / self.frame_step))
+        best = k * self.frame_step + 1
+        while best > self.frames_max:
+            best -= self.frame_step
+        return max(1, best)
+
+    def estimate_cost(self, *, width: int, height: int, steps: int, frames: int = 1) -> float:
+        """Credits for one job: the weight scaled by pixels, steps and frames."""
+        pixels = (width * height) / (512 * 512)
+        return round(self.cost_weight * pixels * (steps / self.steps_default) * frames, 2)
+
+
+class StylePreset(BaseModel):
+    """A named style: a prompt template, a negative prompt and a default strength."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    description: str = ""
+    template: str = Field(default="{prompt}", description="must contain {prompt}")
+    negative: str = ""
+    strength: float | None = Field(default=None, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _has_placeholder(self) -> StylePreset:
+        if "{prompt}" not in self.template:
+            raise ValueError(f"style {self.name}: template must contain {{prompt}}")
+        return self
+
+    def apply(self, prompt: str) -> str:
+        """The prompt wrapped in this style's template."""
+        return self.template.replace("{prompt}", prompt)
+
+
+class Catalog(BaseModel):
+    """The models and styles one deployment serves."""
+
+    model_config = ConfigDict(frozen=True)
+
+    set_name: str
+    models: dict[str, ModelSpec]
+    styles: dict[str, StylePreset] = Field(default_factory=dict)
+    defaults: dict[Task, str] = Field(default_factory=dict)
+
+    def get(self, name: str) -> ModelSpec:
+        """A model by name, or a user error that lists what exists."""
+        try:
+            return self.models[name]
+        except KeyError:
+            names = ", ".join(sorted(self.models))
+            raise UnknownModel(f"There is no model called {name!r}. Available: {names}.") from None
+
+    def for_task(self, task: Task) -> list[ModelSpec]:
+        """Every model serving a task, the default first."""
+        found = [m for m in self.models.values() if task in m.tasks]
+        default = self.defaults.get(task)
+        return sorted(found, key=lambda m: (m.name != default, m.name))
+
+    def default_for(self, task: Task) -> ModelSpec:
+        """The model a task uses when none is named."""
+        models = self.for_task(task)
+        if not models:
+            raise UnknownModel(f"This deployment serves no model for /{task.value}.")
+        return models[0]
+
+    def pick(self, task: Task, name: str | None) -> ModelSpec:
+        """The named model (checked against the task) or the task's default."""
+        if name is None:
+            return self.default_for(task)
+        model = self.get(name)
+        if task not in model.tasks:
+            others = ", ".join(m.name for m in self.for_task(task)) or "none"
+            raise UnknownModel(
+                f"Model {name!r} does not do /{task.value}. Models for /{task.value}: {others}."
+            )
+        return model
+
+
+BUILTIN_SETS = ("tiny", "default")
+
+
+def _read_toml(path: Path | None, builtin: str | None = None) -> dict[str, Any]:
+    try:
+        if builtin is not None:
+            text = resources.files("reelbot.data").joinpath(builtin).read_text("utf-8")
+        else:
+            assert path is not None
+            text = path.read_text("utf-8")
+        return tomllib.loads(text)
+    except FileNotFoundError:
+        raise ConfigError(f"REELBOT_MODELS: file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"REELBOT_MODELS: {path or builtin} is not valid TOML: {exc}") from exc
+
+
+def _parse(set_name: str, data: Mapping[str, Any], base_dir: Path | None) -> Catalog:
+    try:
+        models: dict[str, ModelSpec] = {}
+        for name, raw in dict(data.get("models", {})).items():
+            entry = dict(raw)
+            source = str(entry.get("source", ""))
+            if base_dir is not None and source.startswith(("./", "../")):
+                entry["source"] = str((base_dir / source).resolve())
+            models[name] = ModelSpec(name=name, **entry)
+        styles = {
+            name: StylePreset(name=name, **dict(raw))
+            for name, raw in dict(data.get("styles", {})).items()
+        }
+        defaults = {Task(k): str(v) for k, v in dict(data.get("defaults", {})).items()}
+    except (ValidationError, ValueError, TypeError) as exc:
+        detail = "; ".join(str(exc).splitlines()[0:3])
+        raise ConfigError(f"REELBOT_MODELS: invalid model set {set_name!r}: {detail}") from None
+    for task, name in defaults.items():
+        if name not in models or task not in models[name].tasks:
+            raise ConfigError(f"REELBOT_MODELS: default {name!r} for {task} is not a model for it")
+    if not models:
+        raise ConfigError(f"REELBOT_MODELS: model set {set_name!r} defines no models")
+    return Catalog(set_name=set_name, models=models, styles=styles, defaults=defaults)
+
+
+def load_catalog(models: str, extra_styles: Path | None = None) -> Catalog:
+    """Load a built-in model set (``tiny``, ``default``) or a TOML file of models.
+
+    Styles come from the shipped ``styles.toml``, then the model file's own ``[styles]``, then
+    ``extra_styles`` (an admin's file); later definitions replace earlier ones of the same name.
+    """
+    if models in BUILTIN_SETS:
+        data = _read_toml(None, builtin=f"models_{models}.toml")
+        catalog = _parse(models, data, None)
+    else:
+        path = Path(models).expanduser()
+        catalog = _parse(path.stem, _read_toml(path), path.parent)
+    styles = dict(_parse_styles(_read_toml(None, builtin="styles.toml")))
+    styles.update(catalog.styles)
+    if extra_styles is not None:
+        styles.update(_parse_styles(_read_toml(extra_styles)))
+    return catalog.model_copy(update={"styles": styles})
+
+
+def _parse_styles(data: Mapping[str, Any]) -> dict[str, StylePreset]:
+    try:
+        return {
+            name: StylePreset(name=name, **dict(raw))
+            for name, raw in dict(data.get("styles", {})).items()
+        }
+    except (ValidationError, TypeError) as exc:
+        raise ConfigError(f"styles: invalid style preset: {str(exc).splitlines()[0]}") from exc

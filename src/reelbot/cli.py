@@ -1,0 +1,179 @@
+"""The ``reelbot`` command: every process and operator command, with config built once here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from reelbot.config import Settings, load_settings
+from reelbot.errors import ConfigError, ReelbotError, UserError
+
+USAGE_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that ends with one clear line and exit status 2 on a usage error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_ERROR, f"reelbot: {message} (see reelbot {self.prog.split()[-1]} -h)\n")
+
+
+def _fail(message: str) -> int:
+    print(f"reelbot: {message}", file=sys.stderr)
+    return USAGE_ERROR
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="reelbot", description="Image and video generation from chat.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    gen = sub.add_parser("generate", help="one local generation to a file, no Redis")
+    gen.add_argument("task", choices=["imagine", "remix", "video", "animate"])
+    gen.add_argument("prompt", help='the prompt with flags, e.g. "a red fox --ar 16:9 --seed 7"')
+    gen.add_argument("--image", type=Path, help="input image for remix and animate")
+    gen.add_argument("--out", type=Path, required=True, help="output file (.png/.jpg or .mp4)")
+    gen.add_argument(
+        "--max-bytes", type=int, default=10 * 1024 * 1024, help="byte budget of the output"
+    )
+
+    worker = sub.add_parser("worker", help="run a generation worker")
+    worker.add_argument("--queue", action="append", help="queue name (repeatable); default both")
+
+    for name in ("discord", "telegram", "web"):
+        sub.add_parser(name, help=f"run the {name} adapter")
+    sub.add_parser("up", help="run the whole service on this machine")
+
+    jobs = sub.add_parser("jobs", help="list, show or cancel jobs")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True, parser_class=_Parser)
+    jobs_list = jobs_sub.add_parser("list", help="recent jobs")
+    jobs_list.add_argument("--limit", type=int, default=20)
+    jobs_show = jobs_sub.add_parser("show", help="one job")
+    jobs_show.add_argument("job_id")
+    jobs_cancel = jobs_sub.add_parser("cancel", help="cancel a job")
+    jobs_cancel.add_argument("job_id")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``reelbot`` command."""
+    args = _build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        return _fail(exc.message)
+    handlers = {
+        "generate": _cmd_generate,
+        "worker": _cmd_worker,
+        "jobs": _cmd_jobs,
+        "up": _cmd_up,
+    }
+    handler = handlers.get(args.command)
+    if handler is None:
+        return _fail(f"{args.command}: this adapter is not part of this build yet")
+    try:
+        return handler(settings, args)
+    except UserError as exc:
+        return _fail(exc.user_message)
+    except ConfigError as exc:
+        return _fail(exc.message)
+    except KeyboardInterrupt:
+        return 130
+    except ReelbotError as exc:
+        return _fail(exc.message)
+
+
+def _cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
+    """``reelbot generate``: one job, locally, with a progress bar."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from reelbot.catalog import Task, load_catalog
+    from reelbot.inputs import load_input_image
+    from reelbot.jobs import resolve
+
+    task = Task(args.task)
+    out: Path = args.out
+    suffix = out.suffix.lower()
+    if task.is_video and suffix != ".mp4":
+        return _fail(f"--out {out}: /{task.value} makes a video; name the file .mp4")
+    if not task.is_video and suffix not in (".png", ".jpg", ".jpeg"):
+        return _fail(f"--out {out}: /{task.value} makes an image; name the file .png or .jpg")
+    image = None
+    if args.image is not None:
+        if not task.needs_image:
+            return _fail(f"--image only applies to remix and animate, not {task.value}")
+        try:
+            data = args.image.read_bytes()
+        except OSError as exc:
+            return _fail(f"--image {args.image}: {exc.strerror or exc}")
+        image = load_input_image(data)
+    catalog = load_catalog(settings.models, settings.styles_file)
+    params = resolve(
+        task,
+        args.prompt,
+        catalog,
+        has_image=image is not None,
+        default_seed=int(time.time_ns() % (2**32)),
+    )
+
+    from reelbot.generation.runner import Progress as StepProgress
+    from reelbot.generation.runner import Runner
+
+    from reelbot.generation.media import encode_image, encode_video
+
+    console = Console(stderr=True)
+    runner = Runner(catalog, data_dir=settings.data_dir, device=settings.device)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        bar_task = bar.add_task(f"{params.model}: loading", total=params.steps)
+
+        def on_progress(p: StepProgress) -> None:
+            bar.update(
+                bar_task, completed=p.step, total=p.total, description=f"{params.model}: {p.stage}"
+            )
+
+        output = runner.generate(params, image, on_progress=on_progress)
+        bar.update(bar_task, description=f"{params.model}: encoding")
+        if task.is_video:
+            media = encode_video(output.frames, fps=params.fps or 16, max_bytes=args.max_bytes)
+        else:
+            media = encode_image(output.frames[0], max_bytes=args.max_bytes)
+            if media.ext != suffix.lstrip(".").replace("jpeg", "jpg"):
+                out = out.with_suffix(f".{media.ext}")
+        bar.update(bar_task, description=f"{params.model}: done")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(media.data)
+    console.print(f"[bold]{out}[/bold]  {media.width}x{media.height}", highlight=False)
+    if media.note:
+        console.print(media.note, highlight=False)
+    print(f"seed {params.seed}")
+    print(f"{params.prompt} {params.summary()}")
+    return 0
+
+
+def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    """``reelbot worker``: run an arq worker on one or more generation queues."""
+    raise ConfigError("the worker is not part of this build yet")
+
+
+def _cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
+    """``reelbot jobs``: operator commands on the job records."""
+    raise ConfigError("job commands are not part of this build yet")
+
+
+def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    """``reelbot up``: the whole service on one machine."""
+    raise ConfigError("reelbot up is not part of this build yet")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Settings: ``REELBOT_*`` environment variables and an optional ``reelbot.toml``.
+
+Built once by the entry point (``reelbot.cli``) and passed down; nothing reads the environment
+at import time. A bad or unknown setting stops start-up with one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from reelbot.catalog import Task
+from reelbot.errors import ConfigError
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+ENV_PREFIX = "REELBOT_"
+
+
+def default_data_dir() -> Path:
+    """A per-user data directory (XDG on Linux)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "reelbot"
+
+
+class Settings(BaseSettings):
+    """Every setting reelbot reads, with its default."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        toml_file="reelbot.toml",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    redis_url: str | None = Field(
+        default=None, description="Redis for jobs, quotas and results; unset: the default URL"
+    )
+    discord_token: SecretStr | None = None
+    discord_api_url: str = "https://discord.com/api/v10"
+    discord_gateway_url: str | None = None
+    discord_guild_id: str | None = Field(default=None, description="sync commands to one guild")
+    telegram_token: SecretStr | None = None
+    telegram_api_url: str = "https://api.telegram.org"
+    models: str = Field(default="default", description="tiny, default, or a TOML file")
+    styles_file: Path | None = None
+    device: str = "auto"
+    data_dir: Path = Field(default_factory=default_data_dir)
+    web_port: int = Field(default=8080, ge=1, le=65535)
+    web_host: str = "127.0.0.1"
+    owner_ids: Annotated[tuple[str, ...], NoDecode] = ()
+    image_queue: str = "reelbot:image"
+    video_queue: str = "reelbot:video"
+    max_queued: int = Field(default=500, ge=1, description="global queue cap")
+    result_ttl_s: int = Field(default=24 * 3600, ge=60)
+    job_timeout_factor: float = Field(default=4.0, gt=0)
+    heartbeat_s: float = Field(default=2.0, gt=0)
+    dead_worker_s: float = Field(default=10.0, gt=0)
+    memory_budget_gb: float | None = Field(default=None, gt=0)
+
+    @field_validator("owner_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("owner_ids")
+    @classmethod
+    def _check_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            platform, _, user = item.partition(":")
+            if not platform or not user:
+                raise ValueError(f"{item!r} is not PLATFORM:ID (e.g. discord:123)")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if value not in ("auto", "cpu", "cuda", "mps") and not value.startswith("cuda:"):
+            raise ValueError("use auto, cpu, cuda or cuda:N")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Explicit values, then the environment, then ``reelbot.toml``."""
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def effective_redis_url(self) -> str:
+        """The Redis URL to connect to."""
+        return self.redis_url or DEFAULT_REDIS_URL
+
+    def queue_for(self, task: Task) -> str:
+        """The arq queue a task's jobs go to, so image and video workers can be separate pools."""
+        return self.video_queue if task.is_video else self.image_queue
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning any problem into one ``ConfigError`` line naming the variable."""
+    known = {f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields}
+    for key in os.environ:
+        if key.upper().startswith(ENV_PREFIX) and key.upper() not in known:
+            raise ConfigError(f"{key}: unknown setting (check the spelling; see the README)")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else "settings"
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}: {err['msg']}") from None

@@ -1,0 +1,1 @@
+"""Package data: model sets and style presets."""

@@ -1,0 +1,198 @@
+"""reelbot's error tree.
+
+Every error that crosses a process boundary carries a stable ``code`` (it travels on the wire
+inside a job outcome) and, where it is the user's business, a ``user_message`` fit to show in
+chat as it is::
+
+    ReelbotError                      code "internal"
+    ├── UserError                     safe to show; never retried
+    │   ├── InvalidOption             a flag or option is unknown or out of range
+    │   ├── InvalidPrompt             empty, too long, or refused by policy
+    │   ├── InvalidImage              not an image, truncated, too large, a decompression bomb
+    │   ├── MissingImage              the task needs an input image and none came
+    │   ├── UnknownModel              no such model, or it does not serve that task
+    │   ├── QuotaExceeded             over a budget; ``retry_after`` when it resets
+    │   ├── Busy                      the queue is full; ``retry_after`` as a hint
+    │   ├── NotAllowed                an admin command from a non-admin
+    │   ├── JobNotFound               no such job (or not yours)
+    │   └── Cancelled                 the job was cancelled
+    ├── TransientError                worth a retry; ``retry_after`` where known
+    │   ├── OutOfMemory               the accelerator ran out of memory
+    │   ├── BackendUnavailable        Redis or a platform API cannot be reached
+    │   └── RateLimited               a platform said 429
+    └── ConfigError                   stops start-up, with one line naming the setting
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ReelbotError(Exception):
+    """Base of every error reelbot raises on purpose."""
+
+    code: ClassVar[str] = "internal"
+    default_message: ClassVar[str] = "Something went wrong."
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or self.default_message
+        super().__init__(self.message)
+
+    @property
+    def user_message(self) -> str:
+        """Text fit to show to the person who asked."""
+        return self.default_message
+
+
+class UserError(ReelbotError):
+    """The request cannot be served as asked; the message says what to do."""
+
+    code = "user_error"
+    default_message = "That request could not be run."
+
+    @property
+    def user_message(self) -> str:
+        """User errors are written for the user, so the message is shown as it is."""
+        return self.message
+
+
+class InvalidOption(UserError):
+    """A flag or option is unknown, malformed or outside its range."""
+
+    code = "invalid_option"
+
+    def __init__(self, message: str, *, option: str) -> None:
+        super().__init__(message)
+        self.option = option
+
+
+class InvalidPrompt(UserError):
+    """The prompt is empty, too long, or refused."""
+
+    code = "invalid_prompt"
+
+
+class InvalidImage(UserError):
+    """An input image that cannot be used."""
+
+    code = "invalid_image"
+
+
+class MissingImage(UserError):
+    """The task needs an input image and none came with the command."""
+
+    code = "missing_image"
+
+
+class UnknownModel(UserError):
+    """The model does not exist in this deployment, or does not serve the task."""
+
+    code = "unknown_model"
+
+
+class QuotaExceeded(UserError):
+    """A budget is spent; ``retry_after`` says in how many seconds it resets."""
+
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Busy(UserError):
+    """The queue is full; try again later."""
+
+    code = "busy"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class NotAllowed(UserError):
+    """The caller may not do this (admin commands)."""
+
+    code = "not_allowed"
+
+
+class JobNotFound(UserError):
+    """No job with that id, or not one of the caller's."""
+
+    code = "job_not_found"
+
+
+class Cancelled(UserError):
+    """The job was cancelled before it finished."""
+
+    code = "cancelled"
+    default_message = "Cancelled."
+
+
+class TransientError(ReelbotError):
+    """A failure that may pass; worth a bounded retry."""
+
+    code = "transient"
+    default_message = "A temporary problem stopped this job. Please try again in a minute."
+
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class OutOfMemory(TransientError):
+    """The accelerator ran out of memory."""
+
+    code = "out_of_memory"
+    default_message = (
+        "The GPU ran out of memory for this job. Try a smaller size, fewer frames or fewer steps."
+    )
+
+
+class BackendUnavailable(TransientError):
+    """Redis or a platform API cannot be reached."""
+
+    code = "unavailable"
+    default_message = "reelbot is temporarily unavailable. Please try again in a minute."
+
+
+class RateLimited(TransientError):
+    """A platform answered 429."""
+
+    code = "rate_limited"
+
+
+class ConfigError(ReelbotError):
+    """A setting is missing or wrong; start-up stops with one line naming it."""
+
+    code = "config"
+
+    @property
+    def user_message(self) -> str:
+        """Configuration errors are for the operator, shown as they are."""
+        return self.message
+
+
+ERROR_CODES: dict[str, type[ReelbotError]] = {
+    cls.code: cls
+    for cls in (
+        ReelbotError,
+        UserError,
+        InvalidOption,
+        InvalidPrompt,
+        InvalidImage,
+        MissingImage,
+        UnknownModel,
+        QuotaExceeded,
+        Busy,
+        NotAllowed,
+        JobNotFound,
+        Cancelled,
+        TransientError,
+        OutOfMemory,
+        BackendUnavailable,
+        RateLimited,
+        ConfigError,
+    )
+}
+"""Stable wire code → class, for turning an outcome back into an error."""

@@ -1,0 +1,471 @@
+"""Platform-neutral requests and outcomes, and the one option grammar every adapter uses.
+
+A chat command becomes a ``GenerationRequest`` (what the user typed, plus explicit options from a
+platform's own form fields); ``resolve`` turns it into ``GenerationParams`` against the catalog:
+every value chosen and checked against the model's limits. Nothing is clamped silently.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import math
+import re
+import unicodedata
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from reelbot.catalog import Catalog, ModelSpec, Task
+from reelbot.errors import InvalidOption, InvalidPrompt, MissingImage
+
+__all__ = [
+    "MAX_PROMPT_CHARS",
+    "MAX_SEED",
+    "GenerationParams",
+    "GenerationRequest",
+    "JobStatus",
+    "Options",
+    "ReplyAddress",
+    "Requester",
+    "Task",
+    "job_id_for",
+    "parse_prompt",
+    "resolve",
+]
+
+MAX_PROMPT_CHARS = 1500
+MAX_RAW_CHARS = 4000
+MAX_SEED = 2**32 - 1
+MAX_ASPECT = 4.0
+
+
+class JobStatus(StrEnum):
+    """Where a job is in its life."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    ENCODING = "encoding"
+    DELIVERING = "delivering"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job will not change any more."""
+        return self in (JobStatus.DELIVERED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class Requester(BaseModel):
+    """Who asked: platform, user, and the server (guild or group chat) it came from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    platform: str
+    user_id: str
+    server_id: str | None = None
+    role_ids: tuple[str, ...] = ()
+    display_name: str = ""
+    is_admin: bool = False
+
+
+class ReplyAddress(BaseModel):
+    """Where the result goes: enough for the platform process to post it, and nothing secret."""
+
+    model_config = ConfigDict(frozen=True)
+
+    platform: str
+    channel_id: str
+    message_id: str | None = None
+    status_message_id: str | None = None
+    thread_id: str | None = None
+    interaction_token: str | None = None
+    interaction_expires_at: float | None = None
+    nsfw_channel: bool = False
+    extra: dict[str, str] = Field(default_factory=dict)
+
+
+class Options(BaseModel):
+    """Generation options, from flags in the prompt or a platform's own option fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    negative: str | None = None
+    seed: int | None = None
+    aspect: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    model: str | None = None
+    strength: float | None = None
+    duration: float | None = None
+    fps: int | None = None
+    style: str | None = None
+
+
+class GenerationRequest(BaseModel):
+    """What the user asked for, as typed: the prompt text with flags, and explicit options."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task: Task
+    text: str = ""
+    options: Options = Field(default_factory=Options)
+    image_ref: str | None = Field(default=None, description="where the input image is stored")
+    requester: Requester
+    reply: ReplyAddress
+    source_id: str = Field(description="the platform's own update/interaction id")
+
+
+class GenerationParams(BaseModel):
+    """Every value a pipeline call needs, resolved and checked."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task: Task
+    model: str
+    prompt: str
+    negative_prompt: str = ""
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    seed: int
+    strength: float | None = None
+    frames: int = 1
+    fps: int | None = None
+    style: str | None = None
+    cost: float = 0.0
+
+    def summary(self) -> str:
+        """The parameters a user needs to reproduce the result, as flags."""
+        parts = [f"--model {self.model}", f"--seed {self.seed}", f"--steps {self.steps}"]
+        g = math.gcd(self.width, self.height)
+        parts.append(f"--ar {self.width // g}:{self.height // g}")
+        parts.append(f"--guidance {self.guidance:g}")
+        if self.strength is not None:
+            parts.append(f"--strength {self.strength:g}")
+        if self.task.is_video and self.fps:
+            parts.append(f"--duration {self.frames / self.fps:.2g} --fps {self.fps}")
+        if self.style:
+            parts.append(f"--style {self.style}")
+        return " ".join(parts)
+
+
+def job_id_for(platform: str, source_id: str) -> str:
+    """A job id derived from the platform's own id, so a duplicated update maps to one job."""
+    digest = hashlib.sha256(f"{platform}:{source_id}".encode()).hexdigest()[:16]
+    return f"{platform[:2]}{digest}"
+
+
+# -- the option grammar -----------------------------------------------------------------------
+
+_FLAG_ALIASES = {
+    "no": "negative",
+    "negative": "negative",
+    "neg": "negative",
+    "seed": "seed",
+    "ar": "aspect",
+    "aspect": "aspect",
+    "steps": "steps",
+    "guidance": "guidance",
+    "cfg": "guidance",
+    "model": "model",
+    "strength": "strength",
+    "duration": "duration",
+    "fps": "fps",
+    "style": "style",
+}
+_MULTI_WORD = {"negative"}
+# Phones turn "--" into an em or en dash; Midjourney accepts both, so do we.
+_FLAG_RE = re.compile(r"(?:(?<=\s)|^)(?:--|—|–)([^\s]*)")
+_ASPECT_RE = re.compile(r"^(\d{1,3})\s*[:x×/]\s*(\d{1,3})$")
+
+
+def _clean(text: str) -> str:
+    """NFC-normalise, turn control characters into spaces and collapse whitespace."""
+    text = unicodedata.normalize("NFC", text)
+    text = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in text)
+    return " ".join(text.split())
+
+
+def _suggest(name: str) -> str:
+    close = difflib.get_close_matches(name.lower(), list(_FLAG_ALIASES), n=1, cutoff=0.6)
+    return f" Did you mean --{close[0]}?" if close else ""
+
+
+def _known_flags() -> str:
+    return (
+        "--ar, --seed, --no, --steps, --guidance, --model, --strength, --duration, --fps, --style"
+    )
+
+
+def parse_prompt(text: str) -> tuple[str, Options]:
+    """Split Midjourney-style flags out of a prompt: ``"a fox --ar 16:9 --seed 7"``.
+
+    A flag takes one word as its value; ``--no`` takes every word up to the next flag. Words
+    after a one-word value go back into the prompt. Values stay strings until ``resolve``
+    checks them against the model, except where their type alone is wrong.
+    """
+    if len(text) > MAX_RAW_CHARS:
+        raise InvalidPrompt(
+            f"That message is {len(text)} characters long; keep the prompt and its flags under "
+            f"{MAX_RAW_CHARS} (the prompt itself under {MAX_PROMPT_CHARS})."
+        )
+    text = _clean(text)
+    matches = list(_FLAG_RE.finditer(text))
+    prompt_parts = [text[: matches[0].start()] if matches else text]
+    values: dict[str, str] = {}
+    for i, match in enumerate(matches):
+        raw_name = match.group(1)
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        rest = text[match.end() : end].strip()
+        if not raw_name:
+            raise InvalidOption(
+                f"A lone '--' is not a flag. Flags look like --seed 42. Known flags: "
+                f"{_known_flags()}.",
+                option="--",
+            )
+        name = _FLAG_ALIASES.get(raw_name.lower())
+        if name is None:
+            raise InvalidOption(
+                f"Unknown flag --{raw_name[:40]}.{_suggest(raw_name)} Known flags: "
+                f"{_known_flags()}.",
+                option=f"--{raw_name[:40]}",
+            )
+        if name in values:
+            raise InvalidOption(f"--{raw_name} is given twice; give it once.", option=name)
+        if name in _MULTI_WORD:
+            value, leftover = rest, ""
+        else:
+            value, _, leftover = rest.partition(" ")
+        if not value:
+            raise InvalidOption(f"--{raw_name} needs a value, e.g. {_example(name)}.", option=name)
+        values[name] = value
+        if leftover:
+            prompt_parts.append(leftover)
+    prompt = " ".join(p.strip() for p in prompt_parts if p.strip())
+    return prompt, _typed_options(values)
+
+
+def _example(name: str) -> str:
+    return {
+        "negative": "--no text, watermark",
+        "seed": "--seed 42",
+        "aspect": "--ar 16:9",
+        "steps": "--steps 4",
+        "guidance": "--guidance 3.5",
+        "model": "--model NAME (see /models)",
+        "strength": "--strength 0.6",
+        "duration": "--duration 4",
+        "fps": "--fps 24",
+        "style": "--style anime",
+    }[name]
+
+
+def _int(name: str, value: str) -> int:
+    if not re.fullmatch(r"[+]?\d{1,12}", value.strip()):
+        raise InvalidOption(
+            f"--{_flag(name)} must be a whole number, e.g. {_example(name)}; got {value[:30]!r}.",
+            option=name,
+        )
+    return int(value)
+
+
+def _float(name: str, value: str) -> float:
+    if not re.fullmatch(r"[+]?(\d{1,6}(\.\d{0,6})?|\.\d{1,6})", value.strip()):
+        raise InvalidOption(
+            f"--{_flag(name)} must be a number, e.g. {_example(name)}; got {value[:30]!r}.",
+            option=name,
+        )
+    return float(value)
+
+
+def _flag(name: str) -> str:
+    return {"negative": "no", "aspect": "ar"}.get(name, name)
+
+
+def _typed_options(values: dict[str, str]) -> Options:
+    typed: dict[str, Any] = {}
+    for name, value in values.items():
+        if name in ("seed", "steps", "fps"):
+            typed[name] = _int(name, value)
+        elif name in ("guidance", "strength", "duration"):
+            typed[name] = _float(name, value)
+        else:
+            typed[name] = value
+    return Options(**typed)
+
+
+def merge_options(from_text: Options, explicit: Options) -> Options:
+    """Flags in the prompt and explicit options together; the same option twice must agree."""
+    merged = from_text.model_dump(exclude_none=True)
+    for name, value in explicit.model_dump(exclude_none=True).items():
+        if name in merged and merged[name] != value:
+            raise InvalidOption(
+                f"{name} is set twice, to {merged[name]!r} in the prompt and {value!r} as an "
+                f"option; keep one.",
+                option=name,
+            )
+        merged[name] = value
+    return Options(**merged)
+
+
+# -- resolution against a model ----------------------------------------------------------------
+
+
+def _range_error(flag: str, value: object, low: object, high: object, model: str) -> InvalidOption:
+    return InvalidOption(
+        f"--{flag} {value} is out of range for {model}: use {low} to {high}.", option=flag
+    )
+
+
+def _size_for(spec: ModelSpec, aspect: str | None) -> tuple[int, int]:
+    if aspect is None:
+        return spec.width, spec.height
+    match = _ASPECT_RE.match(aspect.strip())
+    if match is None:
+        raise InvalidOption(
+            f"--ar must look like 16:9 (width:height); got {aspect[:30]!r}.", option="ar"
+        )
+    aw, ah = int(match.group(1)), int(match.group(2))
+    if aw == 0 or ah == 0 or max(aw / ah, ah / aw) > MAX_ASPECT:
+        raise InvalidOption(
+            f"--ar {aw}:{ah} is out of range: use ratios from 1:4 to 4:1.", option="ar"
+        )
+    area = spec.width * spec.height
+    m = spec.size_multiple
+    width = max(m, round(math.sqrt(area * aw / ah) / m) * m)
+    height = max(m, round(math.sqrt(area * ah / aw) / m) * m)
+    # Keep within the model's sides: scale both down together, never distort the ratio.
+    scale = min(1.0, spec.max_side / max(width, height))
+    if scale < 1.0:
+        width = max(m, int(width * scale) // m * m)
+        height = max(m, int(height * scale) // m * m)
+    if min(width, height) < spec.min_side:
+        raise InvalidOption(
+            f"--ar {aw}:{ah} is too narrow for {spec.name}: the short side would be "
+            f"{min(width, height)}px, below its {spec.min_side}px minimum.",
+            option="ar",
+        )
+    return width, height
+
+
+def resolve(
+    task: Task,
+    text: str,
+    catalog: Catalog,
+    *,
+    explicit: Options | None = None,
+    has_image: bool = False,
+    default_seed: int | None = None,
+) -> GenerationParams:
+    """Parse a prompt's flags, merge explicit options and check each value against the model.
+
+    ``default_seed`` is used when the user gave none (callers derive it from the job id, so a
+    re-run of the same job gives the same result).
+    """
+    prompt, from_text = parse_prompt(text)
+    opts = merge_options(from_text, explicit or Options())
+    if task.needs_image and not has_image:
+        raise MissingImage(
+            f"/{task.value} needs an image: attach one (or reply to one) with the command."
+        )
+    spec = catalog.pick(task, opts.model)
+
+    style = None
+    negative = opts.negative or ""
+    if opts.style is not None:
+        style_name = opts.style.lower()
+        if style_name not in catalog.styles:
+            close = difflib.get_close_matches(style_name, list(catalog.styles), n=1)
+            hint = f" Did you mean {close[0]}?" if close else ""
+            raise InvalidOption(
+                f"Unknown style {opts.style[:40]!r}.{hint} Styles: "
+                f"{', '.join(sorted(catalog.styles))}.",
+                option="style",
+            )
+        style = catalog.styles[style_name]
+
+    if not prompt and task != Task.ANIMATE:
+        raise InvalidPrompt(
+            f"/{task.value} needs a prompt, e.g. /{task.value} a red fox in the snow --ar 16:9"
+        )
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise InvalidPrompt(
+            f"That prompt is {len(prompt)} characters; keep it under {MAX_PROMPT_CHARS}."
+        )
+    if negative and not spec.supports_negative:
+        raise InvalidOption(
+            f"{spec.name} does not use a negative prompt (--no); leave it out or pick another "
+            f"model.",
+            option="no",
+        )
+    if style is not None:
+        prompt = style.apply(prompt) if prompt else style.apply("").strip(" ,")
+        if style.negative and spec.supports_negative:
+            negative = ", ".join(p for p in (negative, style.negative) if p)
+
+    seed = opts.seed if opts.seed is not None else (default_seed or 0) % (MAX_SEED + 1)
+    if not 0 <= seed <= MAX_SEED:
+        raise _range_error("seed", opts.seed, 0, MAX_SEED, spec.name)
+
+    steps = opts.steps if opts.steps is not None else spec.steps_default
+    if not 1 <= steps <= spec.steps_max:
+        raise _range_error("steps", steps, 1, spec.steps_max, spec.name)
+
+    guidance = opts.guidance if opts.guidance is not None else spec.guidance_default
+    if not spec.guidance_min <= guidance <= spec.guidance_max:
+        raise _range_error("guidance", guidance, spec.guidance_min, spec.guidance_max, spec.name)
+
+    strength: float | None = None
+    if task == Task.REMIX and spec.strength_default is not None:
+        strength = opts.strength
+        if strength is None:
+            strength = style.strength if style and style.strength else spec.strength_default
+        if not 0.05 <= strength <= 1.0:
+            raise _range_error("strength", strength, 0.05, 1.0, spec.name)
+    elif opts.strength is not None:
+        where = "/remix" if task != Task.REMIX else f"{spec.name} (it edits by reference instead)"
+        raise InvalidOption(f"--strength only applies to {where}.", option="strength")
+
+    width, height = _size_for(spec, opts.aspect)
+
+    frames, fps = 1, None
+    if task.is_video:
+        fps = opts.fps if opts.fps is not None else spec.fps_default
+        if not spec.fps_min <= fps <= spec.fps_max:
+            raise _range_error("fps", fps, spec.fps_min, spec.fps_max, spec.name)
+        if opts.duration is not None:
+            shortest = (spec.frame_step + 1) / fps
+            longest = spec.frames_max / fps
+            if not shortest - 1e-9 <= opts.duration <= longest + 1e-9:
+                raise _range_error(
+                    "duration", opts.duration, f"{shortest:.2g}", f"{longest:.3g}", spec.name
+                )
+            frames = spec.valid_frames(round(opts.duration * fps))
+        else:
+            frames = spec.frames_default
+    else:
+        for name in ("duration", "fps"):
+            if getattr(opts, name) is not None:
+                raise InvalidOption(f"--{name} only applies to /video and /animate.", option=name)
+
+    cost = spec.estimate_cost(width=width, height=height, steps=steps, frames=frames)
+    return GenerationParams(
+        task=task,
+        model=spec.name,
+        prompt=prompt,
+        negative_prompt=negative,
+        width=width,
+        height=height,
+        steps=steps,
+        guidance=guidance,
+        seed=seed,
+        strength=strength,
+        frames=frames,
+        fps=fps,
+        style=style.name if style else None,
+        cost=cost,
+    )
