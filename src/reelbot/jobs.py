@@ -388,7 +388,8 @@ def resolve(
             )
         style = catalog.styles[style_name]
 
-    if not prompt and task != Task.ANIMATE:
+    # An image task may go without a prompt when the image (and a style) says enough.
+    if not prompt and task != Task.ANIMATE and not (task == Task.REMIX and style is not None):
         raise InvalidPrompt(
             f"/{task.value} needs a prompt, e.g. /{task.value} a red fox in the snow --ar 16:9"
         )
@@ -403,7 +404,7 @@ def resolve(
             option="no",
         )
     if style is not None:
-        prompt = style.apply(prompt) if prompt else style.apply("").strip(" ,")
+        prompt = style.apply(prompt or "this scene")
         if style.negative and spec.supports_negative:
             negative = ", ".join(p for p in (negative, style.negative) if p)
 
