@@ -30,10 +30,8 @@ DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_SIDE = 2048
 
-# MPO is how Pillow names the JPEGs that many phone cameras write (a JPEG with a preview
-# appended); DIB is not listed because it only appears inside other containers.
 ALLOWED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
-_OPEN_AS: tuple[str, ...] = (*ALLOWED_FORMATS, "MPO")
+"""Formats Pillow may try; the JPEG opener also yields MPO, the JPEG that many phones write."""
 
 _WHITE = (255, 255, 255, 255)
 
@@ -50,6 +48,8 @@ class ImageInfo:
 
 def _mb(n: int) -> str:
     """Bytes as the "20 MB" that chat platforms print (binary megabytes)."""
+    if n < 1024 * 1024:
+        return f"{n / 1024:.0f} KB"
     value = n / (1024 * 1024)
     return f"{value:.0f} MB" if value >= 10 or value == int(value) else f"{value:.1f} MB"
 
@@ -73,7 +73,7 @@ def _open(data: bytes, max_bytes: int, max_pixels: int) -> ImageFile.ImageFile:
         # printed. catch_warnings is process-global, but the only filter it adds is this one.
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(BytesIO(data), formats=_OPEN_AS)
+            im = Image.open(BytesIO(data), formats=ALLOWED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidImage(
             "The image has far too many pixels to process safely. "
@@ -156,8 +156,13 @@ def load_input_image(
             raise InvalidImage(
                 f"The image is damaged and cannot be read. {_what_to_send(max_bytes)}"
             ) from exc
-        out = _upright(im)
-        out = _to_rgb(out)
+        try:
+            out = _to_rgb(_upright(im))
+        except Exception as exc:
+            # A mode or palette that Pillow cannot convert is as unusable as broken data.
+            raise InvalidImage(
+                f"The image is damaged and cannot be read. {_what_to_send(max_bytes)}"
+            ) from exc
     if max(out.size) > max_side:
         scale = max_side / max(out.size)
         size = (max(1, round(out.size[0] * scale)), max(1, round(out.size[1] * scale)))

@@ -12,7 +12,7 @@ import re
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from io import BytesIO
 from pathlib import Path
@@ -42,20 +42,32 @@ MIN_SIDE: Final = 16
 """Below this many pixels on the short side a result is useless; the budget is refused."""
 
 # rgb24 -> yuv420p with the BT.709 matrix, and the stream tagged to match: untagged streams
-# are shown with BT.601 by some players and BT.709 by others, which shifts colours.
-_COLOR_ARGS: Final = (
-    "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
-    "-color_range", "tv",
-)  # fmt: skip
+# are shown with BT.601 by some players and BT.709 by others, which shifts colours. ffmpeg 7+
+# converts by the frames' tags (set by setparams); older builds need the explicit matrix.
 _SCALE_COLOR: Final = "out_color_matrix=bt709:out_range=tv"
+_TAG_BT709: Final = (
+    "format=yuv420p,setparams=range=tv:colorspace=bt709:color_primaries=bt709:color_trc=bt709"
+)
 _FFMPEG_TIMEOUT_S: Final = 600.0
+_X264_KEYINT: Final = 250
+_PROBE_FRAMES: Final = 8
+_PROBE_SHARE: Final = 8
+"""A probe encode gets 1/8 of the clip's pixels x frames."""
+_MP4_OVERHEAD: Final = 1500
+"""Bytes of an MP4 that do not scale with pixels: boxes, SPS/PPS, x264's settings string."""
+_SAFETY: Final = 1.08
+"""Head-room on a measured (probed) size before it is trusted to fit."""
+_SAFETY_INTERPOLATED: Final = 1.25
+"""Head-room on a size interpolated between two probes."""
+_PROBE_MIN_PIXELS: Final = 2_000_000
+"""Clips below this many pixels x frames skip the probe encode."""
 
 
 @dataclass(frozen=True)
 class EncodedMedia:
     """An encoded result ready to upload, with what it took to fit the budget."""
 
-    data: bytes
+    data: bytes = field(repr=False)
     mime: str
     ext: str
     """File extension without the dot: ``png``, ``jpg`` or ``mp4``."""
@@ -83,10 +95,16 @@ class VideoInfo:
     fps: float
     moov_before_mdat: bool
     """True when the index comes first (``+faststart``), so playback starts before download."""
+    color_range: str = ""
+    """``tv`` (limited) or ``pc`` (full); empty when the stream does not say."""
+    color_matrix: str = ""
+    """e.g. ``bt709``; empty when the stream does not say."""
 
 
 def _mb(n: float) -> str:
     """Bytes as the "8 MB" that chat platforms print (binary megabytes)."""
+    if n < 1024 * 1024:
+        return f"{n / 1024:.0f} KB"
     value = n / (1024 * 1024)
     return f"{value:.0f} MB" if value >= 10 or value == int(value) else f"{value:.1f} MB"
 
@@ -166,21 +184,28 @@ class _Clip:
 
     def chunks(self) -> Iterator[bytes | memoryview]:
         if isinstance(self.frames, np.ndarray):
-            # Whole frames straight from the array's buffer; no copy when it is contiguous.
-            arr = np.ascontiguousarray(self.frames)
+            # Whole frames straight from the array's buffer: no copy when it is contiguous, and
+            # only ~8 MiB at a time when it is a view (a crop).
             per = max(1, (8 << 20) // (self.width * self.height * 3))
             for i in range(0, self.count, per):
-                yield memoryview(arr[i : i + per]).cast("B")
+                yield np.ascontiguousarray(self.frames[i : i + per]).data.cast("B")
         else:
             for im in self.frames:
                 yield (im if im.mode == "RGB" else im.convert("RGB")).tobytes()
 
-    def sample(self, n: int) -> NDArray[np.uint8]:
-        """Up to ``n`` evenly spaced frames as a (n, H, W, 3) array, for the size prediction."""
-        idx = sorted({round(i * (self.count - 1) / max(1, n - 1)) for i in range(n)})
+    def take(self, idx: list[int]) -> NDArray[np.uint8]:
+        """The frames at ``idx`` as a (len(idx), H, W, 3) array."""
         if isinstance(self.frames, np.ndarray):
             return self.frames[idx]
         return np.stack([np.asarray(self.frames[i].convert("RGB")) for i in idx])
+
+    def crop(self, start: int, count: int, x: int, y: int, w: int, h: int) -> _Clip:
+        """``count`` frames from ``start``, cut to the ``w`` x ``h`` box at ``x``, ``y``."""
+        if isinstance(self.frames, np.ndarray):
+            part = self.frames[start : start + count, y : y + h, x : x + w]
+            return _Clip(part, count, w, h)
+        box = (x, y, x + w, y + h)
+        return _Clip([im.crop(box) for im in self.frames[start : start + count]], count, w, h)
 
 
 def _clip(frames: Frames) -> _Clip:
@@ -214,35 +239,98 @@ def _even_size(w: int, h: int, scale: float) -> tuple[int, int]:
     return side(w), side(h)
 
 
-def _complexity(clip: _Clip) -> float:
-    """Mean spatial plus temporal luma activity of a few frames, a cheap stand-in for entropy."""
-    sample = clip.sample(6).astype(np.int16)
-    # Every other pixel is plenty for a mean and halves the cost on large frames.
-    luma = (sample[:, ::2, ::2, 0] * 2 + sample[:, ::2, ::2, 1] * 5 + sample[:, ::2, ::2, 2]) >> 3
+def _activity(clip: _Clip) -> tuple[float, float]:
+    """Mean absolute luma difference between neighbouring pixels, and neighbouring frames."""
+    last = clip.count - 1
+    starts = sorted({round(i * max(0, last - 1) / 2) for i in range(3)})
+    first = _luma(clip.take(starts))
     spatial = 0.0
-    if luma.shape[2] > 1:
-        spatial += float(np.abs(np.diff(luma, axis=2)).mean())
-    if luma.shape[1] > 1:
-        spatial += float(np.abs(np.diff(luma, axis=1)).mean())
-    temporal = float(np.abs(np.diff(luma, axis=0)).mean()) if luma.shape[0] > 1 else 0.0
-    return spatial + temporal
+    if clip.width > 1:
+        spatial += float(np.abs(np.diff(first, axis=2)).mean())
+    if clip.height > 1:
+        spatial += float(np.abs(np.diff(first, axis=1)).mean())
+    if last == 0:
+        return spatial, 0.0
+    second = _luma(clip.take([s + 1 for s in starts]))
+    return spatial, float(np.abs(second - first).mean())
 
 
-def predict_bytes(width: int, height: int, frames: int, complexity: float, crf: int) -> float:
-    """A deliberately pessimistic size estimate for an encode, from pixels and activity.
+def _luma(rgb: NDArray[np.uint8]) -> NDArray[np.int16]:
+    a = rgb.astype(np.int16)
+    luma: NDArray[np.int16] = (a[..., 0] * 2 + a[..., 1] * 5 + a[..., 2]) >> 3
+    return luma
 
-    x264's size roughly halves every 6 CRF; bits per pixel at CRF 18 grow with activity.
-    Fitted on smooth gradients, moving shapes and noisy frames (see ``bench/encode.py``).
+
+def ceiling_bytes(width: int, height: int, frames: int, spatial: float, temporal: float) -> float:
+    """A pessimistic size of a CRF-18 encode from pixel and frame activity (no encode needed).
+
+    Fitted so that it stays above every clip in ``bench/encode.py``'s set, sensor-like noise
+    included: noise is what makes CRF 18 expensive, and activity alone cannot tell it from
+    detail, so this overshoots detailed clean video by up to 10x.
     """
-    bpp18 = 0.02 + 0.06 * complexity
-    bits = bpp18 * width * height * frames * 2.0 ** (-(crf - 18) / 6)
-    return bits / 8 + 1500 + 40 * frames
+    bpp = 0.1 + 0.12 * spatial + 0.15 * temporal
+    return bpp * width * height * frames / 8 + _MP4_OVERHEAD + 50 * frames
 
 
-def _first_crf(width: int, height: int, frames: int, complexity: float, max_bytes: int) -> int:
+def _rung_for(size18: float, max_bytes: int) -> int:
+    """The best rung whose size, halving every 6 CRF from ``size18``, fits ``max_bytes``."""
     for crf in CRF_LADDER:
-        if predict_bytes(width, height, frames, complexity, crf) <= max_bytes:
+        if size18 * 2.0 ** (-(crf - CRF_LADDER[0]) / 6) * _SAFETY <= max_bytes:
             return crf
+    return CRF_LADDER[-1]
+
+
+def _probe_bytes(clip: _Clip, fps: float, crf: int) -> float:
+    """Estimate a full encode's size from a centre crop of the middle frames (1/8 of the work)."""
+    # Frames are kept and space is cut: a clip of a few frames misjudges x264's keyframe and
+    # lookahead costs more than a crop misjudges detail (checked in bench/encode.py).
+    k = min(clip.count, max(_PROBE_FRAMES, clip.count // 4))
+    side = min(1.0, math.sqrt(clip.count / (_PROBE_SHARE * k)))
+    pw, ph = (max(min(v, 64), round(v * side)) for v in (clip.width, clip.height))
+    pw, ph = max(2, pw - pw % 2), max(2, ph - ph % 2)
+    sub = clip.crop(
+        (clip.count - k) // 2, k, (clip.width - pw) // 2, (clip.height - ph) // 2, pw, ph
+    )
+    frames = _sample_sizes(_x264(sub, fps, pw, ph, crf))
+    # The first frame is a keyframe and costs several P/B frames; the full clip has one per
+    # x264 GOP (250 frames), so scale keyframes and the other frames separately.
+    key = frames[0]
+    rest = sum(frames[1:]) / max(1, len(frames) - 1)
+    keyframes = math.ceil(clip.count / _X264_KEYINT)
+    area = (clip.width * clip.height) / (pw * ph)
+    return (key * keyframes + rest * (clip.count - keyframes)) * area + _MP4_OVERHEAD
+
+
+def _first_crf(clip: _Clip, fps: float, max_bytes: int) -> int:
+    """Predict the CRF rung that fits, so that most jobs need one full encode.
+
+    Pixel and frame activity give a cheap ceiling that settles most jobs. Otherwise a probe
+    encode (1/8 of the pixels x frames) at CRF 18 and a second at the rung that the usual
+    halving every 6 CRF suggests measure this clip's own curve (grain makes it far steeper,
+    detail far flatter), and the best rung on that curve is chosen.
+    """
+    first = CRF_LADDER[0]
+    spatial, temporal = _activity(clip)
+    ceiling = ceiling_bytes(clip.width, clip.height, clip.count, spatial, temporal)
+    if ceiling * _SAFETY <= max_bytes:
+        return first
+    if clip.width * clip.height * clip.count < _PROBE_MIN_PIXELS:
+        # Small clips encode in milliseconds, so a miss costs less than a probe: guess a
+        # typical size rather than the ceiling, which is meant to overshoot.
+        return _rung_for(ceiling / 8, max_bytes)
+    est18 = _probe_bytes(clip, fps, first)
+    if est18 * _SAFETY <= max_bytes:
+        return first
+    crf = _rung_for(est18, max_bytes)
+    if crf == first:  # within the safety margin of fitting at 18: one rung up
+        crf = CRF_LADDER[1]
+    est = _probe_bytes(clip, fps, crf)
+    per_crf = (est / est18) ** (1 / (crf - first))
+    for rung in CRF_LADDER[1:]:
+        guess = est18 * per_crf ** (rung - first)
+        safety = _SAFETY if rung == crf else _SAFETY_INTERPOLATED
+        if guess * safety <= max_bytes:
+            return rung
     return CRF_LADDER[-1]
 
 
@@ -264,7 +352,7 @@ def encode_video(
     if not (math.isfinite(fps) and fps > 0):
         raise ValueError(f"fps must be a positive number, got {fps}")
     clip = _clip(frames)
-    crf = _first_crf(clip.width, clip.height, clip.count, _complexity(clip), max_bytes)
+    crf = _first_crf(clip, fps, max_bytes)
     scale = 1.0
     attempts = 0
     while True:
@@ -302,18 +390,18 @@ def x264_args(
     """The ffmpeg command line that encodes raw RGB frames from stdin into ``out``."""
     rate = Fraction(fps).limit_denominator(1001)
     if (out_w, out_h) == (width, height):
-        vf = f"scale={_SCALE_COLOR}"
+        vf = f"scale={_SCALE_COLOR},{_TAG_BT709}"
     elif 0 <= width - out_w <= 1 and 0 <= height - out_h <= 1:
-        vf = f"crop={out_w}:{out_h}:0:0,scale={_SCALE_COLOR}"
+        vf = f"crop={out_w}:{out_h}:0:0,scale={_SCALE_COLOR},{_TAG_BT709}"
     else:
-        vf = f"scale={out_w}:{out_h}:flags=lanczos:{_SCALE_COLOR}"
+        vf = f"scale={out_w}:{out_h}:flags=lanczos:{_SCALE_COLOR},{_TAG_BT709}"
     # fmt: off
     return [
         ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
         "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
         "-framerate", f"{rate.numerator}/{rate.denominator}", "-i", "pipe:0",
         "-an", "-vf", vf, "-c:v", "libx264", "-preset", X264_PRESET, "-crf", str(crf),
-        "-pix_fmt", "yuv420p", *_COLOR_ARGS, "-movflags", "+faststart", out,
+        "-pix_fmt", "yuv420p", "-movflags", "+faststart", out,
     ]
     # fmt: on
 
@@ -353,32 +441,53 @@ def _x264(clip: _Clip, fps: float, out_w: int, out_h: int, crf: int) -> bytes:
 
 # Probing and decoding -------------------------------------------------------------------------
 
-_STREAM_RE = re.compile(r"Stream #\d+:\d+.*?: Video: (\w+)[^,]*, (\w+)")
+_STREAM_RE = re.compile(r"Stream #\d+:\d+.*?: Video: (\w+)[^,]*, (\w+)(?:\(([^)]*)\))?")
 _SIZE_RE = re.compile(r", (\d{2,5})x(\d{2,5})")
 _FPS_RE = re.compile(r", ([\d.]+)(k?) (?:fps|tbr)")
 _FRAME_RE = re.compile(r"frame=\s*(\d+)")
 
 
-def _top_level_boxes(data: bytes) -> list[str]:
-    """Types of the top-level ISO-BMFF boxes in file order."""
-    boxes: list[str] = []
-    pos = 0
-    while pos + 8 <= len(data):
+def _boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[str, int, int]]:
+    """Walk the ISO-BMFF boxes in ``data[start:end]``: (type, payload start, box end)."""
+    end = len(data) if end is None else end
+    pos = start
+    while pos + 8 <= end:
         size = int.from_bytes(data[pos : pos + 4], "big")
         kind = data[pos + 4 : pos + 8].decode("latin-1")
         header = 8
         if size == 1:
-            if pos + 16 > len(data):
-                break
+            if pos + 16 > end:
+                return
             size = int.from_bytes(data[pos + 8 : pos + 16], "big")
             header = 16
         elif size == 0:
-            size = len(data) - pos
+            size = end - pos
         if size < header:
             raise ValueError(f"broken MP4 box {kind!r} at byte {pos}")
-        boxes.append(kind)
+        yield kind, pos + header, min(pos + size, end)
         pos += size
-    return boxes
+
+
+def _top_level_boxes(data: bytes) -> list[str]:
+    """Types of the top-level boxes in file order."""
+    return [kind for kind, _, _ in _boxes(data)]
+
+
+def _sample_sizes(data: bytes) -> list[int]:
+    """Byte size of each sample (frame) of the first track, in decode order, from ``stsz``."""
+    start, end = 0, len(data)
+    for path_kind in ("moov", "trak", "mdia", "minf", "stbl", "stsz"):
+        found = next(((s, e) for k, s, e in _boxes(data, start, end) if k == path_kind), None)
+        if found is None:
+            raise ValueError(f"no {path_kind!r} box in the MP4")
+        start, end = found
+    # stsz payload: version+flags, a fixed size (0 when sizes vary), the count, the sizes.
+    fixed = int.from_bytes(data[start + 4 : start + 8], "big")
+    count = int.from_bytes(data[start + 8 : start + 12], "big")
+    if fixed:
+        return [fixed] * count
+    table = data[start + 12 : start + 12 + 4 * count]
+    return [int.from_bytes(table[i : i + 4], "big") for i in range(0, len(table), 4)]
 
 
 def probe_video(data: bytes) -> VideoInfo:
@@ -407,6 +516,11 @@ def probe_video(data: bytes) -> VideoInfo:
     frames = _FRAME_RE.findall(log)
     if size is None or fps is None or not frames:
         raise ValueError(f"cannot parse ffmpeg's description of the video: {line.strip()}")
+    tags = [t.strip() for t in (stream.group(3) or "").split(",")]
+    color_range = tags.pop(0) if tags and tags[0] in ("tv", "pc") else ""
+    matrix = (
+        tags[0].split("/")[0] if tags and tags[0].startswith(("bt", "smpte", "unknown")) else ""
+    )
     moov = boxes.index("moov") if "moov" in boxes else None
     mdat = boxes.index("mdat") if "mdat" in boxes else None
     return VideoInfo(
@@ -417,6 +531,8 @@ def probe_video(data: bytes) -> VideoInfo:
         frames=int(frames[-1]),
         fps=float(fps.group(1)) * (1000 if fps.group(2) else 1),
         moov_before_mdat=moov is not None and mdat is not None and moov < mdat,
+        color_range=color_range,
+        color_matrix=matrix,
     )
 
 

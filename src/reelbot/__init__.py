@@ -1,0 +1,3 @@
+"""reelbot: image and video generation from chat."""
+
+__version__ = "0.1.0"
