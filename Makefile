@@ -43,7 +43,7 @@ integration: venv
 bench: venv
 	$(BIN)/python bench/encode.py --quick
 	$(BIN)/python bench/generate.py
-	$(BIN)/python bench/queue.py --quick
+	$(BIN)/python bench/queue_dispatch.py --quick
 
 clean:
 	rm -rf $(VENV) $(OUT) .mypy_cache .ruff_cache .pytest_cache

@@ -120,10 +120,9 @@ def _cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
         default_seed=int(time.time_ns() % (2**32)),
     )
 
+    from reelbot.generation.media import encode_image, encode_video
     from reelbot.generation.runner import Progress as StepProgress
     from reelbot.generation.runner import Runner
-
-    from reelbot.generation.media import encode_image, encode_video
 
     console = Console(stderr=True)
     runner = Runner(catalog, data_dir=settings.data_dir, device=settings.device)
@@ -162,17 +161,99 @@ def _cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     """``reelbot worker``: run an arq worker on one or more generation queues."""
-    raise ConfigError("the worker is not part of this build yet")
+    from reelbot.queue.service import run_worker
+
+    run_worker(settings, _worker_queues(settings, args.queue))
+    return 0
+
+
+def _worker_queues(settings: Settings, names: Sequence[str] | None) -> list[str]:
+    """Queue names from ``--queue`` (``image``, ``video`` or a full name); default both."""
+    if not names:
+        return [settings.image_queue, settings.video_queue]
+    short = {"image": settings.image_queue, "video": settings.video_queue}
+    return list(dict.fromkeys(short.get(name, name) for name in names))
 
 
 def _cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
     """``reelbot jobs``: operator commands on the job records."""
-    raise ConfigError("job commands are not part of this build yet")
+    import asyncio
+
+    from redis.exceptions import RedisError
+
+    if args.jobs_command == "list" and args.limit < 1:
+        return _fail("jobs list --limit must be at least 1")
+    try:
+        return asyncio.run(_jobs(settings, args))
+    except (RedisError, OSError) as exc:
+        print(
+            f"reelbot: cannot reach Redis at {settings.effective_redis_url}: {exc}", file=sys.stderr
+        )
+        return 1
+
+
+async def _jobs(settings: Settings, args: argparse.Namespace) -> int:
+    """The ``jobs`` subcommands against Redis."""
+    import asyncio
+
+    from rich.console import Console
+
+    from reelbot.catalog import load_catalog
+    from reelbot.jobs import JobStatus
+    from reelbot.queue.connection import connect
+    from reelbot.queue.ops import job_detail, jobs_table
+    from reelbot.queue.submit import JobQueue
+
+    console = Console()
+    # An operator at a prompt wants a quick "cannot reach", not 15 s of retries.
+    redis = connect(settings.effective_redis_url, retries=2)
+    try:
+        queue = JobQueue(redis, settings, load_catalog(settings.models, settings.styles_file))
+        if args.jobs_command == "list":
+            console.print(jobs_table(await queue.recent(limit=args.limit)))
+        elif args.jobs_command == "show":
+            record = await queue.get(args.job_id)
+            console.print(job_detail(record, await queue.position(record)))
+        else:
+            outcome, record = await queue.cancel(args.job_id)
+            if outcome == "stopping":
+                # A running job stops at its next step; wait a little to report the end.
+                for _ in range(100):
+                    record = await queue.get(args.job_id)
+                    if record.status != JobStatus.RUNNING and record.status != JobStatus.QUEUED:
+                        break
+                    await asyncio.sleep(0.1)
+            said = {
+                "removed": "cancelled (taken out of the queue)",
+                "stopping": f"stopping at its next step; now {record.status.value}",
+                "too_late": f"too late to cancel: {record.status.value}",
+                "already_finished": f"already finished: {record.status.value}",
+            }[outcome]
+            console.print(f"job {record.id}: {said}")
+    finally:
+        await redis.aclose(close_connection_pool=True)
+    return 0
 
 
 def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     """``reelbot up``: the whole service on one machine."""
-    raise ConfigError("reelbot up is not part of this build yet")
+    from reelbot.queue.service import run_up
+
+    run_up(settings, _up_adapters(settings))
+    return 0
+
+
+def _up_adapters(settings: Settings) -> list[str]:
+    """The adapters ``reelbot up`` runs, as ``"module:function"``: those whose token is set.
+
+    The hook for adapters: one line each, the setting that turns it on and an
+    ``async def run_up(settings, stop)`` that serves until ``stop`` (an asyncio.Event) is set.
+    """
+    wanted = {
+        "reelbot.bots.discord.service:run_up": settings.discord_token is not None,
+        "reelbot.bots.telegram.service:run_up": settings.telegram_token is not None,
+    }
+    return [target for target, on in wanted.items() if on]
 
 
 if __name__ == "__main__":

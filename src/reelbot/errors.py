@@ -15,11 +15,16 @@ chat as it is::
     │   ├── Busy                      the queue is full; ``retry_after`` as a hint
     │   ├── NotAllowed                an admin command from a non-admin
     │   ├── JobNotFound               no such job (or not yours)
-    │   └── Cancelled                 the job was cancelled
+    │   ├── Cancelled                 the job was cancelled
+    │   ├── JobTimeout                the job ran past its time limit
+    │   └── OutputTooLarge            no encoding fits the platform's upload limit
     ├── TransientError                worth a retry; ``retry_after`` where known
     │   ├── OutOfMemory               the accelerator ran out of memory
     │   ├── BackendUnavailable        Redis or a platform API cannot be reached
-    │   └── RateLimited               a platform said 429
+    │   ├── RateLimited               a platform said 429
+    │   └── WorkerLost                the worker died too often while running the job
+    ├── DeliveryFailed                the result could not be posted
+    │   └── ResultExpired             the stored result expired before it was posted
     └── ConfigError                   stops start-up, with one line naming the setting
 """
 
@@ -129,6 +134,19 @@ class Cancelled(UserError):
     default_message = "Cancelled."
 
 
+class JobTimeout(UserError):
+    """The job ran past the time its cost allows."""
+
+    code = "timeout"
+    default_message = "This job took too long and was stopped. Try fewer steps or frames."
+
+
+class OutputTooLarge(UserError):
+    """No encoding of the result fits the platform's upload limit."""
+
+    code = "too_large"
+
+
 class TransientError(ReelbotError):
     """A failure that may pass; worth a bounded retry."""
 
@@ -162,6 +180,24 @@ class RateLimited(TransientError):
     code = "rate_limited"
 
 
+class WorkerLost(TransientError):
+    """The worker running the job died, more times than a retry allows."""
+
+    code = "worker_lost"
+
+
+class DeliveryFailed(ReelbotError):
+    """The result could not be posted to the platform."""
+
+    code = "undeliverable"
+
+
+class ResultExpired(DeliveryFailed):
+    """The stored result expired before it could be posted."""
+
+    code = "result_expired"
+
+
 class ConfigError(ReelbotError):
     """A setting is missing or wrong; start-up stops with one line naming it."""
 
@@ -188,10 +224,15 @@ ERROR_CODES: dict[str, type[ReelbotError]] = {
         NotAllowed,
         JobNotFound,
         Cancelled,
+        JobTimeout,
+        OutputTooLarge,
         TransientError,
         OutOfMemory,
         BackendUnavailable,
         RateLimited,
+        WorkerLost,
+        DeliveryFailed,
+        ResultExpired,
         ConfigError,
     )
 }

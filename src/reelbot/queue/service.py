@@ -1,0 +1,115 @@
+"""Process lifecycles: ``reelbot worker`` and ``reelbot up``, stopped cleanly by a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
+
+from reelbot.catalog import load_catalog
+from reelbot.config import Settings
+from reelbot.queue.server import RedisServer
+from reelbot.queue.worker import serve_generation
+
+if TYPE_CHECKING:
+    from reelbot.queue.worker import PipelineRunner
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Adapter", "run_up", "run_worker", "until_signal"]
+
+Adapter = Callable[[Settings, asyncio.Event], Awaitable[None]]
+"""A chat adapter as ``reelbot up`` runs it: returns once the event is set."""
+
+
+def setup_logging() -> None:
+    """Timestamped log lines on stderr for the long-running processes."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+
+
+async def until_signal(serve: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``serve(stop)``; SIGINT or SIGTERM sets ``stop`` so that it winds down cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await serve(stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def make_runner(settings: Settings) -> PipelineRunner:
+    """The generation engine of this process (imports torch)."""
+    from reelbot.generation.runner import Runner
+
+    budget = settings.memory_budget_gb
+    return Runner(
+        load_catalog(settings.models, settings.styles_file),
+        data_dir=settings.data_dir,
+        device=settings.device,
+        memory_budget_bytes=int(budget * 1024**3) if budget else None,
+    )
+
+
+def run_worker(settings: Settings, queues: Sequence[str]) -> None:
+    """``reelbot worker``: generation workers on ``queues`` until SIGINT/SIGTERM."""
+    setup_logging()
+    runner = make_runner(settings)
+    url = settings.effective_redis_url
+
+    async def serve(stop: asyncio.Event) -> None:
+        await serve_generation(settings, runner, queues, redis_url=url, stop=stop)
+
+    print(f"reelbot worker: {', '.join(queues)} on {url}", file=sys.stderr, flush=True)
+    asyncio.run(until_signal(serve))
+
+
+def load_adapter(target: str) -> Adapter | None:
+    """Import ``"module:function"``; None (with a warning) when this build lacks it."""
+    module_name, _, attr = target.partition(":")
+    try:
+        adapter: Adapter = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError):
+        log.warning("%s is not part of this build; that adapter will not run", target)
+        return None
+    return adapter
+
+
+def run_up(settings: Settings, adapters: Sequence[str]) -> None:
+    """``reelbot up``: a private server if no Redis URL is set, a worker on both queues, and
+    the given adapters (``"module:function"``), until SIGINT/SIGTERM; then all of it stops."""
+    setup_logging()
+    server: RedisServer | None = None
+    if settings.redis_url is None:
+        server = RedisServer(settings.data_dir / "redis")
+        server.start()
+        settings = settings.model_copy(update={"redis_url": server.url})
+    url = settings.effective_redis_url
+    try:
+        runner = make_runner(settings)
+        loaded = [(t, a) for t in adapters if (a := load_adapter(t)) is not None]
+        queues = [settings.image_queue, settings.video_queue]
+
+        async def serve(stop: asyncio.Event) -> None:
+            parts: list[Awaitable[None]] = [
+                serve_generation(settings, runner, queues, redis_url=url, stop=stop)
+            ]
+            parts += [adapter(settings, stop) for _, adapter in loaded]
+            await asyncio.gather(*parts)
+
+        names = ", ".join(["worker", *(t for t, _ in loaded)])
+        print(f"reelbot up: Redis at {url}; running {names}", file=sys.stderr, flush=True)
+        asyncio.run(until_signal(serve))
+    finally:
+        # Last: the workers put their jobs back before the server goes away.
+        if server is not None:
+            server.stop()

@@ -1,0 +1,245 @@
+"""The adapters' and operators' side of the queue: submit, look up, cancel.
+
+A submit is one Lua script: it finds a duplicate (the job id comes from the platform's own
+update id), applies the global queue cap, and writes the record, arq's job and the queue entry
+together, so a crash can never leave half a job. It then wakes idle workers over pub/sub.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from arq.connections import ArqRedis
+from arq.jobs import serialize_job
+from arq.utils import timestamp_ms
+
+from reelbot.catalog import Catalog
+from reelbot.config import Settings
+from reelbot.errors import Busy, JobNotFound
+from reelbot.jobs import GenerationRequest, JobStatus, Requester, job_id_for, resolve
+from reelbot.queue import keys, serializer
+from reelbot.queue.delivery import enqueue_delivery
+from reelbot.queue.estimates import Position, estimate_s, queue_position, seconds_per_credit
+from reelbot.queue.liveness import live_workers
+from reelbot.queue.progress import ProgressEvent, publish
+from reelbot.queue.records import ACTIVE_TTL_S, JobRecord, RecordStore
+
+__all__ = ["GENERATE", "CancelOutcome", "JobQueue", "Submitted"]
+
+GENERATE = "generate"
+"""The arq function name of a generation job."""
+JOB_EXPIRES_MS = 24 * 3600 * 1000
+"""arq drops a job that has not started within a day (its default)."""
+CANCEL_FLAG_TTL_S = 3600
+
+_SUBMIT = """
+local existing = redis.call('GET', KEYS[1])
+if existing then return {0, existing} end
+local total = 0
+for i = 6, #KEYS do total = total + redis.call('ZCARD', KEYS[i]) end
+if total >= tonumber(ARGV[4]) then return {-1, tostring(total)} end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[5])
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[6])
+-- Jobs submitted in the same millisecond would tie and run in job-id order; a distinct
+-- score keeps the queue first come, first served.
+local score = tonumber(ARGV[3])
+local top = redis.call('ZREVRANGEBYSCORE', KEYS[3], score, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+if top[2] and tonumber(top[2]) >= score then score = tonumber(top[2]) + 1 end
+redis.call('ZADD', KEYS[3], score, ARGV[7])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[7])
+redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -(tonumber(ARGV[9]) + 1))
+redis.call('ZADD', KEYS[5], ARGV[3], ARGV[7])
+redis.call('EXPIRE', KEYS[5], ARGV[5])
+redis.call('PUBLISH', ARGV[8], ARGV[7])
+return {1, ''}
+"""
+
+# A job that a worker holds is told to stop; one that only waits is taken out of the queue.
+_CANCEL = """
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('SET', KEYS[5], '1', 'EX', ARGV[2])
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+  return 'signalled'
+end
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('DEL', KEYS[3], KEYS[4])
+  return 'removed'
+end
+return 'absent'
+"""
+
+CancelOutcome = Literal["removed", "stopping", "too_late", "already_finished"]
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A submitted job: its record, whether this call created it, and its place in line."""
+
+    record: JobRecord
+    created: bool
+    position: Position | None
+
+
+class JobQueue:
+    """Submit, look up and cancel generation jobs."""
+
+    def __init__(self, redis: ArqRedis, settings: Settings, catalog: Catalog) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.catalog = catalog
+        self.records = RecordStore(redis, finished_ttl_s=settings.result_ttl_s)
+        self._submit = redis.register_script(_SUBMIT)
+        self._cancel = redis.register_script(_CANCEL)
+
+    @property
+    def generation_queues(self) -> tuple[str, str]:
+        """Both generation queues; the global cap counts them together."""
+        return (self.settings.image_queue, self.settings.video_queue)
+
+    async def submit(self, request: GenerationRequest, *, with_position: bool = True) -> Submitted:
+        """Queue a request, or return the existing job when this update was seen before.
+
+        Raises:
+            UserError: an option, prompt or image problem (from ``resolve``).
+            Busy: the queue is at its global cap; ``retry_after`` is a hint in seconds.
+        """
+        job_id = job_id_for(request.requester.platform, request.source_id)
+        existing = await self.records.get(job_id)
+        if existing is not None:
+            return await self._submitted(existing, created=False, with_position=with_position)
+        params = resolve(
+            request.task,
+            request.text,
+            self.catalog,
+            explicit=request.options,
+            has_image=request.image_ref is not None,
+            default_seed=int(job_id[-8:], 16),
+        )
+        queue = self.settings.queue_for(request.task)
+        now = time.time()
+        record = JobRecord(
+            id=job_id,
+            queue=queue,
+            request=request,
+            params=params,
+            created_at=now,
+            updated_at=now,
+            times={JobStatus.QUEUED: now},
+        )
+        score = timestamp_ms()
+        job = serialize_job(GENERATE, (job_id,), {}, None, score, serializer=serializer.dumps)
+        created, detail = await self._submit(
+            keys=[
+                keys.record(job_id),
+                keys.arq_job(job_id),
+                queue,
+                keys.JOB_INDEX,
+                keys.user_jobs(request.requester.platform, request.requester.user_id),
+                *self.generation_queues,
+            ],
+            args=[
+                record.model_dump_json(),
+                job,
+                score,
+                self.settings.max_queued,
+                ACTIVE_TTL_S,
+                JOB_EXPIRES_MS,
+                job_id,
+                keys.wake_channel(queue),
+                keys.INDEX_LIMIT,
+            ],
+        )
+        if created == -1:
+            raise await self._busy(int(detail), record)
+        if created == 0:
+            record = JobRecord.model_validate_json(detail)
+        return await self._submitted(record, created=created == 1, with_position=with_position)
+
+    async def _submitted(
+        self, record: JobRecord, *, created: bool, with_position: bool
+    ) -> Submitted:
+        position = await self.position(record) if with_position else None
+        return Submitted(record=record, created=created, position=position)
+
+    async def _busy(self, total: int, record: JobRecord) -> Busy:
+        spc = (await seconds_per_credit(self.redis, [record.params.model]))[record.params.model]
+        workers = max(1, len(await live_workers(self.redis, record.queue)))
+        over = total - self.settings.max_queued + 1
+        wait = min(600.0, max(10.0, over * estimate_s(spc, record.cost) / workers))
+        minutes = max(1, round(wait / 60))
+        unit = "minute" if minutes == 1 else "minutes"
+        return Busy(
+            f"reelbot is busy: {total} jobs are waiting, the most it takes at once. "
+            f"Please try again in about {minutes} {unit}.",
+            retry_after=wait,
+        )
+
+    async def get(self, job_id: str) -> JobRecord:
+        """A job's record, or ``JobNotFound``."""
+        return await self.records.require(job_id)
+
+    async def position(self, record: JobRecord) -> Position | None:
+        """Where a queued or running job stands, and its ETA."""
+        return await queue_position(self.redis, self.records, record)
+
+    async def user_jobs(self, requester: Requester, *, limit: int = 20) -> list[JobRecord]:
+        """A user's jobs, newest first."""
+        key = keys.user_jobs(requester.platform, requester.user_id)
+        ids = [i.decode() for i in await self.redis.zrevrange(key, 0, limit - 1)]
+        return await self.records.many(ids)
+
+    async def recent(self, *, limit: int = 20) -> list[JobRecord]:
+        """The newest jobs of everyone, newest first."""
+        ids = [i.decode() for i in await self.redis.zrevrange(keys.JOB_INDEX, 0, limit - 1)]
+        return await self.records.many(ids)
+
+    async def cancel(
+        self, job_id: str, *, requester: Requester | None = None
+    ) -> tuple[CancelOutcome, JobRecord]:
+        """Cancel a job: a waiting one leaves the queue now, a running one stops at its next step.
+
+        ``requester`` limits it to the user's own jobs (admins may cancel any); None is the
+        operator. Raises ``JobNotFound`` for an unknown job or someone else's.
+        """
+        record = await self.records.require(job_id)
+        if requester is not None and not requester.is_admin:
+            mine = (record.requester.platform, record.requester.user_id)
+            if mine != (requester.platform, requester.user_id):
+                raise JobNotFound(f"You have no job {job_id!r}.")
+        if record.finished:
+            return "already_finished", record
+        if record.status in (JobStatus.ENCODING, JobStatus.DELIVERING):
+            return "too_late", record
+        outcome = await self._cancel(
+            keys=[
+                record.queue,
+                keys.arq_in_progress(job_id),
+                keys.arq_job(job_id),
+                keys.arq_retry(job_id),
+                keys.cancel_flag(job_id),
+            ],
+            args=[job_id, CANCEL_FLAG_TTL_S, keys.CONTROL_CHANNEL, json.dumps({"cancel": job_id})],
+        )
+        if outcome == b"signalled":
+            return "stopping", record
+        cancelled = await self.records.transition(
+            job_id,
+            JobStatus.CANCELLED,
+            only_from=[JobStatus.QUEUED],
+            error_code="cancelled",
+            error_message="Cancelled.",
+        )
+        if cancelled is None:
+            # It left the queue some other way meanwhile (it ran, or it failed).
+            latest = await self.records.require(job_id)
+            return ("already_finished" if latest.finished else "too_late"), latest
+        await publish(
+            self.redis,
+            cancelled.platform,
+            ProgressEvent(job_id=job_id, status=JobStatus.CANCELLED, at=time.time()),
+        )
+        await enqueue_delivery(self.redis, cancelled)
+        return "removed", cancelled

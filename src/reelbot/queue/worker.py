@@ -1,0 +1,557 @@
+"""The generation worker: one pipeline call at a time, in a thread, with cooperative cancel.
+
+Each queue a process serves gets a ``GenerationWorker`` (an arq worker, see ``liveness``); all
+of them share one ``GpuSlot`` and one pipeline thread. A job: read the record and decode the
+input image (overlapping the running job), queue the pipeline call on the thread behind the
+running one (it starts the moment that one returns), then encode, store and enqueue the
+delivery while the next job denoises.
+
+Stopping a pipeline is cooperative: arq can cancel the awaiting task but not the thread, so a
+cancel, a timeout or a shutdown sets the runner's cancel event and the job waits for the
+thread to return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from arq.connections import ArqRedis
+from arq.worker import Retry, func
+from PIL import Image
+from redis.exceptions import RedisError
+
+from reelbot.catalog import Task
+from reelbot.config import Settings
+from reelbot.errors import (
+    Cancelled,
+    InvalidImage,
+    OutOfMemory,
+    TransientError,
+    UserError,
+)
+from reelbot.jobs import GenerationParams, JobStatus
+from reelbot.queue import keys
+from reelbot.queue.budgets import budget_for
+from reelbot.queue.delivery import enqueue_delivery
+from reelbot.queue.estimates import job_timeout_s, record_duration, seconds_per_credit
+from reelbot.queue.gpu import GpuSlot
+from reelbot.queue.liveness import QueueWorker
+from reelbot.queue.progress import ProgressPublisher, StepProgress
+from reelbot.queue.records import JobRecord, RecordStore, ResultInfo
+from reelbot.queue.storage import RedisResultStore, ResultStore, load_input
+from reelbot.queue.submit import GENERATE
+
+log = logging.getLogger(__name__)
+
+__all__ = ["GenerationWorker", "PipelineRunner", "serve_generation"]
+
+MAX_JOBS = 4
+"""Arq tasks per worker: one running, one fetched next, two finishing (encode, store)."""
+TRANSIENT_RETRIES = 2
+OOM_RETRIES = 1
+LOAD_TIMEOUT_S = 1800.0
+SETTLE_LOG_S = 30.0
+REDIS_RETRY_S = 2.0
+
+StopReason = Literal["cancel", "timeout", "shutdown", "lease"]
+
+
+class GenerationOutput(Protocol):
+    """What a pipeline call returns (``reelbot.generation.runner.GenerationOutput``)."""
+
+    frames: list[Image.Image]
+    fps: int | None
+    seed: int
+    timings: dict[str, float]
+
+
+class PipelineRunner(Protocol):
+    """The generation engine (``reelbot.generation.runner.Runner``); blocking calls."""
+
+    def preload(self, model: str, task: Task | None = None) -> None: ...
+
+    def generate(
+        self,
+        params: GenerationParams,
+        image: Image.Image | None = None,
+        *,
+        on_progress: Callable[[Any], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GenerationOutput: ...
+
+
+@dataclass
+class _Run:
+    """A job this worker holds: its cancel event and why it was stopped."""
+
+    job_id: str
+    cancel: threading.Event = field(default_factory=threading.Event)
+    reason: StopReason | None = None
+
+    def stop(self, reason: StopReason) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.cancel.set()
+
+
+class _Shutdown(Exception):
+    """Internal: the job was stopped because the worker is shutting down."""
+
+
+async def _generate(ctx: dict[str, object], job_id: str) -> None:
+    worker = ctx["worker"]
+    assert isinstance(worker, GenerationWorker)
+    try_ = ctx.get("job_try", 1)
+    await worker.process(job_id, try_ if isinstance(try_, int) else 1)
+
+
+class GenerationWorker(QueueWorker):
+    """An arq worker on one generation queue, sharing the process's GPU slot and runner."""
+
+    kind = "generation"
+
+    def __init__(
+        self,
+        *,
+        redis: ArqRedis,
+        queue: str,
+        settings: Settings,
+        runner: PipelineRunner,
+        gpu: GpuSlot,
+        pipeline_thread: ThreadPoolExecutor,
+        results: ResultStore | None = None,
+        worker_id: str | None = None,
+        poll_delay_s: float = 0.5,
+    ) -> None:
+        super().__init__(
+            [func(_generate, name=GENERATE)],
+            redis=redis,
+            queue=queue,
+            worker_id=worker_id,
+            lease_s=settings.dead_worker_s,
+            heartbeat_s=settings.heartbeat_s,
+            poll_delay_s=poll_delay_s,
+            max_jobs=MAX_JOBS,
+        )
+        self.settings = settings
+        self.runner = runner
+        self.gpu = gpu
+        self.pipeline_thread = pipeline_thread
+        self.records = RecordStore(redis, finished_ttl_s=settings.result_ttl_s)
+        self.results = results or RedisResultStore(redis, ttl_s=settings.result_ttl_s)
+        self.runs: dict[str, _Run] = {}
+        gpu.listeners.append(self.wake)
+
+    # -- QueueWorker hooks ---------------------------------------------------------------------
+
+    def free_slots(self) -> int:
+        """At most one job waiting for the GPU, fetched near the end of the running one."""
+        return 1 if self.gpu.wants_job() else 0
+
+    def job_fetched(self, job_id: str) -> None:
+        """Count the job as waiting for the GPU from the moment it is claimed."""
+        self.gpu.pending.add(job_id)
+        self.runs[job_id] = _Run(job_id)
+
+    def job_released(self, job_id: str) -> None:
+        """Forget the job."""
+        self.gpu.pending.discard(job_id)
+        self.runs.pop(job_id, None)
+
+    def cancel_requested(self, job_id: str) -> None:
+        """Stop the job at its next step (or before it starts)."""
+        run = self.runs.get(job_id)
+        if run is not None:
+            run.stop("cancel")
+
+    def lease_lost(self, job_id: str) -> None:
+        """Another worker may run the job now: stop without writing its record."""
+        super().lease_lost(job_id)
+        run = self.runs.get(job_id)
+        if run is not None:
+            run.stop("lease")
+
+    async def gave_up(self, job_id: str) -> None:
+        """arq will not run the job again (it kept killing its workers): fail it clearly."""
+        record = await self.records.transition(
+            job_id,
+            JobStatus.FAILED,
+            error_code="worker_lost",
+            error_message="This job stopped its worker several times and was given up. "
+            "Try fewer frames, fewer steps or a smaller size.",
+        )
+        if record is not None:
+            await self._announce(record)
+
+    # -- a job -----------------------------------------------------------------------------------
+
+    async def process(self, job_id: str, job_try: int) -> None:
+        """Run one job from its record to an enqueued delivery (or a final state)."""
+        run = self.runs.setdefault(job_id, _Run(job_id))
+        try:
+            await self._process(run, job_try)
+        except _Shutdown:
+            raise asyncio.CancelledError from None
+        except (RedisError, OSError) as exc:
+            # Redis stayed away longer than the client's retries: put the job back rather
+            # than let arq count it as done (the record would be stuck mid-way).
+            log.warning("job %s: Redis failed mid-job (%s); re-queued", job_id, exc)
+            raise Retry(defer=REDIS_RETRY_S) from exc
+        finally:
+            self.gpu.pending.discard(job_id)
+
+    async def _process(self, run: _Run, job_try: int) -> None:
+        job_id = run.job_id
+        record = await self.records.get(job_id)
+        if record is None:
+            log.warning("job %s: no record (expired?); dropping it", job_id)
+            return
+        if record.finished or record.status == JobStatus.DELIVERING:
+            # A re-run after the result was stored (or the job ended): only the delivery is
+            # left, and enqueuing it twice is harmless.
+            if record.posted_at is None and record.status != JobStatus.DELIVERED:
+                await enqueue_delivery(self.pool, record)
+            return
+        if await self.pool.exists(keys.cancel_flag(job_id)):
+            run.stop("cancel")
+        image = None
+        if record.params.task.needs_image and run.reason is None:
+            try:
+                image = await self._input_image(record)
+            except UserError as exc:
+                await self._fail(record, exc.code, exc.user_message)
+                return
+        spc = (await seconds_per_credit(self.pool, [record.params.model]))[record.params.model]
+        timeout = job_timeout_s(spc, record.cost, self.settings.job_timeout_factor)
+        estimate = None if spc is None else spc * max(record.cost, 0.01)
+        publisher = ProgressPublisher(self.pool, job_id=job_id, platform=record.platform)
+        if run.reason is not None:
+            await self._stopped(run, record)  # cancelled before it reached the GPU
+            return
+        try:
+            output = await self._run_pipeline(run, record, image, timeout, estimate, publisher)
+        except asyncio.CancelledError:
+            # The worker is stopping (SIGTERM): the thread has been told to stop and has
+            # returned; put the job back for the next worker at once.
+            await self._requeue(job_id, "re-queued: its worker was stopping")
+            raise
+        finally:
+            await publisher.aclose()
+        if output is None:
+            return
+        await self._finish(record, output, publisher)
+
+    async def _input_image(self, record: JobRecord) -> Image.Image:
+        from reelbot.inputs import load_input_image
+
+        ref = record.request.image_ref
+        data = await load_input(self.pool, ref) if ref else None
+        if data is None:
+            raise InvalidImage("The input image expired before the job ran. Please send it again.")
+        return await asyncio.to_thread(load_input_image, data)
+
+    async def _run_pipeline(
+        self,
+        run: _Run,
+        record: JobRecord,
+        image: Image.Image | None,
+        limit_s: float,
+        estimate: float | None,
+        publisher: ProgressPublisher,
+    ) -> GenerationOutput | None:
+        """Hold the GPU for the pipeline call only; None when the job ended another way."""
+        loop = asyncio.get_running_loop()
+        params = record.params
+
+        def on_progress(progress: StepProgress) -> None:
+            publisher.on_progress(progress)
+            loop.call_soon_threadsafe(self.gpu.stepped, progress.step, progress.total)
+
+        run_s: list[float] = []
+        marks: list[asyncio.Task[JobRecord | None]] = []
+        # No limit while it waits behind the running call, which has a limit of its own.
+        deadline = asyncio.timeout(None)
+
+        def extend(seconds: float) -> None:
+            if not deadline.expired():
+                with contextlib.suppress(RuntimeError):  # the wait already ended
+                    deadline.reschedule(loop.time() + seconds)
+
+        def on_start() -> None:
+            # On the loop as the thread takes the job; Redis is written beside the call.
+            extend(LOAD_TIMEOUT_S)
+            self.gpu.started(record.id, estimate)
+            transition = self.records.transition(
+                record.id,
+                JobStatus.RUNNING,
+                only_from=[JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.ENCODING],
+                attempts=record.attempts + 1,
+                worker_id=self.worker_id,
+                timeout_s=limit_s,
+                note="",
+            )
+            marks.append(asyncio.create_task(transition))
+            publisher.status(JobStatus.RUNNING)
+
+        def call() -> GenerationOutput:
+            # In the one pipeline thread. The next job's call waits in the executor's queue
+            # and starts the moment this one returns, with no trip through the event loop.
+            if run.cancel.is_set():
+                raise Cancelled()
+            loop.call_soon_threadsafe(on_start)
+            try:
+                self.runner.preload(params.model, params.task)
+                # The job's own limit starts once its model is loaded: a cold load is not
+                # the job's fault.
+                loop.call_soon_threadsafe(extend, limit_s)
+                begun = time.perf_counter()
+                out = self.runner.generate(
+                    params, image, on_progress=on_progress, cancel=run.cancel
+                )
+                run_s.append(time.perf_counter() - begun)
+                return out
+            finally:
+                loop.call_soon_threadsafe(self.gpu.finished, record.id)
+
+        if run.reason is not None:
+            await self._stopped(run, record)
+            return None
+        future = loop.run_in_executor(self.pipeline_thread, call)
+        output: GenerationOutput | None = None
+        try:
+            async with deadline:
+                output = await asyncio.shield(future)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            run.stop("timeout")
+            await self._settle(future)
+        except asyncio.CancelledError:
+            # Shutting down: stop the thread, and let the RUNNING mark land before the job is
+            # put back.
+            run.stop("shutdown")
+            await self._settle(future)
+            if marks:
+                await asyncio.wait(marks)
+            raise
+        except Exception:
+            pass  # read from the future by _after_stop
+        finally:
+            self.gpu.pending.discard(record.id)
+        if marks:
+            record = await marks[0] or record
+        if output is not None:
+            await record_duration(self.pool, params.model, run_s[0], record.cost)
+            return output
+        await self._after_stop(run, record, future)
+        return None
+
+    async def _settle(self, future: asyncio.Future[GenerationOutput]) -> None:
+        """Wait for the pipeline thread to return after its cancel event was set."""
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=SETTLE_LOG_S)
+            if done:
+                if not future.cancelled():
+                    future.exception()  # retrieved: how it ended is decided by the caller
+                return
+            log.warning(
+                "pipeline thread still running %.0fs after it was told to stop", SETTLE_LOG_S
+            )
+
+    async def _after_stop(
+        self, run: _Run, record: JobRecord, future: asyncio.Future[GenerationOutput]
+    ) -> None:
+        exc = future.exception() if future.done() and not future.cancelled() else None
+        if run.reason is not None:
+            await self._stopped(run, record)
+            return
+        if isinstance(exc, OutOfMemory):
+            await self._retry_or_fail(record, exc, limit=OOM_RETRIES)
+        elif isinstance(exc, TransientError):
+            await self._retry_or_fail(record, exc, limit=TRANSIENT_RETRIES)
+        elif isinstance(exc, UserError):
+            await self._fail(record, exc.code, exc.user_message)
+        else:
+            await self._internal(record, exc)
+
+    async def _stopped(self, run: _Run, record: JobRecord) -> None:
+        if run.reason == "cancel":
+            done = await self.records.transition(
+                record.id,
+                JobStatus.CANCELLED,
+                only_from=[JobStatus.QUEUED, JobStatus.RUNNING],
+                error_code=Cancelled.code,
+                error_message=Cancelled.default_message,
+            )
+            await self.pool.delete(keys.cancel_flag(record.id))
+            if done is not None:
+                await self._announce(done)
+        elif run.reason == "timeout":
+            limit = round(record.timeout_s or 0)
+            await self._fail(
+                record,
+                "timeout",
+                f"This job ran past its {limit}s limit and was stopped. "
+                "Try fewer steps, fewer frames or a smaller size.",
+            )
+        elif run.reason == "shutdown":
+            raise _Shutdown
+        elif run.reason == "lease":
+            # Another worker may own the job now: leave its record alone, but keep the job in
+            # the queue (returning would let arq drop it) in case nobody has taken it yet.
+            raise Retry(defer=REDIS_RETRY_S)
+
+    async def _retry_or_fail(self, record: JobRecord, exc: TransientError, *, limit: int) -> None:
+        if record.transient_retries >= limit:
+            await self._fail(record, exc.code, exc.user_message)
+            return
+        await self.records.transition(
+            record.id,
+            JobStatus.QUEUED,
+            transient_retries=record.transient_retries + 1,
+            note=f"retrying after {exc.code}",
+        )
+        log.warning("job %s: %s; retrying", record.id, exc)
+        # arq puts the job back with this delay; OOM gets a moment for memory to settle.
+        raise Retry(defer=exc.retry_after or 2.0 * (record.transient_retries + 1))
+
+    async def _internal(self, record: JobRecord, exc: BaseException | None) -> None:
+        ref = os.urandom(4).hex()
+        log.error("job %s failed (ref %s)", record.id, ref, exc_info=exc)
+        await self._fail(record, "internal", f"Something went wrong (ref {ref}).", error_ref=ref)
+
+    async def _fail(self, record: JobRecord, code: str, message: str, **fields: Any) -> None:
+        done = await self.records.transition(
+            record.id, JobStatus.FAILED, error_code=code, error_message=message, **fields
+        )
+        if done is not None:
+            await self._announce(done)
+
+    async def _announce(self, record: JobRecord) -> None:
+        """A final state: tell the adapter now and enqueue its notice delivery."""
+        publisher = ProgressPublisher(self.pool, job_id=record.id, platform=record.platform)
+        publisher.status(record.status, record.error_message)
+        await publisher.aclose()
+        await enqueue_delivery(self.pool, record)
+
+    async def _requeue(self, job_id: str, note: str) -> None:
+        await self.records.transition(
+            job_id,
+            JobStatus.QUEUED,
+            only_from=[JobStatus.RUNNING, JobStatus.ENCODING],
+            note=note,
+        )
+
+    async def _finish(
+        self, record: JobRecord, output: GenerationOutput, publisher: ProgressPublisher
+    ) -> None:
+        """Encode, store and hand over to delivery; overlaps the next job's pipeline call."""
+        from reelbot.generation.media import EncodedMedia, encode_image, encode_video
+
+        params = record.params
+        encoding = await self.records.transition(
+            record.id, JobStatus.ENCODING, timings=dict(output.timings)
+        )
+        if encoding is None:
+            return  # cancelled or taken over meanwhile
+        publisher.status(JobStatus.ENCODING)
+        budget = budget_for(record.request.reply, video=params.task.is_video)
+        started = time.monotonic()
+        try:
+            media: EncodedMedia
+            if params.task.is_video:
+                fps = output.fps or params.fps or 16
+                media = await asyncio.to_thread(
+                    encode_video, output.frames, fps=fps, max_bytes=budget
+                )
+            else:
+                media = await asyncio.to_thread(encode_image, output.frames[0], max_bytes=budget)
+        except ValueError as exc:
+            log.warning("job %s: %s", record.id, exc)
+            await self._fail(
+                record,
+                "too_large",
+                "The result could not be made small enough for this chat's "
+                f"{budget // 1_000_000} MB upload limit. Try a shorter or smaller video.",
+            )
+            return
+        except asyncio.CancelledError:
+            await self._requeue(record.id, "re-queued: its worker was stopping")
+            raise
+        encode_s = time.monotonic() - started
+        ref = await self.results.put(record.id, media.data, mime=media.mime)
+        info = ResultInfo(
+            ref=ref,
+            mime=media.mime,
+            ext=media.ext,
+            size=len(media.data),
+            width=media.width,
+            height=media.height,
+            frames=media.frames,
+            fps=media.fps,
+            note=media.note,
+        )
+        delivering = await self.records.transition(
+            record.id,
+            JobStatus.DELIVERING,
+            result=info,
+            timings={**output.timings, "encode": encode_s},
+        )
+        if delivering is None:
+            return
+        publisher.status(JobStatus.DELIVERING)
+        await enqueue_delivery(self.pool, delivering)
+
+
+async def serve_generation(
+    settings: Settings,
+    runner: PipelineRunner,
+    queues: Sequence[str],
+    *,
+    redis_url: str,
+    stop: asyncio.Event,
+    results: ResultStore | None = None,
+    ready: Callable[[list[GenerationWorker]], None] | None = None,
+) -> None:
+    """Run one generation worker per queue on one GPU until ``stop`` is set."""
+    from reelbot.queue.connection import connect
+
+    gpu = GpuSlot()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline") as pipeline_thread:
+        workers = [
+            GenerationWorker(
+                redis=connect(redis_url, queue=queue),
+                queue=queue,
+                settings=settings,
+                runner=runner,
+                gpu=gpu,
+                pipeline_thread=pipeline_thread,
+                results=results,
+            )
+            for queue in queues
+        ]
+        tasks = [asyncio.create_task(w.async_run()) for w in workers]
+        if ready is not None:
+            ready(workers)
+        waiter = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            # close() cancels running jobs: each stops its pipeline and goes back to the queue.
+            await asyncio.gather(*(w.close() for w in workers), return_exceptions=True)
+            results_ = await asyncio.gather(*tasks, return_exceptions=True)
+            for outcome in results_:
+                if isinstance(outcome, BaseException) and not isinstance(
+                    outcome, asyncio.CancelledError
+                ):
+                    log.error("worker stopped with an error", exc_info=outcome)

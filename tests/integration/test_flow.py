@@ -1,0 +1,196 @@
+"""Submit → worker → stored result → delivery, on a real server with the tiny models."""
+
+from __future__ import annotations
+
+import asyncio
+from io import BytesIO
+
+import pytest
+from arq.connections import ArqRedis
+from PIL import Image
+
+from reelbot.catalog import Task
+from reelbot.errors import OutOfMemory
+from reelbot.generation.media import probe_video
+from reelbot.jobs import JobStatus
+from reelbot.queue import keys
+from reelbot.queue.delivery import enqueue_delivery
+from reelbot.queue.progress import ProgressEvent, ProgressSubscription, latest
+from reelbot.queue.storage import store_input
+from reelbot.queue.submit import JobQueue
+
+from .conftest import PLATFORM, Posted, StartWorkers, delivered, request, wait_for_record
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _png(color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    buf = BytesIO()
+    Image.new("RGB", (80, 60), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("task", list(Task))
+async def test_each_task_is_stored_and_delivered(
+    task: Task,
+    queue: JobQueue,
+    redis: ArqRedis,
+    consumer: Posted,
+    start_workers: StartWorkers,
+) -> None:
+    image_ref = await store_input(redis, _png()) if task.needs_image else None
+    submitted = await queue.submit(
+        request(task, "a red fox --seed 7", f"src-{task}", image_ref=image_ref)
+    )
+    assert submitted.created
+    assert submitted.record.queue == queue.settings.queue_for(task)
+    await start_workers()
+
+    record = await wait_for_record(queue.records, submitted.record.id, delivered)
+
+    # The whole lifecycle was walked, in order, by one run.
+    order = [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.ENCODING, JobStatus.DELIVERING]
+    times = [record.times[s] for s in [*order, JobStatus.DELIVERED]]
+    assert times == sorted(times)
+    assert record.attempts == 1
+    assert record.worker_id is not None
+    # The stored result decodes as what the task makes.
+    assert record.result is not None
+    data = await redis.get(keys.result(record.id))
+    assert data is not None and len(data) == record.result.size
+    if task.is_video:
+        info = probe_video(data)
+        assert info.codec == "h264"
+        assert (info.width, info.height) == (record.result.width, record.result.height)
+        assert record.result.frames == record.params.frames > 1
+    else:
+        image = Image.open(BytesIO(data))
+        image.load()
+        assert image.format == "PNG"
+        assert image.size == (record.params.width, record.params.height)
+    # Posted once, with the bytes and an idempotency key.
+    [delivery] = consumer.for_job(record.id)
+    assert delivery.kind == "result"
+    assert delivery.data == data
+    assert delivery.idempotency_key
+    assert record.posted_message_id == "m1"
+
+
+async def test_duplicate_submit_makes_one_job_and_one_delivery(
+    queue: JobQueue, redis: ArqRedis, consumer: Posted, start_workers: StartWorkers
+) -> None:
+    first = await queue.submit(request(Task.IMAGINE, "a cat", "update-1"))
+    again = await queue.submit(request(Task.IMAGINE, "a cat", "update-1"))
+    assert first.created and not again.created
+    assert again.record.id == first.record.id
+    assert await redis.zcard(queue.settings.image_queue) == 1
+    await start_workers()
+    record = await wait_for_record(queue.records, first.record.id, delivered)
+    # The same update arriving after the job finished is still the same job.
+    late = await queue.submit(request(Task.IMAGINE, "a cat", "update-1"))
+    assert not late.created and late.record.status == JobStatus.DELIVERED
+    assert record.attempts == 1
+    # A delivery job run again (a consumer crash, a duplicate enqueue) posts nothing more.
+    await enqueue_delivery(redis, record)
+    rerun = keys.arq_job(keys.delivery_job_id(record.id))
+    assert await redis.exists(rerun)
+    for _ in range(500):  # until the consumer has run it
+        if not await redis.exists(rerun):
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the re-enqueued delivery never ran")
+    assert len(consumer.for_job(record.id)) == 1
+    assert len(consumer.deliveries) == 1
+
+
+async def test_a_user_error_fails_at_once_and_is_not_retried(
+    queue: JobQueue, redis: ArqRedis, consumer: Posted, start_workers: StartWorkers
+) -> None:
+    ref = await store_input(redis, b"GIF89a not really an image")
+    submitted = await queue.submit(request(Task.REMIX, "make it blue", "bad-image", image_ref=ref))
+    await start_workers()
+    record = await wait_for_record(
+        queue.records, submitted.record.id, lambda r: r.posted_at is not None
+    )
+    assert record.status == JobStatus.FAILED
+    assert record.error_code == "invalid_image"
+    assert record.error_message and "image" in record.error_message.lower()
+    assert record.attempts == 0  # it never reached the pipeline
+    [notice] = consumer.for_job(record.id)
+    assert notice.kind == "notice" and notice.data is None
+
+
+class _OutOfMemoryFirst:
+    """Fault injection: the real runner, but the first ``failures`` calls run out of memory."""
+
+    def __init__(self, real: object, failures: int) -> None:
+        self.real = real
+        self.failures = failures
+        self.calls = 0
+
+    def preload(self, *args: object, **kwargs: object) -> None:
+        self.real.preload(*args, **kwargs)  # type: ignore[attr-defined]
+
+    def generate(self, *args: object, **kwargs: object) -> object:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise OutOfMemory("CUDA out of memory (injected)")
+        return self.real.generate(*args, **kwargs)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("failures", "outcome"), [(1, JobStatus.DELIVERED), (2, JobStatus.FAILED)])
+async def test_out_of_memory_is_retried_once_then_fails_clearly(
+    failures: int,
+    outcome: JobStatus,
+    queue: JobQueue,
+    consumer: Posted,
+    start_workers: StartWorkers,
+    runner: object,
+) -> None:
+    flaky = _OutOfMemoryFirst(runner, failures)
+    submitted = await queue.submit(request(Task.IMAGINE, "a big picture", f"oom-{failures}"))
+    await start_workers(flaky)
+    record = await wait_for_record(
+        queue.records, submitted.record.id, lambda r: r.posted_at is not None
+    )
+    assert record.status == outcome
+    assert flaky.calls == 2
+    assert record.attempts == 2
+    if outcome == JobStatus.FAILED:
+        assert record.error_code == "out_of_memory"
+        assert record.error_message == OutOfMemory().user_message
+        assert consumer.for_job(record.id)[0].kind == "notice"
+    else:
+        assert consumer.for_job(record.id)[0].kind == "result"
+
+
+async def test_progress_reaches_the_adapter_throttled_at_the_source(
+    queue: JobQueue, redis: ArqRedis, consumer: Posted, start_workers: StartWorkers
+) -> None:
+    await start_workers()
+    text = "a river at dusk --steps 8 --duration 4 --fps 8"
+    seen: list[ProgressEvent] = []
+    async with ProgressSubscription(redis, PLATFORM) as events:
+        job = await queue.submit(request(Task.VIDEO, text, "progress-1"))
+        async with asyncio.timeout(30):
+            async for event in events:
+                if event.job_id == job.record.id:
+                    seen.append(event)
+                    if event.status == JobStatus.DELIVERED:
+                        break
+
+    statuses = list(dict.fromkeys(e.status for e in seen))
+    assert statuses == [
+        JobStatus.RUNNING,
+        JobStatus.ENCODING,
+        JobStatus.DELIVERING,
+        JobStatus.DELIVERED,
+    ]
+    steps = [e for e in seen if e.stage == "denoising"]
+    # Eight steps in well under the 0.5 s throttle: the first and the last get through.
+    assert steps[0].step == 1 and steps[-1].step == steps[-1].total == 8
+    assert len(steps) < 8
+    assert any(e.stage == "decoding" for e in seen)
+    last = await latest(redis, job.record.id)
+    assert last is not None and last.status == JobStatus.DELIVERED
