@@ -172,7 +172,7 @@ class Catalog(BaseModel):
         return model
 
 
-BUILTIN_SETS = ("tiny", "default")
+BUILTIN_SETS = ("tiny", "default", "default-80gb")
 
 
 def _read_toml(path: Path | None, builtin: str | None = None) -> dict[str, Any]:

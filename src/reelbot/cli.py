@@ -70,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "worker": _cmd_worker,
         "jobs": _cmd_jobs,
         "up": _cmd_up,
+        "telegram": _cmd_telegram,
+        "discord": _cmd_discord,
     }
     handler = handlers.get(args.command)
     if handler is None:
@@ -175,6 +177,14 @@ def _worker_queues(settings: Settings, names: Sequence[str] | None) -> list[str]
     return list(dict.fromkeys(short.get(name, name) for name in names))
 
 
+def _cmd_discord(settings: Settings, args: argparse.Namespace) -> int:
+    """``reelbot discord``: the Discord adapter and its delivery consumer."""
+    from reelbot.bots.discord.service import run_discord
+
+    run_discord(settings)
+    return 0
+
+
 def _cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
     """``reelbot jobs``: operator commands on the job records."""
     import asyncio
@@ -233,6 +243,15 @@ async def _jobs(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         await redis.aclose(close_connection_pool=True)
     return 0
+
+
+def _cmd_telegram(settings: Settings, args: argparse.Namespace) -> int:
+    """``reelbot telegram``: the Telegram bot, its progress listener and delivery consumer."""
+    import asyncio
+
+    from reelbot.bots.telegram.service import run_telegram
+
+    return asyncio.run(run_telegram(settings))
 
 
 def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:

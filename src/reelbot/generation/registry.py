@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -131,7 +131,12 @@ class LoadedModel:
         self._source = source
         self._load_kwargs = load_kwargs
         self._device: str | None = None
+        self._offloaded = False
         self._pipes: dict[str, Any] = {type(base).__name__: base}
+        self._tuner: Callable[[Any], None] | None = None
+        self._tuned: set[int] = set()
+        self.warmed: set[Task] = set()
+        """Tasks already run once at preload (compiled graphs are built)."""
 
     def pipeline(self, task: Task) -> Any:
         """The pipeline serving ``task``, derived from the base once, sharing its modules."""
@@ -150,11 +155,34 @@ class LoadedModel:
                 exc,
             )
             pipe = cls.from_pretrained(self._source, **self._load_kwargs)
-            if self._device is not None:
+            if self._offloaded and self._device is not None:
+                pipe.enable_model_cpu_offload(device=self._device)
+            elif self._device is not None:
                 pipe.to(self._device)
         pipe.set_progress_bar_config(disable=True)
         self._pipes[name] = pipe
+        self._tune_one(pipe)
         return pipe
+
+    @property
+    def offloaded(self) -> bool:
+        """Whether the weights stay on the CPU between module calls (model CPU offload)."""
+        return self._offloaded
+
+    def tune(self, apply: Callable[[Any], None]) -> None:
+        """Run ``apply`` once per distinct denoiser, now and for pipelines derived later."""
+        # Pipelines sharing modules share the denoiser: compiling or switching its attention
+        # once serves them all; a pipeline loaded separately has its own and is tuned too.
+        self._tuner = apply
+        for pipe in list(self._pipes.values()):
+            self._tune_one(pipe)
+
+    def _tune_one(self, pipe: Any) -> None:
+        denoiser = getattr(pipe, "transformer", None)
+        if self._tuner is None or denoiser is None or id(denoiser) in self._tuned:
+            return
+        self._tuned.add(id(denoiser))
+        self._tuner(pipe)
 
     @property
     def nbytes(self) -> int:
@@ -181,6 +209,7 @@ class LoadedModel:
         for pipe in self._pipes.values():
             pipe.enable_model_cpu_offload(device=device)
         self._device = device
+        self._offloaded = True
 
     def release(self) -> None:
         """Move the weights off the accelerator and drop every pipeline."""
@@ -191,6 +220,8 @@ class LoadedModel:
         self._pipes.clear()
         self.base = None
         self._device = None
+        self._offloaded = False
+        self._tuned.clear()
 
 
 def load_model(spec: ModelSpec, *, data_dir: Path, dtype: torch.dtype) -> LoadedModel:

@@ -3,7 +3,8 @@
 The queue worker calls ``Runner.generate`` through ``asyncio.to_thread``. Calls are serialised by
 a lock (diffusers pipelines share scheduler state and are not safe to call concurrently);
 pipelines stay resident in one LRU cache under a memory budget; progress and cancellation go
-through diffusers' ``callback_on_step_end``, once per denoising step.
+through diffusers' ``callback_on_step_end``, once per denoising step. ``generate_batch`` runs
+compatible image jobs as one call (``batching``); ``GpuOptions`` picks the accelerator knobs.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import inspect
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -24,7 +25,8 @@ import torch
 from PIL import Image, ImageOps
 
 from reelbot.catalog import Catalog, ModelSpec, Task
-from reelbot.errors import Cancelled, ConfigError, MissingImage, OutOfMemory
+from reelbot.errors import Cancelled, ConfigError, MissingImage, OutOfMemory, UnknownModel
+from reelbot.generation.batching import plan_batches
 from reelbot.generation.device import (
     compute_dtype,
     free_memory,
@@ -32,10 +34,25 @@ from reelbot.generation.device import (
     memory_total,
     pick_device,
 )
+from reelbot.generation.gpu import (
+    GpuOptions,
+    check_attention_backend,
+    compile_denoiser,
+    set_attention_backend,
+    set_vae_tiling,
+)
 from reelbot.generation.registry import LoadedModel, family_of, load_model
 from reelbot.jobs import GenerationParams
 
-__all__ = ["GenerationOutput", "Progress", "ProgressCallback", "Runner", "fit_image"]
+__all__ = [
+    "BatchResult",
+    "GenerationOutput",
+    "GpuOptions",
+    "Progress",
+    "ProgressCallback",
+    "Runner",
+    "fit_image",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +84,28 @@ class GenerationOutput:
     fps: int | None
     seed: int
     timings: dict[str, float] = field(default_factory=dict)
+
+
+BatchResult = GenerationOutput | BaseException
+"""One item of ``Runner.generate_batch``: its output, or what stopped it (``Cancelled``…)."""
+
+
+@dataclass
+class _Item:
+    """One job inside a pipeline call."""
+
+    params: GenerationParams
+    image: Image.Image | None
+    on_progress: ProgressCallback | None
+    cancel: threading.Event | None
+
+    @property
+    def cancelled(self) -> bool:
+        return _is_set(self.cancel)
+
+    def progress(self, event: Progress) -> None:
+        if self.on_progress is not None:
+            self.on_progress(event)
 
 
 def fit_image(image: Image.Image, width: int, height: int) -> Image.Image:
@@ -116,6 +155,10 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _is_set(cancel: threading.Event | None) -> bool:
+    return cancel is not None and cancel.is_set()
+
+
 def _check_cancel(cancel: threading.Event | None) -> None:
     if cancel is not None and cancel.is_set():
         raise Cancelled()
@@ -132,12 +175,14 @@ class Runner:
         device: str = "auto",
         memory_budget_bytes: int | None = None,
         preview_every: int = 4,
+        gpu: GpuOptions | None = None,
     ) -> None:
         """Pick the device; no model loads until ``preload`` or ``generate``.
 
         ``memory_budget_bytes`` bounds the resident weights (default: 80 % of an accelerator's
         memory, unbounded on the CPU). ``preview_every`` sets how often, in steps, a progress
-        event carries a preview image (0: never).
+        event carries a preview image (0: never). ``gpu`` holds the accelerator knobs
+        (default: auto, which is plain eager on the CPU).
         """
         self.catalog = catalog
         self.data_dir = Path(data_dir)
@@ -146,6 +191,9 @@ class Runner:
             total = memory_total(self._device)
             memory_budget_bytes = int(total * DEFAULT_BUDGET_FRACTION) if total else None
         self.memory_budget_bytes = memory_budget_bytes
+        self.gpu = gpu if gpu is not None else GpuOptions()
+        check_attention_backend(self.gpu.attention_backend)
+        self._memory_total = memory_total(self._device)
         self.preview_every = preview_every
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
@@ -172,6 +220,10 @@ class Runner:
                 loaded, _ = self._load(spec)
                 for each in (task,) if task is not None else spec.tasks:
                     loaded.pipeline(each)
+                    warm = self.gpu.warmup and self.gpu.compiles_on(self._device)
+                    if warm and each not in loaded.warmed:
+                        self._warm_up(spec, loaded, each)
+                        loaded.warmed.add(each)
                 return
             except torch.OutOfMemoryError as exc:
                 detail = _first_line(exc)
@@ -209,21 +261,108 @@ class Runner:
         with self._lock:
             # The job may have been cancelled while an earlier one held the lock.
             _check_cancel(cancel)
-            failure: type[Cancelled] | str | None = None
+            result = self._run_guarded(spec, [_Item(params, image, on_progress, cancel)])[0]
+        if isinstance(result, BaseException):
+            raise result
+        del result.timings["batch"]
+        return result
+
+    def generate_batch(
+        self,
+        items: Sequence[tuple[GenerationParams, Image.Image | None]],
+        *,
+        on_progress: Sequence[ProgressCallback | None] | None = None,
+        cancel_events: Sequence[threading.Event | None] | None = None,
+    ) -> list[BatchResult]:
+        """Run several jobs, compatible ones as one pipeline call; one result per item, in order.
+
+        Items that ``batching.batch_key`` matches share a call, each with its own seeded
+        generator, so each comes out as ``generate`` would make it alone (see
+        ``tests/unit/test_batching.py`` for how exact that is). ``on_progress`` and
+        ``cancel_events`` are per item. A cancelled item's result is ``Cancelled`` and the
+        others go on; a call whose items are all cancelled stops at the next step. Errors are
+        returned in the item's place, not raised (``OutOfMemory``, ``MissingImage``…).
+        """
+        count = len(items)
+        callbacks = list(on_progress) if on_progress is not None else [None] * count
+        cancels = list(cancel_events) if cancel_events is not None else [None] * count
+        if len(callbacks) != count or len(cancels) != count:
+            raise ValueError("on_progress and cancel_events must have one entry per item")
+        results: list[BatchResult | None] = [None] * count
+        specs: dict[int, ModelSpec] = {}
+        for index, (params, image) in enumerate(items):
             try:
-                return self._generate(spec, params, image, on_progress, cancel)
-            except Cancelled:
-                failure = Cancelled
-            except torch.OutOfMemoryError as exc:
-                failure = _first_line(exc)
-            # Raised outside the except blocks: the caught traceback holds the step's tensors,
-            # and accelerator memory is only freed once it is gone.
-            free_memory(self._device)
-            if failure is Cancelled:
-                raise Cancelled()
-            raise OutOfMemory(f"{params.model} on {self._device}: {failure}")
+                specs[index] = self.catalog.pick(params.task, params.model)
+                if params.task.needs_image and image is None:
+                    raise MissingImage(f"/{params.task.value} needs an input image.")
+            except (UnknownModel, MissingImage) as exc:
+                results[index] = exc
+        valid = [i for i in range(count) if results[i] is None]
+        groups = plan_batches([items[i][0] for i in valid], max_size=max(1, len(valid)))
+        with self._lock:
+            for group in groups:
+                indices = [valid[g] for g in group]
+                # Cancelled while waiting for the lock or for an earlier group: never started.
+                live = [i for i in indices if not _is_set(cancels[i])]
+                for i in indices:
+                    if i not in live:
+                        results[i] = Cancelled()
+                if not live:
+                    continue
+                batch = [_Item(*items[i], callbacks[i], cancels[i]) for i in live]
+                for i, result in zip(live, self._run_guarded(specs[live[0]], batch), strict=True):
+                    results[i] = result
+        return [r if r is not None else Cancelled() for r in results]
 
     # -- internals --------------------------------------------------------------------------
+
+    def _run_guarded(self, spec: ModelSpec, items: list[_Item]) -> list[BatchResult]:
+        """``_generate`` with its failures turned into per-item results (lock held)."""
+        failure: type[Cancelled] | str | None = None
+        try:
+            return self._generate(spec, items)
+        except Cancelled:
+            failure = Cancelled
+        except torch.OutOfMemoryError as exc:
+            failure = _first_line(exc)
+        # Built outside the except blocks: the caught traceback holds the step's tensors,
+        # and accelerator memory is only freed once it is gone.
+        free_memory(self._device)
+        if failure is Cancelled:
+            return [Cancelled() for _ in items]
+        names = ", ".join(sorted({item.params.model for item in items}))
+        return [OutOfMemory(f"{names} on {self._device}: {failure}") for _ in items]
+
+    def _tune(self, pipe: Any) -> None:
+        """Apply the accelerator knobs to one denoiser (once per loaded model)."""
+        if self.gpu.attention_backend is not None:
+            set_attention_backend(pipe, self.gpu.attention_backend)
+        if self.gpu.compiles_on(self._device):
+            compile_denoiser(pipe)
+
+    def _warm_up(self, spec: ModelSpec, loaded: LoadedModel, task: Task) -> None:
+        """One short run at the model's default size, so the compiler runs before any job."""
+        params = GenerationParams(
+            task=task,
+            model=spec.name,
+            prompt="warm-up",
+            width=spec.width,
+            height=spec.height,
+            steps=min(2, spec.steps_max),
+            guidance=spec.guidance_default,
+            seed=0,
+            strength=spec.strength_default if task.needs_image else None,
+            frames=spec.frames_default if task.is_video else 1,
+            fps=spec.fps_default if task.is_video else None,
+        )
+        image = Image.new("RGB", (spec.width, spec.height), (128, 128, 128))
+        pipe = loaded.pipeline(task)
+        kwargs = self._call_kwargs(spec, pipe, [params], image if task.needs_image else None)
+        # Latents only: the compiled blocks are the denoiser's; the VAE runs eager anyway.
+        kwargs["output_type"] = "latent"
+        start = perf_counter()
+        pipe(**kwargs)
+        log.info("%s %s warmed up in %.1f s", spec.name, task.value, perf_counter() - start)
 
     def _load(self, spec: ModelSpec) -> tuple[LoadedModel, float]:
         """The resident model for ``spec`` (marked most recent), loading it if needed."""
@@ -239,7 +378,9 @@ class Runner:
         self._evict_for(need)
         budget = self.memory_budget_bytes
         try:
-            if budget is not None and need > budget and self._device.startswith("cuda"):
+            # Offload needs accelerate's hooks and an accelerator to move modules onto.
+            offload = self.gpu.offload and self._device.startswith("cuda")
+            if offload and budget is not None and need > budget:
                 log.warning(
                     "%s needs ~%.1f GiB, over the %.1f GiB budget: offloading to the CPU",
                     spec.name,
@@ -253,6 +394,7 @@ class Runner:
             loaded.release()
             free_memory(self._device)
             raise
+        loaded.tune(self._tune)
         self._cache[spec.name] = loaded
         return loaded, perf_counter() - start
 
@@ -271,17 +413,29 @@ class Runner:
             free_memory(self._device)
 
     def _call_kwargs(
-        self, spec: ModelSpec, pipe: Any, params: GenerationParams, image: Image.Image | None
+        self,
+        spec: ModelSpec,
+        pipe: Any,
+        group: Sequence[GenerationParams],
+        image: Image.Image | None,
     ) -> dict[str, Any]:
+        """The pipeline call for ``group``: one job, or a batch that ``batch_key`` matched."""
         accepted = inspect.signature(pipe.__call__).parameters
         family = family_of(spec)
+        params = group[0]
+        device = generator_device(self._device)
+        generators = [torch.Generator(device).manual_seed(p.seed) for p in group]
+        batched = len(group) > 1
         kwargs: dict[str, Any] = {
-            "prompt": params.prompt,
+            # A list of one seeds exactly like the bare generator (diffusers' randn_tensor);
+            # the bare values keep the one-job call what it always was. The lists are new
+            # each call: ZImagePipeline._encode_prompt rewrites its prompt list in place.
+            "prompt": [p.prompt for p in group] if batched else params.prompt,
             "height": params.height,
             "width": params.width,
             "num_inference_steps": params.steps,
             "guidance_scale": params.guidance,
-            "generator": torch.Generator(generator_device(self._device)).manual_seed(params.seed),
+            "generator": generators if batched else generators[0],
             "output_type": "pil",
         }
 
@@ -294,9 +448,11 @@ class Runner:
 
         if params.negative_prompt and spec.supports_negative:
             require("negative_prompt", "supports_negative")
-            kwargs["negative_prompt"] = params.negative_prompt
+            negatives = [p.negative_prompt for p in group]
+            kwargs["negative_prompt"] = negatives if batched else params.negative_prompt
         if params.task.needs_image:
-            assert image is not None  # checked in generate
+            if image is None or batched:
+                raise ValueError("an image task runs one job per call, with its image")
             fitted = fit_image(image, params.width, params.height)
             short = min(fitted.size)
             if short < family.image_min_side:
@@ -311,23 +467,23 @@ class Runner:
             kwargs["num_frames"] = params.frames
             if family.fps_kwarg is not None and params.fps is not None:
                 kwargs[family.fps_kwarg] = params.fps
+            voxels = params.width * params.height * params.frames
+            set_vae_tiling(pipe, self.gpu.tiles(self._device, self._memory_total, voxels))
         kwargs.update(family.call_kwargs)
         return kwargs
 
-    def _generate(
-        self,
-        spec: ModelSpec,
-        params: GenerationParams,
-        image: Image.Image | None,
-        on_progress: ProgressCallback | None,
-        cancel: threading.Event | None,
-    ) -> GenerationOutput:
-        if on_progress is not None and spec.name not in self._cache:
-            on_progress(Progress(0, params.steps, "loading"))
+    def _generate(self, spec: ModelSpec, items: list[_Item]) -> list[BatchResult]:
+        """One pipeline call for ``items`` (one job, or a compatible batch); lock held."""
+        first = items[0].params
+        if spec.name not in self._cache:
+            for item in items:
+                item.progress(Progress(0, first.steps, "loading"))
         loaded, load_s = self._load(spec)
-        pipe = loaded.pipeline(params.task)
-        kwargs = self._call_kwargs(spec, pipe, params, image)
-        _check_cancel(cancel)
+        pipe = loaded.pipeline(first.task)
+        kwargs = self._call_kwargs(spec, pipe, [item.params for item in items], items[0].image)
+        if all(item.cancelled for item in items):
+            raise Cancelled()
+        dropped: set[int] = set()
         denoised_at: list[float] = []
         preview_every = self.preview_every
 
@@ -337,39 +493,58 @@ class Runner:
             # The pipeline's own count: img2img runs fewer steps than asked (strength).
             total = int(pipe.num_timesteps)
             step = i + 1
-            if on_progress is not None:
-                preview = None
-                if preview_every and step % preview_every == 0 and step < total:
-                    latents = tensors.get("latents")
-                    preview = latent_preview(latents) if latents is not None else None
-                on_progress(Progress(step, total, "denoising", preview))
-            if cancel is not None and cancel.is_set():
+            live = [k for k in range(len(items)) if k not in dropped]
+            preview_due = preview_every and step % preview_every == 0 and step < total
+            for k in live:
+                if items[k].on_progress is None:
+                    continue
+                latents = tensors.get("latents") if preview_due else None
+                preview = latent_preview(latents[k : k + 1]) if latents is not None else None
+                items[k].progress(Progress(step, total, "denoising", preview))
+            # A cancelled item stays in the batch (its latents cannot leave the pipeline's
+            # loop) but is dropped from the output; when none is left, stop.
+            dropped.update(k for k in live if items[k].cancelled)
+            if len(dropped) == len(items):
                 # Raise, not pipe._interrupt: an interrupted pipeline still decodes.
                 raise Cancelled()
             if step == total:
                 denoised_at.append(perf_counter())
-                if on_progress is not None:
-                    on_progress(Progress(total, total, "decoding"))
+                for k in range(len(items)):
+                    if k not in dropped:
+                        items[k].progress(Progress(total, total, "decoding"))
             return tensors
 
         start = perf_counter()
         output = pipe(**kwargs, callback_on_step_end=on_step_end)
         end = perf_counter()
         mid = denoised_at[0] if denoised_at else end
-        frames = self._frames(output, params)
-        return GenerationOutput(
-            frames=frames,
-            fps=params.fps if params.task.is_video else None,
-            seed=params.seed,
-            timings={"load": load_s, "denoise": mid - start, "decode": end - mid},
-        )
+        timings = {
+            "load": load_s,
+            "denoise": mid - start,
+            "decode": end - mid,
+            "batch": float(len(items)),
+        }
+        results: list[BatchResult] = []
+        for k, item in enumerate(items):
+            if k in dropped:
+                results.append(Cancelled())
+                continue
+            results.append(
+                GenerationOutput(
+                    frames=self._frames(output, item.params, k),
+                    fps=item.params.fps if item.params.task.is_video else None,
+                    seed=item.params.seed,
+                    timings=dict(timings),
+                )
+            )
+        return results
 
     @staticmethod
-    def _frames(output: Any, params: GenerationParams) -> list[Image.Image]:
+    def _frames(output: Any, params: GenerationParams, index: int = 0) -> list[Image.Image]:
         if params.task.is_video:
-            frames = [_to_pil(f) for f in output.frames[0]]
+            frames = [_to_pil(f) for f in output.frames[index]]
         else:
-            frames = [_to_pil(output.images[0])]
+            frames = [_to_pil(output.images[index])]
         size = (params.width, params.height)
         if frames[0].size != size:
             # A catalog size_multiple finer than the pipeline's: keep the promised size.

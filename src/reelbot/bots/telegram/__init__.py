@@ -1,1 +1,1 @@
-"""bots telegram package."""
+"""The Telegram adapter: python-telegram-bot handlers, live status messages and result delivery."""

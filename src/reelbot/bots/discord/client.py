@@ -1,0 +1,41 @@
+"""The discord.py client: app commands only, no privileged intents, persistent buttons."""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+
+from reelbot.bots.discord.buttons import DYNAMIC_ITEMS
+from reelbot.bots.discord.commands import Tree, build_tree
+from reelbot.bots.discord.intake import Intake
+
+log = logging.getLogger(__name__)
+
+
+class ReelbotClient(discord.Client):
+    """A gateway client that syncs the commands on start and dispatches them to the intake."""
+
+    def __init__(self, *, guild_id: int | None = None, sync_commands: bool = True) -> None:
+        # Slash commands and buttons arrive as interactions, which need no intents at all.
+        # Without the guilds intent no GUILD_CREATE follows READY, so discord.py's wait for them
+        # (2 s by default) only delays start-up.
+        super().__init__(intents=discord.Intents.none(), guild_ready_timeout=0.1)
+        self.tree: Tree = build_tree(self)
+        self.guild_id = guild_id
+        self.sync_commands = sync_commands
+        self.reelbot_intake: Intake | None = None
+
+    async def setup_hook(self) -> None:
+        """Register the persistent buttons and sync the commands (to one guild when configured,
+        where updates show at once)."""
+        self.add_dynamic_items(*DYNAMIC_ITEMS)
+        if not self.sync_commands:
+            return
+        if self.guild_id is not None:
+            guild = discord.Object(self.guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+        else:
+            synced = await self.tree.sync()
+        log.info("synced %d commands", len(synced))

@@ -1,0 +1,284 @@
+"""The slash commands: typed options and thin handlers that hand over to the intake."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import discord
+from discord import app_commands
+from discord.app_commands import Range
+
+from reelbot.bots.discord import render
+from reelbot.bots.discord.buttons import intake_of
+from reelbot.bots.discord.replies import send_error
+from reelbot.catalog import Task
+from reelbot.jobs import MAX_RAW_CHARS, MAX_SEED, Options
+
+Aspect = Literal["1:1", "16:9", "9:16", "3:2", "2:3", "4:3", "3:4", "21:9"]
+Interaction = discord.Interaction[Any]
+
+# Static bounds Discord's UI enforces; each model's own limits are checked by jobs.resolve, which
+# names the option and its range.
+Prompt = Range[str, 1, MAX_RAW_CHARS]
+Seed = Range[int, 0, MAX_SEED]
+Steps = Range[int, 1, 150]
+Guidance = Range[float, 0.0, 30.0]
+Strength = Range[float, 0.05, 1.0]
+Duration = Range[float, 0.1, 60.0]
+Fps = Range[int, 1, 60]
+
+_DESCRIBE = {
+    "prompt": "what to make; flags like --ar 16:9 --seed 42 work here too",
+    "negative": "what to keep out of it",
+    "seed": "the same seed and settings give the same result",
+    "aspect": "width:height",
+    "steps": "more steps: slower, often better",
+    "guidance": "how closely to follow the prompt",
+    "model": "which model (see /models)",
+    "image": "the picture to start from (PNG, JPEG or WEBP)",
+    "strength": "how much to change the picture (0.05 to 1)",
+    "duration": "seconds of video",
+    "fps": "frames per second",
+}
+
+
+def _describe(*names: str) -> dict[str, str]:
+    return {n: _DESCRIBE[n] for n in names}
+
+
+async def model_autocomplete(
+    interaction: Interaction, current: str
+) -> list[app_commands.Choice[str]]:
+    """Models serving the command's task, filtered by what the user typed."""
+    command = interaction.command
+    try:
+        task = Task(command.name if command is not None else "")
+    except ValueError:
+        return []
+    models = intake_of(interaction).catalog.for_task(task)
+    wanted = current.lower()
+    return [
+        app_commands.Choice(name=render.clip(f"{m.name} · {m.description}", 100), value=m.name)
+        for m in models
+        if wanted in m.name.lower()
+    ][:25]
+
+
+_everywhere = app_commands.allowed_contexts(guilds=True, dms=True, private_channels=True)
+_installs = app_commands.allowed_installs(guilds=True, users=True)
+
+
+@app_commands.command(description="Make an image from a prompt")
+@app_commands.describe(**_describe("prompt", "negative", "seed", "aspect", "steps", "guidance"))
+@app_commands.describe(**_describe("model"))
+@app_commands.autocomplete(model=model_autocomplete)
+@_everywhere
+@_installs
+async def imagine(
+    interaction: Interaction,
+    prompt: Prompt,
+    negative: str | None = None,
+    seed: Seed | None = None,
+    aspect: Aspect | None = None,
+    steps: Steps | None = None,
+    guidance: Guidance | None = None,
+    model: str | None = None,
+) -> None:
+    """/imagine: text to image."""
+    options = Options(
+        negative=negative, seed=seed, aspect=aspect, steps=steps, guidance=guidance, model=model
+    )
+    await intake_of(interaction).generate(interaction, Task.IMAGINE, prompt, options)
+
+
+@app_commands.command(description="Change a picture with a prompt")
+@app_commands.describe(**_describe("prompt", "image", "negative", "seed", "aspect", "steps"))
+@app_commands.describe(**_describe("guidance", "model", "strength"))
+@app_commands.autocomplete(model=model_autocomplete)
+@_everywhere
+@_installs
+async def remix(
+    interaction: Interaction,
+    prompt: Prompt,
+    image: discord.Attachment,
+    negative: str | None = None,
+    seed: Seed | None = None,
+    aspect: Aspect | None = None,
+    steps: Steps | None = None,
+    guidance: Guidance | None = None,
+    model: str | None = None,
+    strength: Strength | None = None,
+) -> None:
+    """/remix: image to image."""
+    options = Options(
+        negative=negative,
+        seed=seed,
+        aspect=aspect,
+        steps=steps,
+        guidance=guidance,
+        model=model,
+        strength=strength,
+    )
+    await intake_of(interaction).generate(interaction, Task.REMIX, prompt, options, image)
+
+
+@app_commands.command(description="Make a short video from a prompt")
+@app_commands.describe(**_describe("prompt", "negative", "seed", "aspect", "steps", "guidance"))
+@app_commands.describe(**_describe("model", "duration", "fps"))
+@app_commands.autocomplete(model=model_autocomplete)
+@_everywhere
+@_installs
+async def video(
+    interaction: Interaction,
+    prompt: Prompt,
+    negative: str | None = None,
+    seed: Seed | None = None,
+    aspect: Aspect | None = None,
+    steps: Steps | None = None,
+    guidance: Guidance | None = None,
+    model: str | None = None,
+    duration: Duration | None = None,
+    fps: Fps | None = None,
+) -> None:
+    """/video: text to video."""
+    options = Options(
+        negative=negative,
+        seed=seed,
+        aspect=aspect,
+        steps=steps,
+        guidance=guidance,
+        model=model,
+        duration=duration,
+        fps=fps,
+    )
+    await intake_of(interaction).generate(interaction, Task.VIDEO, prompt, options)
+
+
+@app_commands.command(description="Bring a picture to life as a short video")
+@app_commands.describe(**_describe("image", "prompt", "negative", "seed", "aspect", "steps"))
+@app_commands.describe(**_describe("guidance", "model", "duration", "fps"))
+@app_commands.autocomplete(model=model_autocomplete)
+@_everywhere
+@_installs
+async def animate(
+    interaction: Interaction,
+    image: discord.Attachment,
+    prompt: Prompt | None = None,
+    negative: str | None = None,
+    seed: Seed | None = None,
+    aspect: Aspect | None = None,
+    steps: Steps | None = None,
+    guidance: Guidance | None = None,
+    model: str | None = None,
+    duration: Duration | None = None,
+    fps: Fps | None = None,
+) -> None:
+    """/animate: image to video."""
+    options = Options(
+        negative=negative,
+        seed=seed,
+        aspect=aspect,
+        steps=steps,
+        guidance=guidance,
+        model=model,
+        duration=duration,
+        fps=fps,
+    )
+    await intake_of(interaction).generate(interaction, Task.ANIMATE, prompt or "", options, image)
+
+
+@app_commands.command(description="Your queued and running jobs")
+@_everywhere
+@_installs
+async def jobs(interaction: Interaction) -> None:
+    """/jobs."""
+    await intake_of(interaction).jobs(interaction)
+
+
+@app_commands.command(description="Cancel one of your jobs (the latest if none is named)")
+@app_commands.describe(job="the job id, as /jobs shows it")
+@_everywhere
+@_installs
+async def cancel(interaction: Interaction, job: str | None = None) -> None:
+    """/cancel [job]."""
+    await intake_of(interaction).cancel(interaction, job)
+
+
+@app_commands.command(description="Your remaining budget")
+@_everywhere
+@_installs
+async def quota(interaction: Interaction) -> None:
+    """/quota."""
+    await interaction.response.send_message(
+        "No quotas are set on this deployment yet: you can generate freely.", ephemeral=True
+    )
+
+
+@app_commands.command(description="The models this deployment serves")
+@_everywhere
+@_installs
+async def models(interaction: Interaction) -> None:
+    """/models."""
+    text = render.models_text(intake_of(interaction).catalog)
+    await interaction.response.send_message(text, ephemeral=True)
+
+
+@app_commands.command(name="help", description="How to use reelbot")
+@_everywhere
+@_installs
+async def help_(interaction: Interaction) -> None:
+    """/help."""
+    await interaction.response.send_message(render.HELP_TEXT, ephemeral=True)
+
+
+# Discord hides /admin from members without Manage Server, but does not stop a crafted or stale
+# client from sending it: every subcommand checks the permission again (Intake.require_admin).
+admin = app_commands.Group(
+    name="admin",
+    description="Server settings and the queue (Manage Server)",
+    default_permissions=discord.Permissions(manage_guild=True),
+    guild_only=True,
+)
+
+
+@admin.command(name="status", description="Queue depth and workers")
+async def admin_status(interaction: Interaction) -> None:
+    """/admin status."""
+    await intake_of(interaction).admin_status(interaction)
+
+
+@admin.command(name="cancel", description="Cancel anyone's job")
+@app_commands.describe(job="the job id")
+async def admin_cancel(interaction: Interaction, job: str) -> None:
+    """/admin cancel job."""
+    await intake_of(interaction).admin_cancel(interaction, job)
+
+
+COMMANDS: tuple[app_commands.Command[Any, ..., Any] | app_commands.Group, ...] = (
+    imagine,
+    remix,
+    video,
+    animate,
+    jobs,
+    cancel,
+    quota,
+    models,
+    help_,
+    admin,
+)
+
+
+class Tree(app_commands.CommandTree[Any]):
+    """The command tree with the adapter's one error handler."""
+
+    async def on_error(self, interaction: Interaction, error: app_commands.AppCommandError) -> None:
+        """Every command error, ours or not, gets the mapped reply."""
+        await send_error(interaction, error)
+
+
+def build_tree(client: discord.Client) -> Tree:
+    """A command tree with every reelbot command on it."""
+    tree = Tree(client)
+    for command in COMMANDS:
+        tree.add_command(command)
+    return tree

@@ -1,0 +1,182 @@
+"""The PTB ``Application`` for reelbot: built against any Bot API root, started and stopped."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Collection
+from dataclasses import dataclass
+from types import TracebackType
+
+from telegram import BotCommand, Update
+from telegram.error import Conflict, TelegramError
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    MessageHandler,
+    filters,
+)
+
+from reelbot.catalog import Catalog
+
+from .backend import JobBackend
+from .handlers import CommandLayer
+from .render import COMMANDS
+from .replies import on_error
+from .status import GROUP_INTERVAL_S, PRIVATE_INTERVAL_S, StatusBoard
+from .webhook import WebhookServer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_ROOT = "https://api.telegram.org"
+POLL_TIMEOUT_S = 10
+"""getUpdates long-poll timeout: Telegram holds the request up to this long when idle."""
+CALL_TIMEOUT_S = 20.0
+RATE_LIMIT_RETRIES = 5
+"""How many 429s in a row one call waits out (each for its ``retry_after``) before failing."""
+CONCURRENT_UPDATES = 16
+"""Updates handled at once, so one user's image download does not hold up everyone else."""
+ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
+
+CONFLICT_HELP = (
+    "Telegram answered 409 Conflict: another process is polling getUpdates with this bot "
+    "token. Only one poller per token works; stop the other `reelbot telegram`, or use "
+    "webhook mode."
+)
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """Webhook mode: Telegram POSTs to ``url``, which a proxy forwards to ``host:port/path``."""
+
+    url: str
+    secret: str
+    path: str = "/telegram"
+    host: str = "127.0.0.1"
+    port: int = 8443
+
+
+def bot_api_urls(api_root: str) -> tuple[str, str]:
+    """``(base_url, base_file_url)`` for PTB from a Bot API server root."""
+    root = api_root.rstrip("/")
+    return f"{root}/bot", f"{root}/file/bot"
+
+
+class TelegramAdapter:
+    """The bot: handlers on a PTB application that polls getUpdates."""
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        backend: JobBackend,
+        catalog: Catalog,
+        api_root: str = DEFAULT_API_ROOT,
+        owner_ids: Collection[str] = (),
+        max_upload_bytes: int | None = None,
+        poll_timeout: int = POLL_TIMEOUT_S,
+        private_interval: float = PRIVATE_INTERVAL_S,
+        group_interval: float = GROUP_INTERVAL_S,
+    ) -> None:
+        # PTB 22 warns on every RetryAfter (even inside its own rate limiter) until a program
+        # opts in to timedelta durations; reelbot never reads the int form, so it opts in.
+        os.environ.setdefault("PTB_TIMEDELTA", "true")
+        base_url, base_file_url = bot_api_urls(api_root)
+        self.application: Application = (  # type: ignore[type-arg]
+            ApplicationBuilder()
+            .token(token)
+            .base_url(base_url)
+            .base_file_url(base_file_url)
+            .rate_limiter(AIORateLimiter(max_retries=RATE_LIMIT_RETRIES))
+            .concurrent_updates(CONCURRENT_UPDATES)
+            .connect_timeout(CALL_TIMEOUT_S)
+            .read_timeout(CALL_TIMEOUT_S)
+            .write_timeout(CALL_TIMEOUT_S)
+            .pool_timeout(CALL_TIMEOUT_S)
+            .get_updates_read_timeout(poll_timeout + CALL_TIMEOUT_S)
+            .build()
+        )
+        self.board = StatusBoard(
+            self.application.bot,
+            private_interval=private_interval,
+            group_interval=group_interval,
+        )
+        self.layer = CommandLayer(
+            self.application.bot,
+            backend,
+            catalog,
+            self.board,
+            owner_ids=owner_ids,
+            max_upload_bytes=max_upload_bytes,
+        )
+        self.poll_timeout = poll_timeout
+        self.conflicts = 0
+        self.webhook: WebhookServer | None = None
+        app = self.application
+        app.add_handler(
+            MessageHandler(filters.COMMAND | filters.CaptionRegex(r"^/"), self.layer.on_message)
+        )
+        app.add_handler(CallbackQueryHandler(self.layer.on_button))
+        app.add_error_handler(on_error)
+
+    async def start(self, webhook: WebhookConfig | None = None) -> None:
+        """Connect (getMe), register the command menu, then poll or register the webhook."""
+        await self.application.initialize()
+        bot = self.application.bot
+        await bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS])
+        await self.application.start()
+        if webhook is None:
+            assert self.application.updater is not None
+            await self.application.updater.start_polling(
+                timeout=self.poll_timeout,
+                allowed_updates=ALLOWED_UPDATES,
+                error_callback=self._polling_error,
+            )
+        else:
+            self.webhook = WebhookServer(
+                self.application,
+                secret=webhook.secret,
+                path=webhook.path,
+                host=webhook.host,
+                port=webhook.port,
+            )
+            await self.webhook.start()
+            await bot.set_webhook(
+                webhook.url, secret_token=webhook.secret, allowed_updates=ALLOWED_UPDATES
+            )
+        log.info("telegram: @%s is up (%s)", bot.username, "webhook" if webhook else "polling")
+
+    def _polling_error(self, exc: TelegramError) -> None:
+        if isinstance(exc, Conflict):
+            self.conflicts += 1
+            if self.conflicts == 1:
+                log.error(CONFLICT_HELP)
+            return
+        log.warning("telegram: getUpdates failed, retrying: %s", exc)
+
+    async def stop(self) -> None:
+        """Stop polling and handlers, then close the HTTP client."""
+        updater = self.application.updater
+        if updater is not None and updater.running:
+            await updater.stop()
+        if self.webhook is not None:
+            await self.webhook.stop()
+            self.webhook = None
+        if self.application.running:
+            await self.application.stop()
+        await self.board.close()
+        await self.application.shutdown()
+
+    async def __aenter__(self) -> TelegramAdapter:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

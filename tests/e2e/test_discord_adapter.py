@@ -1,0 +1,558 @@
+"""The real Discord adapter (discord.py) against the local emulator, with an in-memory queue.
+
+These pin the platform side: acknowledgements within 3 s, option parsing, ephemeral errors with
+nothing queued, throttled status edits, result posting with buttons, the 15-minute token, 429s,
+5xx, gateway reconnects and restarts. The path through the real queue and worker is in
+``test_discord_e2e.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from discord_emulator import ADMIN_PERMISSIONS, DiscordEmulator, Interaction
+from PIL import Image
+
+from reelbot.bots.discord.app import DiscordAdapter
+from reelbot.bots.discord.backend import Delivery, JobInfo, ProgressEvent, Ticket
+from reelbot.catalog import load_catalog
+from reelbot.config import Settings
+from reelbot.errors import Cancelled
+from reelbot.jobs import GenerationParams, GenerationRequest, JobStatus, Requester, job_id_for
+
+ALICE = "111111111111111111"
+BOB = "222222222222222222"
+
+
+def png(width: int = 64, height: int = 64, color: str = "red") -> bytes:
+    """A small PNG."""
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+class FakeQueue:
+    """An in-memory stand-in for the queue, recording what the adapter asked of it."""
+
+    def __init__(self) -> None:
+        self.submitted: list[tuple[GenerationRequest, GenerationParams]] = []
+        self.inputs: dict[str, bytes] = {}
+        self.cancelled: list[str] = []
+        self.events: asyncio.Queue[ProgressEvent] = asyncio.Queue()
+
+    def job_of(self, index: int) -> str:
+        request = self.submitted[index][0]
+        return job_id_for("discord", request.source_id)
+
+    async def store_input(self, data: bytes) -> str:
+        ref = f"in{len(self.inputs)}"
+        self.inputs[ref] = data
+        return ref
+
+    async def submit(self, request: GenerationRequest, params: GenerationParams) -> Ticket:
+        self.submitted.append((request, params))
+        return Ticket(job_id_for("discord", request.source_id), len(self.submitted), 4.0)
+
+    async def request_of(self, job_id: str) -> GenerationRequest | None:
+        for request, _ in self.submitted:
+            if job_id_for("discord", request.source_id) == job_id:
+                return request
+        return None
+
+    async def cancel(self, job_id: str, requester: Requester) -> bool:
+        request = await self.request_of(job_id)
+        if request is None or job_id in self.cancelled:
+            return False
+        if not requester.is_admin and request.requester.user_id != requester.user_id:
+            return False
+        self.cancelled.append(job_id)
+        return True
+
+    async def jobs_of(self, requester: Requester) -> list[JobInfo]:
+        return [
+            JobInfo(job_id_for("discord", r.source_id), JobStatus.QUEUED, r.task.value, r.text)
+            for r, _ in self.submitted
+            if r.requester.user_id == requester.user_id
+            and job_id_for("discord", r.source_id) not in self.cancelled
+        ]
+
+    async def stats(self) -> dict[str, int]:
+        return {"queued": len(self.submitted) - len(self.cancelled)}
+
+    async def progress(self, stop: asyncio.Event) -> AsyncIterator[ProgressEvent]:
+        while not stop.is_set():
+            try:
+                async with asyncio.timeout(0.2):
+                    event = await self.events.get()
+            except TimeoutError:
+                continue
+            yield event
+
+    def result(self, index: int, data: bytes | None = None, **kw: Any) -> Delivery:
+        request, params = self.submitted[index]
+        name = "result.mp4" if params.task.is_video else "result.png"
+        return Delivery(
+            job_id=self.job_of(index),
+            request=request,
+            params=params,
+            data=data if data is not None else png(),
+            filename=name,
+            **kw,
+        )
+
+
+Start = Callable[..., Awaitable[DiscordAdapter]]
+
+
+@pytest.fixture
+def queue() -> FakeQueue:
+    return FakeQueue()
+
+
+@pytest.fixture
+async def start(discord_emu: DiscordEmulator, queue: FakeQueue) -> AsyncIterator[Start]:
+    """Start (and at the end stop) Discord adapters on the emulator and the fake queue."""
+    running: list[DiscordAdapter] = []
+    catalog = load_catalog("tiny")
+
+    async def _start(edit_interval_s: float = 0.3, **settings: Any) -> DiscordAdapter:
+        config = Settings(
+            discord_token=discord_emu.bot_token,
+            discord_api_url=discord_emu.api_url,
+            discord_gateway_url=discord_emu.gateway_url,
+            models="tiny",
+            **settings,
+        )
+        adapter = DiscordAdapter(
+            config, catalog=catalog, backend=queue, edit_interval_s=edit_interval_s
+        )
+        await adapter.start()
+        running.append(adapter)
+        return adapter
+
+    yield _start
+    for adapter in running:
+        await adapter.stop()
+
+
+async def answered(emu: DiscordEmulator, inter: Interaction) -> Interaction:
+    """Wait for the first response and check it came within Discord's 3 seconds."""
+    await emu.wait_for(lambda: inter.response_type is not None, within=5)
+    assert inter.responded_at is not None
+    assert inter.responded_at - inter.created_at < 3.0
+    return inter
+
+
+def content(emu: DiscordEmulator, inter: Interaction) -> str:
+    original = emu.original(inter)
+    assert original is not None
+    return str(original["content"])
+
+
+async def test_connects_and_syncs_commands(discord_emu: DiscordEmulator, start: Start) -> None:
+    await start()
+    assert discord_emu.identifies == 1
+    cmds = {c["name"]: c for c in discord_emu.commands["global"]}
+    expected = {"imagine", "remix", "video", "animate", "jobs", "cancel", "quota", "models"}
+    assert expected | {"help", "admin"} <= set(cmds)
+    admin = cmds["admin"]
+    assert int(admin["default_member_permissions"]) == 1 << 5
+    imagine = {o["name"]: o for o in cmds["imagine"]["options"]}
+    assert imagine["steps"]["min_value"] == 1 and imagine["steps"]["max_value"] == 150
+    assert "16:9" in [c["value"] for c in imagine["aspect"]["choices"]]
+    assert imagine["model"]["autocomplete"] is True
+    remix = {o["name"]: o for o in cmds["remix"]["options"]}
+    assert remix["image"]["type"] == 11 and remix["image"]["required"] is True
+    # Nothing asked for a privileged intent (the emulator closes with 4014 if so).
+    assert discord_emu.connected
+    await discord_emu.wait_for(lambda: discord_emu.heartbeats >= 1)
+
+
+async def test_imagine_defers_parses_and_queues(
+    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+) -> None:
+    await start()
+    inter = await discord_emu.slash(
+        "imagine", {"prompt": "a red fox --ar 16:9", "seed": 42, "steps": 3}
+    )
+    await answered(discord_emu, inter)
+    assert inter.response_type == 5 and not inter.ephemeral
+    await discord_emu.wait_for(lambda: "Queued" in content(discord_emu, inter))
+    request, params = queue.submitted[0]
+    assert (params.prompt, params.seed, params.steps) == ("a red fox", 42, 3)
+    assert params.width > params.height
+    assert request.reply.interaction_token == inter.token
+    assert request.reply.status_message_id == inter.original_id
+    assert request.reply.extra["max_bytes"] == str(10 * 1024 * 1024)
+    assert request.requester.user_id == ALICE and not request.requester.is_admin
+    assert "position 1" in content(discord_emu, inter)
+    buttons = discord_emu.buttons(inter.original_id or "")
+    assert buttons == [f"rb:cx:{queue.job_of(0)}"]
+    assert all(len(b) <= 100 for b in buttons)
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ({"prompt": "a fox", "steps": 99}, "--steps 99 is out of range"),
+        ({"prompt": "a fox --sed 4"}, "Did you mean --seed?"),
+        ({"prompt": "a fox", "model": "nope"}, "no model called 'nope'"),
+        ({"prompt": "a fox", "model": "tiny-wan"}, "does not do /imagine"),
+    ],
+)
+async def test_bad_options_answered_privately_nothing_queued(
+    discord_emu: DiscordEmulator,
+    start: Start,
+    queue: FakeQueue,
+    options: dict[str, Any],
+    needle: str,
+) -> None:
+    await start()
+    inter = await answered(discord_emu, await discord_emu.slash("imagine", options))
+    assert inter.response_type == 4 and inter.ephemeral
+    assert needle in content(discord_emu, inter)
+    assert queue.submitted == []
+
+
+async def test_remix_attachment_checks(
+    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+) -> None:
+    await start()
+    text = discord_emu.add_attachment("notes.txt", b"hello", "text/plain")
+    inter = await answered(
+        discord_emu, await discord_emu.slash("remix", {"prompt": "x"}, attachments={"image": text})
+    )
+    assert inter.ephemeral and "not an image" in content(discord_emu, inter)
+
+    big = discord_emu.add_attachment("big.png", png(), "image/png")
+    big["size"] = 30 * 1024 * 1024
+    inter = await answered(
+        discord_emu, await discord_emu.slash("remix", {"prompt": "x"}, attachments={"image": big})
+    )
+    assert inter.ephemeral and "under" in content(discord_emu, inter)
+
+    # Claims to be a PNG, is not: found only after downloading, so the public placeholder is
+    # replaced by a private answer.
+    fake = discord_emu.add_attachment("fake.png", b"\x89PNG not really", "image/png")
+    inter = await answered(
+        discord_emu, await discord_emu.slash("remix", {"prompt": "x"}, attachments={"image": fake})
+    )
+    await discord_emu.wait_for(lambda: discord_emu.followups(inter))
+    followup = discord_emu.followups(inter)[0]
+    assert followup["flags"] & 64 and "Send a PNG, JPEG or WEBP" in followup["content"]
+    assert discord_emu.original(inter) is None
+    assert queue.submitted == [] and queue.inputs == {}
+
+
+async def test_remix_and_animate_store_the_image(
+    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+) -> None:
+    await start()
+    image = png(80, 60)
+    for name in ("remix", "animate"):
+        att = discord_emu.add_attachment("in.png", image)
+        inter = await discord_emu.slash(name, {"prompt": "waves"}, attachments={"image": att})
+        await answered(discord_emu, inter)
+        await discord_emu.wait_for(lambda i=inter: "Queued" in content(discord_emu, i))
+    assert [r.task.value for r, _ in queue.submitted] == ["remix", "animate"]
+    assert all(r.image_ref in queue.inputs for r, _ in queue.submitted)
+    assert queue.inputs["in0"] == image
+
+
+async def test_progress_edits_are_throttled(
+    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+) -> None:
+    await start(edit_interval_s=0.5)
+    inter = await answered(discord_emu, await discord_emu.slash("video", {"prompt": "waves"}))
+    await discord_emu.wait_for(lambda: "Queued" in content(discord_emu, inter))
+    job = queue.job_of(0)
+    for step in range(1, 9):
+        await queue.events.put(ProgressEvent(job, JobStatus.RUNNING, step=step, total=8))
+        await asyncio.sleep(0.05)
+    await discord_emu.wait_for(lambda: "8/8" in content(discord_emu, inter), within=3)
+    times = discord_emu.messages[inter.original_id or ""]["edit_times"]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert len(times) <= 4, times  # 9 states arrived; only the latest per interval is shown
+    assert min(gaps) >= 0.45
+    assert "▰" in content(discord_emu, inter)
+
+
+async def test_result_posted_as_followup_with_buttons(
+    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+) -> None:
+    adapter = await start()
+    inter = await answered(
+        discord_emu, await discord_emu.slash("imagine", {"prompt": "a fox", "seed": 7})
+    )
+    await discord_emu.wait_for(lambda: queue.submitted)
+    await adapter.deliver(queue.result(0))
+    followups = await discord_emu.wait_for(lambda: discord_emu.followups(inter))
+    msg = followups[0]
+    assert "a fox" in msg["content"] and "--seed 7" in msg["content"]
+    name, data = discord_emu.files_of(msg["id"])[0]
+    assert name == "result.png"
+    assert Image.open(io.BytesIO(data)).size == (64, 64)
+    job = queue.job_of(0)
+    assert discord_emu.buttons(msg["id"]) == [f"rb:rr:{job}", f"rb:var:{job}", f"rb:ani:{job}"]
+    await discord_emu.wait_for(lambda: "Done" in content(discord_emu, inter))
+    assert discord_emu.buttons(inter.original_id or "") == []
+
+
+async def test_failure_and_cancel_outcomes(
+    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+) -> None:
+    adapter = await start()
+    a = await answered(discord_emu, await discord_emu.slash("imagine", {"prompt": "one"}))
+    b = await answered(discord_emu, await discord_emu.slash("imagine", {"prompt": "two"}))
+    await discord_emu.wait_for(lambda: len(queue.submitted) == 2)
+    from reelbot.errors import OutOfMemory
+
+    await adapter.deliver(queue.result(0, error=OutOfMemory(), data=b""))
+    await adapter.deliver(queue.result(1, error=Cancelled(), data=b""))
+    await discord_emu.wait_for(lambda: "Failed" in content(discord_emu, a))
+    await discord_emu.wait_for(lambda: "Cancelled" in content(discord_emu, b))
+    assert "ran out of memory" in discord_emu.followups(a)[0]["content"]
+    assert discord_emu.followups(b) == []
+
+
+async def test_expired_token_posts_to_channel_with_bot_token(
+    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+) -> None:
+    adapter = await start()
+    inter = await answered(discord_emu, await discord_emu.slash("imagine", {"prompt": "late"}))
+    await discord_emu.wait_for(lambda: "Queued" in content(discord_emu, inter))
+    discord_emu.clock.advance(16 * 60)
+    await adapter.deliver(queue.result(0))
+    posted = await discord_emu.wait_for(
+        lambda: [m for m in discord_emu.channel() if m["attachments"] and "webhook_id" not in m]
+    )
+    msg = posted[0]
+    assert msg["content"].startswith(f"<@{ALICE}>")
+    assert msg["message_reference"]["message_id"] == inter.original_id
+    assert Image.open(io.BytesIO(discord_emu.files_of(msg["id"])[0][1])).format == "PNG"
+    channel_post = [c for c in discord_emu.calls if c.path.endswith("/messages") and c.files]
+    assert channel_post[0].auth == f"Bot {discord_emu.bot_token}"
+    assert discord_emu.followups(inter) == []
+    # The status message is still updated, through the channel endpoint.
+    await discord_emu.wait_for(lambda: "Done" in content(discord_emu, inter))
+
+
+async def test_reroll_and_cancel_buttons(
+    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+) -> None:
+    adapter = await start()
+    inter = await answered(
+        discord_emu, await discord_emu.slash("imagine", {"prompt": "a fox --seed 5"})
+    )
+    await discord_emu.wait_for(lambda: queue.submitted)
+    await adapter.deliver(queue.result(0))
+    result = (await discord_emu.wait_for(lambda: discord_emu.followups(inter)))[0]
+
+    reroll = await discord_emu.click(result["id"], f"rb:rr:{queue.job_of(0)}")
+    await answered(discord_emu, reroll)
+    await discord_emu.wait_for(lambda: len(queue.submitted) == 2)
+    first, second = queue.submitted[0][1], queue.submitted[1][1]
+    assert second.prompt == first.prompt == "a fox"
+    assert second.seed != first.seed == 5
+    await discord_emu.wait_for(lambda: "Queued" in content(discord_emu, reroll))
+
+    # Bob cannot cancel Alice's job; Alice can.
+    status_id = reroll.original_id or ""
+    job = queue.job_of(1)
+    bob = await answered(
+        discord_emu, await discord_emu.click(status_id, f"rb:cx:{job}", user_id=BOB)
+    )
+    assert bob.ephemeral and queue.cancelled == []
+    alice = await answered(discord_emu, await discord_emu.click(status_id, f"rb:cx:{job}"))
+    assert alice.response_type == 7
+    assert queue.cancelled == [job]
+    assert "Cancelled" in discord_emu.messages[status_id]["content"]
+    assert discord_emu.buttons(status_id) == []
+
+
+async def test_variations_button_remixes_the_result(
+    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+) -> None:
+    adapter = await start()
+    inter = await answered(discord_emu, await discord_emu.slash("imagine", {"prompt": "a fox"}))
+    await discord_emu.wait_for(lambda: queue.submitted)
+    await adapter.deliver(queue.result(0, data=png(color="blue")))
+    result = (await discord_emu.wait_for(lambda: discord_emu.followups(inter)))[0]
+    click = await discord_emu.click(result["id"], f"rb:var:{queue.job_of(0)}")
+    await answered(discord_emu, click)
+    await discord_emu.wait_for(lambda: len(queue.submitted) == 2)
+    request, params = queue.submitted[1]
+    assert params.task.value == "remix" and params.prompt == "a fox"
+    assert request.image_ref is not None
+    stored = Image.open(io.BytesIO(queue.inputs[request.image_ref]))
+    assert stored.getpixel((0, 0)) == (0, 0, 255)
+
+
+async def test_admin_is_checked_at_run_time(
+    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+) -> None:
+    await start()
+    await answered(discord_emu, await discord_emu.slash("imagine", {"prompt": "mine"}))
+    await discord_emu.wait_for(lambda: queue.submitted)
+    job = queue.job_of(0)
+    # Discord would hide /admin from Bob, but a stale or crafted client can still send it.
+    refused = await discord_emu.slash("admin", {"job": job}, subcommand="cancel", user_id=BOB)
+    await answered(discord_emu, refused)
+    assert refused.ephemeral and "Manage Server" in content(discord_emu, refused)
+    assert queue.cancelled == []
+    status = await discord_emu.slash("admin", subcommand="status", user_id=BOB)
+    await answered(discord_emu, status)
+    assert "Manage Server" in content(discord_emu, status)
+
+    allowed = await discord_emu.slash(
+        "admin", {"job": job}, subcommand="cancel", user_id=BOB, permissions=ADMIN_PERMISSIONS
+    )
+    await answered(discord_emu, allowed)
+    await discord_emu.wait_for(lambda: queue.cancelled == [job])
+
+
+async def test_jobs_cancel_models_help_quota(
+    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+) -> None:
+    await start()
+    await answered(discord_emu, await discord_emu.slash("imagine", {"prompt": "first"}))
+    await discord_emu.wait_for(lambda: queue.submitted)
+    jobs = await answered(discord_emu, await discord_emu.slash("jobs"))
+    listing = (await discord_emu.wait_for(lambda: discord_emu.followups(jobs)))[0]
+    assert queue.job_of(0) in listing["content"] and listing["flags"] & 64
+    cancel = await answered(discord_emu, await discord_emu.slash("cancel"))
+    await discord_emu.wait_for(lambda: discord_emu.followups(cancel))
+    assert queue.cancelled == [queue.job_of(0)]
+    models = await answered(discord_emu, await discord_emu.slash("models"))
+    assert "tiny-zimage" in content(discord_emu, models) and models.ephemeral
+    helped = await answered(discord_emu, await discord_emu.slash("help"))
+    assert "/imagine" in content(discord_emu, helped)
+    quota = await answered(discord_emu, await discord_emu.slash("quota"))
+    assert quota.ephemeral
+
+
+async def test_model_autocomplete(discord_emu: DiscordEmulator, start: Start) -> None:
+    await start()
+    inter = await discord_emu.autocomplete("video", "model", "ltx")
+    await answered(discord_emu, inter)
+    call = next(c for c in discord_emu.calls if c.path.endswith("/callback"))
+    assert call.json["type"] == 8
+    assert [c["value"] for c in call.json["data"]["choices"]] == ["tiny-ltx"]
+
+
+async def test_rate_limits_and_server_errors_lose_nothing(
+    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+) -> None:
+    adapter = await start()
+    inter = await answered(discord_emu, await discord_emu.slash("imagine", {"prompt": "busy"}))
+    await discord_emu.wait_for(lambda: "Queued" in content(discord_emu, inter))
+    discord_emu.inject("POST", r"^/webhooks/\d+/[^/]+$", status=429, retry_after=0.3)
+    discord_emu.inject("POST", r"^/webhooks/\d+/[^/]+$", status=502)
+    await adapter.deliver(queue.result(0))
+    followups = await discord_emu.wait_for(lambda: discord_emu.followups(inter), within=10)
+    assert len(followups) == 1
+    statuses = [
+        c.status for c in discord_emu.calls if c.method == "POST" and "/webhooks/" in c.path
+    ]
+    assert statuses == [429, 502, 200]
+
+
+async def test_gateway_reconnect_resumes_and_replays(
+    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+) -> None:
+    adapter = await start()
+    await answered(discord_emu, await discord_emu.slash("imagine", {"prompt": "before"}))
+    await discord_emu.disconnect()
+    # Sent while the bot is away: Discord keeps it for the session and replays it on RESUME.
+    during = await discord_emu.slash("imagine", {"prompt": "during"})
+    await discord_emu.wait_for(lambda: discord_emu.resumes == 1, within=10)
+    await answered(discord_emu, during)
+    await discord_emu.wait_for(lambda: len(queue.submitted) == 2)
+    assert discord_emu.identifies == 1
+    await adapter.deliver(queue.result(0))
+    await discord_emu.wait_for(lambda: any(m["attachments"] for m in discord_emu.channel()))
+
+
+async def test_buttons_work_after_restart(
+    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+) -> None:
+    first = await start()
+    inter = await answered(discord_emu, await discord_emu.slash("imagine", {"prompt": "a fox"}))
+    await discord_emu.wait_for(lambda: queue.submitted)
+    await first.deliver(queue.result(0))
+    result = (await discord_emu.wait_for(lambda: discord_emu.followups(inter)))[0]
+    pending = await answered(discord_emu, await discord_emu.slash("imagine", {"prompt": "later"}))
+    await discord_emu.wait_for(lambda: len(queue.submitted) == 2)
+    await first.stop()
+
+    second = await start()
+    assert discord_emu.identifies == 2
+    click = await answered(
+        discord_emu, await discord_emu.click(result["id"], f"rb:rr:{queue.job_of(0)}")
+    )
+    assert click.response_type == 5
+    await discord_emu.wait_for(lambda: len(queue.submitted) == 3)
+    # A job submitted before the restart is delivered by the new process.
+    await second.deliver(queue.result(1))
+    await discord_emu.wait_for(lambda: discord_emu.followups(pending))
+
+
+async def test_dm_with_a_user_installed_app(
+    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+) -> None:
+    adapter = await start()
+    inter = await answered(
+        discord_emu, await discord_emu.slash("imagine", {"prompt": "dm"}, dm=True)
+    )
+    await discord_emu.wait_for(lambda: queue.submitted)
+    request = queue.submitted[0][0]
+    assert request.requester.server_id is None and not request.requester.is_admin
+    assert request.reply.channel_id == discord_emu.dm_channel_id
+    await adapter.deliver(queue.result(0))
+    await discord_emu.wait_for(lambda: discord_emu.followups(inter))
+    refused = await answered(
+        discord_emu, await discord_emu.slash("admin", subcommand="status", dm=True)
+    )
+    assert refused.ephemeral
+
+
+async def test_a_repeated_late_delivery_posts_once(
+    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+) -> None:
+    adapter = await start()
+    await answered(discord_emu, await discord_emu.slash("imagine", {"prompt": "twice"}))
+    await discord_emu.wait_for(lambda: queue.submitted)
+    discord_emu.clock.advance(20 * 60)
+    # A delivery re-run after a crash between posting and recording it: same job, same nonce.
+    first = await adapter.deliver(queue.result(0))
+    second = await adapter.deliver(queue.result(0))
+    assert first == second
+    assert len([m for m in discord_emu.channel() if m["attachments"]]) == 1
+
+
+async def test_a_429_without_via_is_handed_back_for_retry(
+    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+) -> None:
+    from reelbot.errors import RateLimited
+
+    adapter = await start()
+    await answered(discord_emu, await discord_emu.slash("imagine", {"prompt": "banned"}))
+    await discord_emu.wait_for(lambda: queue.submitted)
+    discord_emu.inject("POST", r"^/webhooks/\d+/[^/]+$", status=429, via=False)
+    with pytest.raises(RateLimited):
+        await adapter.deliver(queue.result(0))
+
+
+async def test_commands_sync_to_one_guild_when_configured(
+    discord_emu: DiscordEmulator, start: Start
+) -> None:
+    await start(discord_guild_id=discord_emu.guild_id)
+    # A guild's commands update at once in Discord; global ones can take an hour.
+    names = {c["name"] for c in discord_emu.commands[discord_emu.guild_id]}
+    assert {"imagine", "remix", "video", "animate", "admin"} <= names
+    assert "global" not in discord_emu.commands

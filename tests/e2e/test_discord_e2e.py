@@ -1,0 +1,321 @@
+"""End to end: discord.py against the local Discord, the real queue on a private Valkey, the real
+worker on the tiny models. Command in, file out, decoded."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as sync_redis
+from discord_emulator import ADMIN_PERMISSIONS, DiscordEmulator, Interaction
+from PIL import Image
+
+from reelbot.bots.discord.service import run_up
+from reelbot.config import Settings
+from reelbot.generation.media import probe_video
+from reelbot.jobs import JobStatus, job_id_for
+from reelbot.queue.connection import connect
+from reelbot.queue.liveness import live_workers
+from reelbot.queue.progress import ProgressEvent, publish
+from reelbot.queue.records import RecordStore
+from reelbot.queue.worker import serve_generation
+
+ALICE = "111111111111111111"
+BOB = "222222222222222222"
+STEP_S = 30.0
+"""Upper bound for one tiny job through the whole stack on a slow CI machine."""
+
+
+def png(width: int = 64, height: int = 48) -> bytes:
+    """A small PNG to attach."""
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), "green").save(buf, "PNG")
+    return buf.getvalue()
+
+
+@dataclass
+class Stack:
+    """The whole service around one emulator: a worker and the Discord process, each stoppable."""
+
+    emu: DiscordEmulator
+    settings: Settings
+    runner: Any
+    tasks: dict[str, tuple[asyncio.Event, asyncio.Task[None]]] = field(default_factory=dict)
+
+    async def start_worker(self) -> None:
+        stop = asyncio.Event()
+        queues = [self.settings.image_queue, self.settings.video_queue]
+        url = self.settings.effective_redis_url
+        coro = serve_generation(self.settings, self.runner, queues, redis_url=url, stop=stop)
+        self.tasks["worker"] = (stop, asyncio.create_task(coro))
+        # Wait until both workers announce themselves: a worker closed before its loop started
+        # would never stop (seen with the queue's QueueWorker.close; see the report).
+        redis = connect(url)
+        try:
+            async with asyncio.timeout(STEP_S):
+                for _ in itertools.count():
+                    if len(await live_workers(redis)) >= len(queues):
+                        break
+                    await asyncio.sleep(0.05)
+        finally:
+            await redis.aclose(close_connection_pool=True)
+
+    async def start_adapter(self) -> None:
+        before = self.emu.identifies
+        stop = asyncio.Event()
+        self.tasks["discord"] = (stop, asyncio.create_task(run_up(self.settings, stop)))
+        await self.emu.wait_for(lambda: self.emu.identifies > before and self.emu.connected)
+
+    async def stop(self, name: str) -> None:
+        stop, task = self.tasks.pop(name)
+        stop.set()
+        # Each process bounds its own shutdown (about 8 s per part); a hang beyond that fails.
+        async with asyncio.timeout(30):
+            await task
+
+    async def record(self, job_id: str) -> Any:
+        redis = connect(self.settings.effective_redis_url)
+        try:
+            return await RecordStore(redis, finished_ttl_s=60).get(job_id)
+        finally:
+            await redis.aclose(close_connection_pool=True)
+
+    async def close(self) -> None:
+        for name in list(self.tasks):
+            stop, task = self.tasks.pop(name)
+            stop.set()
+            try:
+                async with asyncio.timeout(30):
+                    await task
+            except TimeoutError:
+                # Teardown only: a hung shutdown is not what these tests check; the tests that
+                # stop a process mid-way use stop(), which fails on a hang.
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.fixture
+async def stack(
+    discord_emu: DiscordEmulator,
+    discord_redis_url: str,
+    discord_runner: Any,
+    discord_data_dir: Path,
+) -> AsyncIterator[Stack]:
+    """A running Discord process on a flushed server; tests start the worker when jobs may run.
+
+    Jobs wait in the queue until then, which is how these tests hold a job "mid-way".
+    """
+    with sync_redis.Redis.from_url(discord_redis_url) as r:
+        r.flushall()
+    settings = Settings(
+        redis_url=discord_redis_url,
+        discord_token=discord_emu.bot_token,
+        discord_api_url=discord_emu.api_url,
+        discord_gateway_url=discord_emu.gateway_url,
+        models="tiny",
+        device="cpu",
+        data_dir=discord_data_dir,
+    )
+    running = Stack(discord_emu, settings, discord_runner)
+    await running.start_adapter()
+    try:
+        yield running
+    finally:
+        await running.close()
+
+
+async def acknowledged(emu: DiscordEmulator, inter: Interaction) -> Interaction:
+    """The first response came within Discord's 3 s."""
+    await emu.wait_for(lambda: inter.response_type is not None, within=5)
+    assert inter.responded_at is not None and inter.responded_at - inter.created_at < 3.0
+    return inter
+
+
+async def result_of(emu: DiscordEmulator, inter: Interaction) -> dict[str, Any]:
+    """The followup with a file, once it is posted."""
+    found = await emu.wait_for(
+        lambda: [m for m in emu.followups(inter) if m["attachments"]], within=STEP_S
+    )
+    assert len(found) == 1
+    return found[0]
+
+
+def decoded(emu: DiscordEmulator, message: dict[str, Any]) -> tuple[str, Any]:
+    """The message's one file, decoded: a Pillow image or ffprobe's view of an MP4."""
+    [(name, data)] = emu.files_of(message["id"])
+    if name.endswith(".mp4"):
+        return name, probe_video(data)
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return name, image
+
+
+async def test_every_command_end_to_end(stack: Stack) -> None:
+    emu = stack.emu
+    await stack.start_worker()
+    inters = {
+        "imagine": await emu.slash("imagine", {"prompt": "a red fox --seed 7"}),
+        "video": await emu.slash("video", {"prompt": "waves", "duration": 1.0}),
+        "remix": await emu.slash(
+            "remix",
+            {"prompt": "in snow"},
+            attachments={"image": emu.add_attachment("a.png", png())},
+        ),
+        "animate": await emu.slash(
+            "animate", {}, attachments={"image": emu.add_attachment("b.png", png())}
+        ),
+    }
+    for inter in inters.values():
+        await acknowledged(emu, inter)
+        assert inter.response_type == 5
+    for name, inter in inters.items():
+        message = await result_of(emu, inter)
+        filename, media = decoded(emu, message)
+        if name in ("video", "animate"):
+            assert filename.endswith(".mp4") and media.frames > 1
+            assert "Re-roll" not in message["content"]
+            assert [b.split(":")[1] for b in emu.buttons(message["id"])] == ["rr"]
+        else:
+            assert isinstance(media, Image.Image) and media.format == "PNG"
+            assert [b.split(":")[1] for b in emu.buttons(message["id"])] == ["rr", "var", "ani"]
+        assert "--seed" in message["content"]
+    assert "--seed 7" in (await result_of(emu, inters["imagine"]))["content"]
+    for inter in inters.values():
+        await emu.wait_for(lambda i=inter: "Done" in emu.original(i)["content"], within=10)
+        # Status edits respect the per-message pace (at most one per 3 s).
+        times = emu.original(inter)["edit_times"]
+        assert all(b - a >= 2.9 for a, b in itertools.pairwise(times)), times
+    assert emu.violations == []
+
+
+async def test_reroll_and_cancel_buttons(stack: Stack) -> None:
+    emu = stack.emu
+    # Cancel while queued: with no worker yet the job waits, and cancelling removes it.
+    waiting = await acknowledged(emu, await emu.slash("imagine", {"prompt": "never"}))
+    await emu.wait_for(lambda: "Queued" in emu.original(waiting)["content"])
+    waiting_job = job_id_for("discord", waiting.id)
+    assert emu.buttons(waiting.original_id or "") == [f"rb:cx:{waiting_job}"]
+    cancel = await emu.click(waiting.original_id or "", f"rb:cx:{waiting_job}")
+    assert (await acknowledged(emu, cancel)).response_type == 7
+    assert (await stack.record(waiting_job)).status == JobStatus.CANCELLED
+    assert "Cancelled" in emu.original(waiting)["content"]
+
+    await stack.start_worker()
+    first = await acknowledged(emu, await emu.slash("imagine", {"prompt": "a fox --seed 11"}))
+    result = await result_of(emu, first)
+    job = job_id_for("discord", first.id)
+    reroll = await acknowledged(emu, await emu.click(result["id"], f"rb:rr:{job}"))
+    again = await result_of(emu, reroll)
+    assert "a fox" in again["content"] and "--seed 11" not in again["content"]
+    assert decoded(emu, again)[1].format == "PNG"
+    # The cancelled job never ran, and its status message still says so.
+    assert not [m for m in emu.followups(waiting) if m["attachments"]]
+    assert "Cancelled" in emu.original(waiting)["content"]
+
+
+async def test_result_after_token_expiry_goes_to_channel(stack: Stack) -> None:
+    emu = stack.emu
+    inter = await acknowledged(emu, await emu.slash("imagine", {"prompt": "a slow fox"}))
+    await emu.wait_for(lambda: "Queued" in emu.original(inter)["content"])
+    emu.clock.advance(16 * 60)
+    await stack.start_worker()
+    posted = await emu.wait_for(
+        lambda: [m for m in emu.channel() if m["attachments"] and "webhook_id" not in m],
+        within=STEP_S,
+    )
+    message = posted[0]
+    assert message["content"].startswith(f"<@{ALICE}>")
+    assert message["message_reference"]["message_id"] == inter.original_id
+    assert decoded(emu, message)[1].format == "PNG"
+    # The adapter tried the interaction token first, was refused (401), and used the bot token.
+    uploads = [(c.status, c.auth) for c in emu.calls if c.files]
+    assert uploads == [(401, None), (200, f"Bot {emu.bot_token}")]
+    assert emu.followups(inter) == []
+    record = await stack.record(job_id_for("discord", inter.id))
+    assert record.status == JobStatus.DELIVERED and record.posted_message_id == message["id"]
+
+
+async def test_non_admin_admin_command_changes_nothing(stack: Stack) -> None:
+    emu = stack.emu
+    inter = await acknowledged(emu, await emu.slash("imagine", {"prompt": "keep me"}))
+    job = job_id_for("discord", inter.id)
+    await emu.wait_for(lambda: "Queued" in emu.original(inter)["content"])
+    refused = await emu.slash("admin", {"job": job}, subcommand="cancel", user_id=BOB)
+    await acknowledged(emu, refused)
+    assert refused.ephemeral and "Manage Server" in (emu.original(refused) or {})["content"]
+    assert (await stack.record(job)).status == JobStatus.QUEUED
+    status = await acknowledged(
+        emu, await emu.slash("admin", subcommand="status", permissions=ADMIN_PERMISSIONS)
+    )
+    listing = (await emu.wait_for(lambda: emu.followups(status)))[0]
+    assert "waiting reelbot:image: 1" in listing["content"]
+    await stack.start_worker()
+    await result_of(emu, inter)
+
+
+async def test_gateway_reconnect_mid_job_loses_nothing(stack: Stack) -> None:
+    emu = stack.emu
+    await stack.start_worker()
+    first = await acknowledged(emu, await emu.slash("video", {"prompt": "one"}))
+    # The job is queued or running while the gateway drops.
+    await emu.disconnect()
+    # Arrives while the bot is away; Discord replays it when the session resumes.
+    second = await emu.slash("imagine", {"prompt": "two"})
+    await emu.wait_for(lambda: emu.resumes >= 1, within=15)
+    await acknowledged(emu, second)
+    for inter in (first, second):
+        decoded(emu, await result_of(emu, inter))
+        await emu.wait_for(lambda i=inter: "Done" in emu.original(i)["content"], within=10)
+    assert emu.identifies == 1
+    assert len([m for m in emu.channel() if m["attachments"]]) == 2
+
+
+async def test_result_delivered_after_adapter_restart(stack: Stack) -> None:
+    emu = stack.emu
+    inter = await acknowledged(emu, await emu.slash("imagine", {"prompt": "survivor"}))
+    await emu.wait_for(lambda: "Queued" in emu.original(inter)["content"])
+    job = job_id_for("discord", inter.id)
+    await stack.stop("discord")
+    # The job runs and its result waits in Redis while no Discord process is up.
+    await stack.start_worker()
+    for _ in range(int(STEP_S / 0.1)):
+        if (await stack.record(job)).status == JobStatus.DELIVERING:
+            break
+        await asyncio.sleep(0.1)
+    assert (await stack.record(job)).status == JobStatus.DELIVERING
+    assert emu.followups(inter) == []
+    await stack.start_adapter()
+    message = await result_of(emu, inter)
+    assert decoded(emu, message)[1].format == "PNG"
+    # And its buttons work in the new process (persistent, keyed by job id).
+    reroll = await acknowledged(emu, await emu.click(message["id"], f"rb:rr:{job}"))
+    await result_of(emu, reroll)
+    record = await stack.record(job)
+    assert record.status == JobStatus.DELIVERED and record.post_attempts == 1
+
+
+async def test_worker_progress_reaches_the_status_message(stack: Stack) -> None:
+    emu = stack.emu
+    inter = await acknowledged(emu, await emu.slash("video", {"prompt": "slowly"}))
+    await emu.wait_for(lambda: "Queued" in emu.original(inter)["content"])
+    job = job_id_for("discord", inter.id)
+    # What a worker publishes after a denoising step, through Redis pub/sub.
+    redis = connect(stack.settings.effective_redis_url)
+    try:
+        event = ProgressEvent(job_id=job, status=JobStatus.RUNNING, step=3, total=8, at=0.0)
+        for _ in range(int(STEP_S / 0.5)):
+            await publish(redis, "discord", event)
+            if "3/8" in emu.original(inter)["content"]:
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        await redis.aclose(close_connection_pool=True)
+    status = emu.original(inter)
+    assert "Running" in status["content"] and "3/8" in status["content"]
+    assert emu.buttons(status["id"]) == [f"rb:cx:{job}"]

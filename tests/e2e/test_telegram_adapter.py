@@ -1,0 +1,556 @@
+"""The Telegram command layer against the Bot API emulator, with an in-memory job backend.
+
+The real PTB application polls the emulator; only the queue is replaced, so these tests show
+what users see for each command and each kind of bad input without Redis or a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import io
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+from telegram import Bot
+from telegram.error import Conflict
+from telegram_emulator import TOKEN, TelegramEmulator, User
+
+from reelbot.bots.telegram.app import CONFLICT_HELP, TelegramAdapter, WebhookConfig
+from reelbot.bots.telegram.backend import JobInfo, Progress, Submitted
+from reelbot.bots.telegram.delivery import ResultMedia, post_result
+from reelbot.catalog import Catalog
+from reelbot.errors import Busy
+from reelbot.jobs import GenerationParams, GenerationRequest, JobStatus, Requester, job_id_for
+from reelbot.queue.server import free_port
+
+ALICE = User(111, "Alice", "alice")
+BOB = User(222, "Bob", "bob")
+GROUP_ID = -1001234567890
+
+
+class MemoryBackend:
+    """Jobs in a dict: what the adapter submitted, stored and cancelled."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, JobInfo] = {}
+        self.inputs: dict[str, bytes] = {}
+        self.cancelled: list[str] = []
+        self.fail_with: Exception | None = None
+
+    async def submit(self, request: GenerationRequest, params: GenerationParams) -> Submitted:
+        if self.fail_with is not None:
+            raise self.fail_with
+        job_id = job_id_for("telegram", request.source_id)
+        if job_id in self.jobs:
+            return Submitted(job_id, duplicate=True)
+        self.jobs[job_id] = JobInfo(job_id, JobStatus.QUEUED, request, params)
+        return Submitted(job_id, position=len(self.jobs), eta_s=4.0)
+
+    async def exists(self, job_id: str) -> bool:
+        return job_id in self.jobs
+
+    async def store_input(self, data: bytes) -> str:
+        ref = f"in{len(self.inputs)}"
+        self.inputs[ref] = data
+        return ref
+
+    async def job(self, job_id: str) -> JobInfo | None:
+        return self.jobs.get(job_id)
+
+    async def jobs_of(self, requester: Requester) -> list[JobInfo]:
+        return [
+            j
+            for j in self.jobs.values()
+            if j.request.requester.user_id == requester.user_id and not j.status.finished
+        ]
+
+    async def cancel(self, job_id: str, requester: Requester) -> bool:
+        job = self.jobs[job_id]
+        if job.status.finished:
+            return False
+        self.jobs[job_id] = dataclasses.replace(job, status=JobStatus.CANCELLED)
+        self.cancelled.append(job_id)
+        return True
+
+    async def quota_text(self, requester: Requester) -> str:
+        return "You have 42 credits left today; the budget resets at 00:00 UTC."
+
+
+@pytest.fixture
+def backend() -> MemoryBackend:
+    return MemoryBackend()
+
+
+@pytest.fixture
+async def bot(
+    telegram_emu: TelegramEmulator, backend: MemoryBackend, tiny_catalog: Catalog
+) -> AsyncIterator[TelegramAdapter]:
+    adapter = TelegramAdapter(
+        token=TOKEN,
+        backend=backend,
+        catalog=tiny_catalog,
+        api_root=telegram_emu.root,
+        poll_timeout=1,
+        private_interval=0.2,
+        group_interval=0.6,
+    )
+    async with adapter:
+        yield adapter
+
+
+def png(width: int = 400, height: int = 300, color: str = "red") -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+async def replies_to(emu: TelegramEmulator, update: dict[str, Any], n: int = 1) -> list[str]:
+    """The texts of the bot's first ``n`` replies to the update's message."""
+    message = update["message"]
+    chat_id = message["chat"]["id"]
+
+    def found() -> list[str]:
+        return [
+            m["text"]
+            for m in emu.bot_messages(chat_id)
+            if m.get("reply_to_message", {}).get("message_id") == message["message_id"]
+            and "text" in m
+        ]
+
+    texts: list[str] = await emu.wait_for(lambda: len(found()) >= n and found(), what="reply")
+    return texts
+
+
+async def test_start_registers_every_command_with_a_description(
+    telegram_emu: TelegramEmulator, bot: TelegramAdapter
+) -> None:
+    names = [c["command"] for c in telegram_emu.commands]
+    assert names == [
+        "imagine",
+        "remix",
+        "video",
+        "animate",
+        "jobs",
+        "cancel",
+        "quota",
+        "models",
+        "help",
+    ]
+    assert all(c["description"] for c in telegram_emu.commands)
+    assert bot.application.bot.username == "emu_bot"
+
+
+@pytest.mark.parametrize("where", ["private", "group"])
+async def test_imagine_answers_with_a_status_message_within_a_second(
+    telegram_emu: TelegramEmulator, bot: TelegramAdapter, backend: MemoryBackend, where: str
+) -> None:
+    emu = telegram_emu
+    chat = emu.private_chat(ALICE) if where == "private" else emu.group(GROUP_ID)
+    command = (
+        "/imagine a red fox --seed 42"
+        if where == "private"
+        else "/imagine@emu_bot a red fox --seed 42"
+    )
+    update = emu.user_text(chat, ALICE, command)
+    sent_at = time.monotonic()
+    (status,) = await replies_to(emu, update)
+    first = emu.calls_of("sendMessage", chat.id)[0]
+    assert first.at - sent_at < 1.0
+    assert status.startswith("⏳ Queued") and "a red fox" in status
+
+    (job,) = backend.jobs.values()
+    assert job.params.seed == 42 and job.params.prompt == "a red fox"
+    reply = job.request.reply
+    assert reply.channel_id == str(chat.id)
+    assert reply.message_id == str(update["message"]["message_id"])
+    status_message = emu.bot_messages(chat.id)[0]
+    assert reply.status_message_id == str(status_message["message_id"])
+    assert job.request.requester.server_id == (str(GROUP_ID) if where == "group" else None)
+    cancel = status_message["reply_markup"]["inline_keyboard"][0][0]
+    assert cancel["callback_data"] == f"cx:{job.job_id}"
+    # The position arrives in an edit at the chat's next slot.
+    await emu.wait_for(lambda: "in line" in emu.bot_messages(chat.id)[0]["text"], what="position")
+
+
+async def test_commands_for_another_bot_are_left_alone(
+    telegram_emu: TelegramEmulator, bot: TelegramAdapter, backend: MemoryBackend
+) -> None:
+    emu = telegram_emu
+    group = emu.group(GROUP_ID)
+    emu.user_text(group, ALICE, "/imagine@other_bot a fox")
+    emu.user_text(group, ALICE, "/frobnicate")
+    marker = emu.user_text(group, ALICE, "/help@emu_bot")
+    await replies_to(emu, marker)
+    assert len(emu.calls_of("sendMessage", group.id)) == 1
+    assert backend.jobs == {}
+
+
+async def test_unknown_commands_get_a_pointer_to_help_in_private(
+    telegram_emu: TelegramEmulator, bot: TelegramAdapter
+) -> None:
+    chat = telegram_emu.private_chat(ALICE)
+    (text,) = await replies_to(telegram_emu, telegram_emu.user_text(chat, ALICE, "/frobnicate"))
+    assert "/help" in text
+
+
+@pytest.mark.parametrize(
+    ("kind", "needle"),
+    [
+        ("no prompt", "/imagine needs a prompt"),
+        ("emoji only", "in words"),
+        ("bad flag", "--ar 99:1 is out of range"),
+        ("remix without photo", "/remix needs an image"),
+        ("reply to a sticker", "Stickers can't be used"),
+        ("pdf as document", "is not an image"),
+        ("huge document", "up to 20 MB"),
+        ("huge file without a size", "over the 20 MB bots can download"),
+        ("broken image", "not an image reelbot can read"),
+    ],
+)
+async def test_bad_input_gets_a_short_reply_and_nothing_is_queued(
+    telegram_emu: TelegramEmulator,
+    bot: TelegramAdapter,
+    backend: MemoryBackend,
+    kind: str,
+    needle: str,
+) -> None:
+    emu = telegram_emu
+    chat = emu.private_chat(ALICE)
+    if kind == "no prompt":
+        update = emu.user_text(chat, ALICE, "/imagine")
+    elif kind == "emoji only":
+        update = emu.user_text(chat, ALICE, "/imagine 🦊🦊🦊 --seed 3")
+    elif kind == "bad flag":
+        update = emu.user_text(chat, ALICE, "/imagine a fox --ar 99:1")
+    elif kind == "remix without photo":
+        update = emu.user_text(chat, ALICE, "/remix make it blue")
+    elif kind == "reply to a sticker":
+        sticker = emu.user_sticker(chat, ALICE)["message"]
+        update = emu.user_text(chat, ALICE, "/remix make it blue", reply_to=sticker)
+    elif kind == "pdf as document":
+        update = emu.user_document(
+            chat,
+            ALICE,
+            b"%PDF-1.4",
+            file_name="notes.pdf",
+            mime_type="application/pdf",
+            caption="/remix make it blue",
+        )
+    elif kind == "huge document":
+        update = emu.user_document(
+            chat,
+            ALICE,
+            png(),
+            file_name="big.png",
+            mime_type="image/png",
+            caption="/animate",
+            reported_size=25 * 1024 * 1024,
+        )
+    elif kind == "huge file without a size":
+        update = emu.user_document(
+            chat,
+            ALICE,
+            b"\0" * (20 * 1024 * 1024 + 1),
+            file_name="big.png",
+            mime_type="image/png",
+            caption="/remix make it blue",
+            reported_size=0,
+        )
+    else:
+        update = emu.user_document(
+            chat,
+            ALICE,
+            b"\x89PNG not really",
+            file_name="x.png",
+            mime_type="image/png",
+            caption="/remix make it blue",
+        )
+    (text,) = await replies_to(emu, update)
+    assert needle in text
+    assert len(text) < 300
+    assert backend.jobs == {} and backend.inputs == {}
+    assert not emu.calls_of("editMessageText")
+
+
+async def test_remix_takes_the_largest_photo_from_the_caption_message(
+    telegram_emu: TelegramEmulator, bot: TelegramAdapter, backend: MemoryBackend
+) -> None:
+    emu = telegram_emu
+    group = emu.group(GROUP_ID)
+    original = png(800, 600, "blue")
+    update = emu.user_photo(group, ALICE, original, caption="/remix@emu_bot make it winter")
+    await replies_to(emu, update)
+    (job,) = backend.jobs.values()
+    assert job.request.task == "remix" and job.params.prompt == "make it winter"
+    assert backend.inputs[job.request.image_ref or ""] == original
+    file_ids = [c.params["file_id"] for c in emu.calls_of("getFile")]
+    assert file_ids == [update["message"]["photo"][-1]["file_id"]]
+
+
+async def test_remix_accepts_an_image_sent_as_a_file(
+    telegram_emu: TelegramEmulator, bot: TelegramAdapter, backend: MemoryBackend
+) -> None:
+    emu = telegram_emu
+    chat = emu.private_chat(ALICE)
+    original = png(1200, 900, "navy")
+    update = emu.user_document(
+        chat, ALICE, original, file_name="scan.png", mime_type="image/png", caption="/remix ink"
+    )
+    await replies_to(emu, update)
+    (job,) = backend.jobs.values()
+    assert backend.inputs[job.request.image_ref or ""] == original  # uncompressed, as sent
+
+
+async def test_animate_replying_to_a_photo_uses_that_photo(
+    telegram_emu: TelegramEmulator, bot: TelegramAdapter, backend: MemoryBackend
+) -> None:
+    emu = telegram_emu
+    chat = emu.private_chat(ALICE)
+    original = png(320, 320, "green")
+    photo = emu.user_photo(chat, ALICE, original)["message"]
+    update = emu.user_text(chat, ALICE, "/animate", reply_to=photo)
+    await replies_to(emu, update)
+    (job,) = backend.jobs.values()
+    assert job.request.task == "animate" and backend.inputs[job.request.image_ref or ""] == original
+
+
+async def test_a_duplicated_update_makes_one_job_and_one_status(
+    telegram_emu: TelegramEmulator, bot: TelegramAdapter, backend: MemoryBackend
+) -> None:
+    emu = telegram_emu
+    chat = emu.private_chat(ALICE)
+    update = emu.user_text(chat, ALICE, "/imagine a lighthouse")
+    await replies_to(emu, update)
+    emu.redeliver(update)
+    marker = emu.user_text(chat, ALICE, "/help")
+    await replies_to(emu, marker)
+    assert len(backend.jobs) == 1
+    assert len(emu.calls_of("sendMessage", chat.id)) == 2  # one status, one help
+
+
+async def test_info_commands(
+    telegram_emu: TelegramEmulator, bot: TelegramAdapter, backend: MemoryBackend
+) -> None:
+    emu = telegram_emu
+    chat = emu.private_chat(BOB)
+    (models,) = await replies_to(emu, emu.user_text(chat, BOB, "/models"))
+    assert "/imagine: tiny-zimage (default)" in models and "/video: tiny-wan (default)" in models
+    (help_,) = await replies_to(emu, emu.user_text(chat, BOB, "/help"))
+    assert "/imagine a red fox" in help_ and "--ar" in help_
+    (quota,) = await replies_to(emu, emu.user_text(chat, BOB, "/quota"))
+    assert "42 credits" in quota
+    (jobs,) = await replies_to(emu, emu.user_text(chat, BOB, "/jobs"))
+    assert "no queued or running jobs" in jobs
+    await replies_to(emu, emu.user_text(chat, BOB, "/video waves at dusk"))
+    (jobs,) = await replies_to(emu, emu.user_text(chat, BOB, "/jobs"))
+    (job,) = backend.jobs.values()
+    assert job.job_id in jobs and "/video waves at dusk" in jobs
+    (cancelled,) = await replies_to(emu, emu.user_text(chat, BOB, "/cancel"))
+    assert job.job_id in cancelled and backend.cancelled == [job.job_id]
+
+
+async def test_cancel_button_is_only_for_the_owner(
+    telegram_emu: TelegramEmulator, bot: TelegramAdapter, backend: MemoryBackend
+) -> None:
+    emu = telegram_emu
+    group = emu.group(GROUP_ID)
+    update = emu.user_text(group, ALICE, "/video@emu_bot rain on a window")
+    await replies_to(emu, update)
+    (job,) = backend.jobs.values()
+    status = emu.bot_messages(group.id)[0]
+    emu.press_button(BOB, status, f"cx:{job.job_id}")
+    await emu.wait_for(lambda: emu.calls_of("answerCallbackQuery"), what="answer")
+    assert "not your job" in emu.calls_of("answerCallbackQuery")[0].params["text"]
+    assert backend.cancelled == []
+    emu.press_button(ALICE, status, f"cx:{job.job_id}")
+    await emu.wait_for(
+        lambda: emu.bot_messages(group.id)[0]["text"].startswith("🚫 Cancelled"), what="cancel"
+    )
+    assert backend.cancelled == [job.job_id]
+    assert "reply_markup" not in emu.bot_messages(group.id)[0]
+
+
+async def test_a_group_admin_may_cancel_anyones_job(
+    telegram_emu: TelegramEmulator, bot: TelegramAdapter, backend: MemoryBackend
+) -> None:
+    emu = telegram_emu
+    group = emu.group(GROUP_ID, admins={BOB.id})
+    await replies_to(emu, emu.user_text(group, ALICE, "/imagine@emu_bot a kite"))
+    (job,) = backend.jobs.values()
+    emu.press_button(BOB, emu.bot_messages(group.id)[0], f"cx:{job.job_id}")
+    await emu.wait_for(lambda: backend.cancelled, what="cancel")
+
+
+async def test_result_post_and_buttons(
+    telegram_emu: TelegramEmulator, bot: TelegramAdapter, backend: MemoryBackend
+) -> None:
+    emu = telegram_emu
+    chat = emu.private_chat(ALICE)
+    update = emu.user_text(chat, ALICE, "/imagine a <b>bold</b> fox & co --seed 9")
+    await replies_to(emu, update)
+    (job,) = backend.jobs.values()
+    image = png(64, 64, "purple")
+    await post_result(
+        bot.application.bot,
+        bot.board,
+        job_id=job.job_id,
+        request=job.request,
+        params=job.params,
+        media=ResultMedia(image, "image/png", 64, 64),
+    )
+    (call,) = emu.calls_of("sendPhoto")
+    assert call.params["parse_mode"] == "HTML"
+    posted = emu.bot_messages(chat.id)[-1]
+    assert posted["reply_to_message"]["message_id"] == update["message"]["message_id"]
+    assert posted["caption"].startswith("a <b>bold</b> fox & co\n")  # escaped, shown as typed
+    assert "--seed 9" in posted["caption"]
+    got = emu.files[posted["photo"][-1]["file_id"]].data
+    assert Image.open(io.BytesIO(got)).size == (64, 64)
+    data = [b["callback_data"] for b in posted["reply_markup"]["inline_keyboard"][0]]
+    assert data == [f"rr:{job.job_id}", f"va:{job.job_id}", f"an:{job.job_id}"]
+    await emu.wait_for(lambda: emu.bot_messages(chat.id)[0]["text"].startswith("✅ Done"))
+
+    # Re-roll: a new job with the same prompt and a new seed, answered under the result.
+    emu.press_button(BOB, posted, f"rr:{job.job_id}")
+    await emu.wait_for(lambda: len(backend.jobs) == 2, what="re-roll")
+    reroll = list(backend.jobs.values())[1]
+    assert reroll.params.prompt == job.params.prompt and reroll.params.seed != 9
+    assert reroll.request.requester.user_id == str(BOB.id)
+    # Variations: a remix of the result image itself.
+    emu.press_button(ALICE, posted, f"va:{job.job_id}")
+    await emu.wait_for(lambda: len(backend.jobs) == 3, what="variations")
+    variation = list(backend.jobs.values())[2]
+    assert variation.request.task == "remix"
+    assert backend.inputs[variation.request.image_ref or ""] == got
+
+
+async def test_oversized_images_go_as_documents(
+    telegram_emu: TelegramEmulator, bot: TelegramAdapter, backend: MemoryBackend
+) -> None:
+    emu = telegram_emu
+    chat = emu.private_chat(ALICE)
+    await replies_to(emu, emu.user_text(chat, ALICE, "/imagine a panorama"))
+    (job,) = backend.jobs.values()
+    wide = png(4200, 200)  # a 21:1 strip is over the photo ratio limit
+    await post_result(
+        bot.application.bot,
+        bot.board,
+        job_id=job.job_id,
+        request=job.request,
+        params=job.params,
+        media=ResultMedia(wide, "image/png", 4200, 200),
+    )
+    assert not emu.calls_of("sendPhoto") and len(emu.calls_of("sendDocument")) == 1
+
+
+async def test_progress_edits_are_throttled_and_never_identical(
+    telegram_emu: TelegramEmulator, bot: TelegramAdapter, backend: MemoryBackend
+) -> None:
+    emu = telegram_emu
+    group = emu.group(GROUP_ID)
+    await replies_to(emu, emu.user_text(group, ALICE, "/imagine@emu_bot a storm"))
+    (job,) = backend.jobs.values()
+    request = job.request
+    for step in (1, 1, 2, 2, 3, 4, 5, 6, 7, 8):
+        await bot.layer.on_progress(Progress(job.job_id, JobStatus.RUNNING, request, step, 8))
+        await asyncio.sleep(0.15)
+    await emu.wait_for(lambda: "step 8/8" in emu.bot_messages(group.id)[0]["text"], what="last")
+    edits = emu.calls_of("editMessageText", group.id)
+    gaps = [b.at - a.at for a, b in itertools.pairwise(edits)]
+    assert all(gap >= 0.55 for gap in gaps), gaps  # the group interval here is 0.6 s
+    texts = [e.params["text"] for e in edits]
+    assert len(texts) == len(set(texts)) and len(edits) < 6
+    assert not [c for c in emu.calls if c.status == 400]
+
+
+async def test_429s_are_waited_out(
+    telegram_emu: TelegramEmulator, bot: TelegramAdapter, backend: MemoryBackend
+) -> None:
+    emu = telegram_emu
+    chat = emu.private_chat(ALICE)
+    emu.fail_next("sendMessage", 2, retry_after=1)
+    update = emu.user_text(chat, ALICE, "/imagine a red fox")
+    sent_at = time.monotonic()
+    await replies_to(emu, update)
+    assert time.monotonic() - sent_at >= 2.0  # two retry_after waits
+    assert len(backend.jobs) == 1
+    assert [c.status for c in emu.calls if c.method == "sendMessage"] == [429, 429, 200]
+
+
+async def test_a_second_poller_is_reported_as_a_conflict(
+    telegram_emu: TelegramEmulator, bot: TelegramAdapter, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = Bot(TOKEN, base_url=f"{telegram_emu.root}/bot")
+    with caplog.at_level(logging.ERROR, logger="reelbot.bots.telegram.app"):
+        async with other:
+            for _ in range(3):
+                with contextlib.suppress(Conflict):
+                    await other.get_updates(timeout=1)
+                if bot.conflicts:
+                    break
+    assert bot.conflicts >= 1
+    assert CONFLICT_HELP in caplog.text
+
+
+async def test_webhook_mode_takes_updates_only_with_the_secret(
+    telegram_emu: TelegramEmulator, backend: MemoryBackend, tiny_catalog: Catalog
+) -> None:
+    emu = telegram_emu
+    port = free_port()
+    hook = WebhookConfig(
+        url=f"http://127.0.0.1:{port}/telegram", secret="s3cret-Token_1", port=port
+    )
+    adapter = TelegramAdapter(token=TOKEN, backend=backend, catalog=tiny_catalog, api_root=emu.root)
+    await adapter.start(hook)
+    try:
+        assert emu.webhook == {"url": hook.url, "secret_token": hook.secret}
+        chat = emu.private_chat(ALICE)
+        update = emu.user_text(chat, ALICE, "/imagine a fox on a hill")
+        await replies_to(emu, update)
+        assert (update["update_id"], 200) in emu.webhook_posts
+        assert len(backend.jobs) == 1
+
+        forged = emu.user_text(chat, BOB, "/imagine forged")  # also POSTed by the emulator
+        forged = {**forged, "update_id": forged["update_id"] + 1000}
+        async with httpx.AsyncClient(timeout=5) as client:
+            for headers in ({}, {"X-Telegram-Bot-Api-Secret-Token": "wrong"}):
+                response = await client.post(hook.url, json=forged, headers=headers)
+                assert response.status_code == 403
+        await emu.wait_for(lambda: len(backend.jobs) == 2, what="the real update")
+        assert not emu.calls_of("getUpdates")
+    finally:
+        await adapter.stop()
+
+
+@pytest.mark.parametrize(
+    ("error", "status_says", "reply_says"),
+    [
+        (Busy("reelbot is busy: 500 jobs are waiting.", retry_after=60), "reelbot is busy", None),
+        (RuntimeError("redis exploded"), "could not be queued", "Something went wrong (ref "),
+    ],
+)
+async def test_a_failed_submit_ends_the_status_message(
+    telegram_emu: TelegramEmulator,
+    bot: TelegramAdapter,
+    backend: MemoryBackend,
+    error: Exception,
+    status_says: str,
+    reply_says: str | None,
+) -> None:
+    emu = telegram_emu
+    backend.fail_with = error
+    chat = emu.private_chat(ALICE)
+    update = emu.user_text(chat, ALICE, "/imagine a crowded harbour")
+    (_status, *more) = await replies_to(emu, update, n=2 if reply_says else 1)
+    await emu.wait_for(lambda: status_says in emu.bot_messages(chat.id)[0]["text"], what="edit")
+    assert "reply_markup" not in emu.bot_messages(chat.id)[0]  # no Cancel for a job that isn't
+    if reply_says:
+        assert more and more[0].startswith(reply_says) and "exploded" not in more[0]

@@ -1,0 +1,299 @@
+"""The Discord adapter's pure parts: text within Discord's limits, the edit throttle, the error
+replies, button ids, the token clock and the interaction payload as discord.py reads it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from reelbot.bots.discord import render
+from reelbot.bots.discord.buttons import CancelButton, RerollButton, result_view, status_view
+from reelbot.bots.discord.intake import check_attachment, requester_of, seed_for
+from reelbot.bots.discord.poster import TOKEN_LIFETIME_S, Poster, size_limit
+from reelbot.bots.discord.replies import reply_for
+from reelbot.bots.discord.throttle import EditThrottle
+from reelbot.catalog import Task, load_catalog
+from reelbot.errors import Busy, InvalidImage, InvalidOption, OutOfMemory, QuotaExceeded
+from reelbot.jobs import (
+    GenerationRequest,
+    JobStatus,
+    ReplyAddress,
+    Requester,
+    job_id_for,
+    resolve,
+)
+
+# A copy of a payload discord.py 2.7.1 accepted from a local server: the project's tests carry
+# their own copy rather than depending on the shared reference folder.
+SLASH: dict[str, Any] = {
+    "id": "1575582288073195526",
+    "application_id": "1575582288073195521",
+    "type": 2,
+    "token": "aW50ZXJhY3Rpb246Ww9m5VzPyWMfWA29_qFmtDgvbxj03XxCdXdaqOzdhG-qudtCnZofJMFfVp_MuUtZ",
+    "version": 1,
+    "guild_id": "1575582288073195523",
+    "guild": {"id": "1575582288073195523", "locale": "en-US", "features": []},
+    "channel_id": "1575582288073195524",
+    "channel": {
+        "id": "1575582288073195524",
+        "type": 0,
+        "guild_id": "1575582288073195523",
+        "name": "general",
+        "position": 0,
+        "permission_overwrites": [],
+        "nsfw": False,
+        "parent_id": None,
+        "topic": None,
+        "last_message_id": None,
+        "rate_limit_per_user": 0,
+        "flags": 0,
+        "permissions": "265280",
+    },
+    "member": {
+        "user": {
+            "id": "111111111111111111",
+            "username": "alice",
+            "discriminator": "0",
+            "global_name": "Alice",
+            "avatar": None,
+        },
+        "roles": [],
+        "permissions": "265280",
+        "joined_at": "2024-01-01T00:00:00+00:00",
+        "deaf": False,
+        "mute": False,
+        "flags": 0,
+        "nick": None,
+        "avatar": None,
+        "premium_since": None,
+        "pending": False,
+    },
+    "app_permissions": "1125899906842623",
+    "locale": "en-US",
+    "guild_locale": "en-US",
+    "entitlements": [],
+    "authorizing_integration_owners": {"0": "1575582288073195523"},
+    "context": 0,
+    "attachment_size_limit": 10485760,
+    "data": {
+        "id": "1575582288073195527",
+        "name": "imagine",
+        "type": 1,
+        "options": [
+            {"name": "prompt", "type": 3, "value": "a red fox"},
+            {"name": "image", "type": 11, "value": "1575582288073195525"},
+        ],
+        "resolved": {
+            "attachments": {
+                "1575582288073195525": {
+                    "id": "1575582288073195525",
+                    "filename": "init.png",
+                    "size": 11,
+                    "url": "http://127.0.0.1:8000/cdn/1575582288073195525_init.png",
+                    "proxy_url": "http://127.0.0.1:8000/cdn/1575582288073195525_init.png",
+                    "content_type": "image/png",
+                    "ephemeral": True,
+                    "width": 512,
+                    "height": 512,
+                }
+            }
+        },
+    },
+}
+
+
+def _request(text: str = "a fox") -> GenerationRequest:
+    return GenerationRequest(
+        task=Task.IMAGINE,
+        text=text,
+        requester=Requester(platform="discord", user_id="42"),
+        reply=ReplyAddress(platform="discord", channel_id="1"),
+        source_id="99",
+    )
+
+
+def test_progress_bar() -> None:
+    assert render.progress_bar(0, 8, width=8) == "▱" * 8 + " 0/8"
+    assert render.progress_bar(4, 8, width=8) == "▰" * 4 + "▱" * 4 + " 4/8"
+    assert render.progress_bar(9, 8, width=8) == "▰" * 8 + " 8/8"
+
+
+def test_texts_fit_discords_2000_characters() -> None:
+    catalog = load_catalog("tiny")
+    long_prompt = "fox " * 370  # 1480 characters: within the prompt limit
+    params = resolve(Task.IMAGINE, long_prompt + " --no " + "x" * 800, catalog, default_seed=1)
+    caption = render.result_text(_request(long_prompt), params, mention=True, note="n" * 500)
+    assert len(caption) <= 2000
+    assert caption.startswith("<@42> **/imagine**") and "--seed 1" in caption
+    status = render.status_text(JobStatus.QUEUED, "p" * 5000, position=3, eta_s=75)
+    assert len(status) <= 2000 and "position 3" in status and "about 1 min" in status
+    running = render.status_text(JobStatus.RUNNING, "p", step=3, total=6)
+    assert "3/6" in running
+    assert len(render.failure_text(_request(), "m" * 5000, mention=True)) <= 2000
+    assert "tiny-zimage` (default)" in render.models_text(catalog)
+
+
+async def test_throttle_keeps_one_edit_per_interval_and_the_latest_state() -> None:
+    now = [100.0]
+    throttle = EditThrottle(interval=3.0, clock=lambda: now[0])
+    shown: list[int] = []
+
+    def edit(n: int) -> Any:
+        async def action() -> None:
+            shown.append(n)
+
+        return action
+
+    await throttle.run("m", edit(1))
+    for n in range(2, 6):
+        await throttle.run("m", edit(n))
+    assert shown == [1]  # the rest wait for the interval
+    await throttle.run("other", edit(100))  # another message is not held back
+    assert shown == [1, 100]
+    now[0] += 3.0
+    await asyncio.sleep(0.01)  # the delayed flush was scheduled with the time left (3 s)
+    await throttle.aclose()
+    assert shown == [1, 100]  # closing drops what has not run
+
+    throttle = EditThrottle(interval=0.05)
+    shown.clear()
+    await throttle.run("m", edit(1))
+    for n in range(2, 6):
+        await throttle.run("m", edit(n))
+    await asyncio.sleep(0.15)
+    assert shown == [1, 5]  # the intermediate states were dropped, the latest shown
+    await throttle.aclose()
+
+
+def test_error_replies_by_class() -> None:
+    assert reply_for(InvalidOption("--steps 99 is out of range", option="steps")).startswith(
+        "--steps 99"
+    )
+    assert "Try again in 30 s" in reply_for(Busy("Busy.", retry_after=30))
+    assert "Try again in 2 min" in reply_for(QuotaExceeded("Spent.", retry_after=120))
+    assert "ran out of memory" in reply_for(OutOfMemory())
+    unknown = reply_for(KeyError("boom"))
+    assert unknown.startswith("Something went wrong (ref ") and "boom" not in unknown
+
+
+def test_button_ids_are_short_and_parse_back() -> None:
+    job = job_id_for("discord", "1" * 20)
+    ids = [
+        item.custom_id  # type: ignore[attr-defined]
+        for view in (result_view(job, Task.IMAGINE), status_view(job))
+        for item in view.children
+    ]
+    assert ids == [f"rb:rr:{job}", f"rb:var:{job}", f"rb:ani:{job}", f"rb:cx:{job}"]
+    assert all(len(i) <= 100 for i in ids)
+    assert [getattr(i, "custom_id", "") for i in result_view(job, Task.VIDEO).children] == [
+        f"rb:rr:{job}"
+    ]
+    match = RerollButton.__discord_ui_compiled_template__.fullmatch(f"rb:rr:{job}")
+    assert match is not None and match["job"] == job
+    assert CancelButton.__discord_ui_compiled_template__.fullmatch(f"rb:rr:{job}") is None
+
+
+def test_token_clock_and_size_limit() -> None:
+    created = 1_000_000.0
+    reply = ReplyAddress(
+        platform="discord",
+        channel_id="1",
+        interaction_token="t",
+        interaction_expires_at=created + TOKEN_LIFETIME_S,
+        extra={"max_bytes": "26214400"},
+    )
+    now = [created]
+    poster = Poster(client=None, clock=lambda: now[0])  # type: ignore[arg-type]
+    assert poster.token_alive(reply)
+    now[0] = created + 14 * 60 + 30  # inside the last minute: too close to use
+    assert not poster.token_alive(reply)
+    assert not poster.token_alive(reply.model_copy(update={"interaction_token": None}))
+    assert size_limit(reply) == 25 * 1024 * 1024
+    assert size_limit(ReplyAddress(platform="discord", channel_id="1")) == 10 * 1024 * 1024
+
+
+def test_seed_matches_the_queues_default() -> None:
+    job = job_id_for("discord", "1234")
+    # The queue derives the default seed from the last 8 hex digits of the job id.
+    assert seed_for(job) == int(job[-8:], 16)
+
+
+@pytest.mark.parametrize(
+    ("ctype", "size", "needle"),
+    [("text/plain", 10, "not an image"), ("image/png", 11 * 1024 * 1024, "under 10 MB")],
+)
+def test_attachment_refused_from_metadata(ctype: str, size: int, needle: str) -> None:
+    att = SimpleNamespace(filename="f", content_type=ctype, size=size)
+    with pytest.raises(InvalidImage, match=needle):
+        check_attachment(att, 10 * 1024 * 1024)  # type: ignore[arg-type]
+    check_attachment(SimpleNamespace(filename="f", content_type="image/png", size=10), 1 << 20)  # type: ignore[arg-type]
+
+
+def _interaction(permissions: str) -> Any:
+    import discord
+
+    payload = json.loads(json.dumps(SLASH))
+    payload["member"]["permissions"] = permissions
+    client = discord.Client(intents=discord.Intents.none())
+    bot = {"id": payload["application_id"], "username": "bot", "discriminator": "0", "avatar": None}
+    client._connection.user = discord.ClientUser(state=client._connection, data=bot)  # type: ignore[arg-type]
+    return discord.Interaction(data=payload, state=client._connection)
+
+
+def test_requester_from_a_recorded_payload() -> None:
+    member = requester_of(_interaction("265280"), owner_ids=())
+    assert (member.user_id, member.server_id, member.is_admin) == (
+        "111111111111111111",
+        "1575582288073195523",
+        False,
+    )
+    admin = requester_of(_interaction(str(265280 | 1 << 5)), owner_ids=())
+    assert admin.is_admin
+    owner = requester_of(_interaction("0"), owner_ids=("discord:111111111111111111",))
+    assert owner.is_admin
+
+
+def test_queue_delivery_becomes_a_post() -> None:
+    from reelbot.bots.discord.queue_backend import to_delivery
+    from reelbot.errors import Cancelled
+    from reelbot.queue.delivery import Delivery as QueueDelivery
+    from reelbot.queue.records import JobRecord, ResultInfo
+
+    request = _request()
+    params = resolve(Task.IMAGINE, "a fox", load_catalog("tiny"), default_seed=3)
+    base = JobRecord(
+        id="di0123", queue="q", request=request, params=params, created_at=0.0, updated_at=0.0
+    )
+    info = ResultInfo(ref="redis:di0123", mime="image/png", ext="png", size=3, width=1, height=1)
+    done = to_delivery(
+        QueueDelivery(
+            job_id="di0123",
+            kind="result",
+            record=base.moved(JobStatus.DELIVERING, result=info),
+            data=b"png",
+            idempotency_key="k",
+        )
+    )
+    assert (done.filename, done.data, done.error) == ("reelbot-di0123.png", b"png", None)
+    failed = to_delivery(
+        QueueDelivery(
+            job_id="di0123",
+            kind="notice",
+            record=base.moved(JobStatus.FAILED, error_code="x", error_message="Out of time."),
+            idempotency_key="k",
+        )
+    )
+    assert failed.error is not None and failed.error.user_message == "Out of time."
+    cancelled = to_delivery(
+        QueueDelivery(
+            job_id="di0123",
+            kind="notice",
+            record=base.moved(JobStatus.CANCELLED),
+            idempotency_key="k",
+        )
+    )
+    assert isinstance(cancelled.error, Cancelled)
