@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 OUT ?= out
 
-.PHONY: venv demo test lint unit integration e2e bench clean
+.PHONY: venv demo demo-files test lint unit integration e2e bench clean
 
 $(BIN)/reelbot: pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("reelbot needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -19,7 +19,13 @@ $(BIN)/reelbot: pyproject.toml
 
 venv: $(BIN)/reelbot
 
+# The whole service on this machine: the private embedded Valkey (no Redis needed), a worker
+# (tiny models on the CPU unless REELBOT_MODELS says otherwise) and the web chat. Ctrl-C stops it.
 demo: venv
+	@echo "reelbot demo: open http://$${REELBOT_WEB_HOST:-127.0.0.1}:$${REELBOT_WEB_PORT:-8080}/ once it says 'chat at' (Ctrl-C stops it)"
+	REELBOT_MODELS=$${REELBOT_MODELS:-tiny} $(BIN)/reelbot up
+
+demo-files: venv
 	mkdir -p $(OUT)
 	REELBOT_MODELS=$${REELBOT_MODELS:-tiny} $(BIN)/reelbot generate imagine "a red fox in the snow --ar 3:2 --seed 7" --out $(OUT)/fox.png
 	REELBOT_MODELS=$${REELBOT_MODELS:-tiny} $(BIN)/reelbot generate video "waves at sunset --seed 7 --duration 2" --out $(OUT)/waves.mp4
@@ -43,7 +49,7 @@ integration: venv
 bench: venv
 	$(BIN)/python bench/encode.py --quick
 	$(BIN)/python bench/generate.py
-	$(BIN)/python bench/queue_dispatch.py --quick
+	$(BIN)/python bench/queue_dispatch.py --jobs 50 --stock-jobs 20
 
 clean:
 	rm -rf $(VENV) $(OUT) .mypy_cache .ruff_cache .pytest_cache

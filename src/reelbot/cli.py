@@ -55,6 +55,17 @@ def _build_parser() -> argparse.ArgumentParser:
     jobs_show.add_argument("job_id")
     jobs_cancel = jobs_sub.add_parser("cancel", help="cancel a job")
     jobs_cancel.add_argument("job_id")
+
+    quota = sub.add_parser("quota", help="budgets per scope, usage and the audit log")
+    quota_sub = quota.add_subparsers(dest="quota_command", required=True, parser_class=_Parser)
+    quota_set = quota_sub.add_parser("set", help="set limits: daily, concurrent, cooldown, queue")
+    quota_set.add_argument("scope", help="default, PLATFORM, PLATFORM:server:ID, …")
+    quota_set.add_argument("values", nargs="+", metavar="KEY=VALUE")
+    for name, text in (("show", "a scope's limits"), ("usage", "credits used today")):
+        quota_sub.add_parser(name, help=text).add_argument("scope")
+    quota_sub.add_parser("reset", help="forget today's use of a scope").add_argument("scope")
+    quota_audit = quota_sub.add_parser("audit", help="recent changes, newest first")
+    quota_audit.add_argument("--limit", type=int, default=20)
     return parser
 
 
@@ -69,9 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "generate": _cmd_generate,
         "worker": _cmd_worker,
         "jobs": _cmd_jobs,
+        "quota": _cmd_quota,
         "up": _cmd_up,
         "telegram": _cmd_telegram,
         "discord": _cmd_discord,
+        "web": _cmd_web,
     }
     handler = handlers.get(args.command)
     if handler is None:
@@ -122,12 +135,18 @@ def _cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
         default_seed=int(time.time_ns() % (2**32)),
     )
 
+    from reelbot.generation.gpu import GpuOptions
     from reelbot.generation.media import encode_image, encode_video
     from reelbot.generation.runner import Progress as StepProgress
     from reelbot.generation.runner import Runner
 
     console = Console(stderr=True)
-    runner = Runner(catalog, data_dir=settings.data_dir, device=settings.device)
+    runner = Runner(
+        catalog,
+        data_dir=settings.data_dir,
+        device=settings.device,
+        gpu=GpuOptions.from_settings(settings),
+    )
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -182,6 +201,14 @@ def _cmd_discord(settings: Settings, args: argparse.Namespace) -> int:
     from reelbot.bots.discord.service import run_discord
 
     run_discord(settings)
+    return 0
+
+
+def _cmd_web(settings: Settings, args: argparse.Namespace) -> int:
+    """``reelbot web``: the local web chat, its progress listener and delivery consumer."""
+    from reelbot.bots.web.service import run_web
+
+    run_web(settings)
     return 0
 
 
@@ -245,6 +272,66 @@ async def _jobs(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_quota(settings: Settings, args: argparse.Namespace) -> int:
+    """``reelbot quota``: limits, usage and the audit log, for operators."""
+    import asyncio
+
+    from redis.exceptions import RedisError
+
+    try:
+        return asyncio.run(_quota(settings, args))
+    except (RedisError, OSError) as exc:
+        print(
+            f"reelbot: cannot reach Redis at {settings.effective_redis_url}: {exc}", file=sys.stderr
+        )
+        return 1
+
+
+async def _quota(settings: Settings, args: argparse.Namespace) -> int:
+    """The ``quota`` subcommands against Redis."""
+    import getpass
+
+    from reelbot.queue import audit
+    from reelbot.queue.connection import connect
+    from reelbot.queue.quota_admin import parse_assignments
+    from reelbot.queue.quotas import QuotaBook, credits, parse_scope
+
+    scope = parse_scope(args.scope) if hasattr(args, "scope") else None
+    values = parse_assignments(args.values) if args.quota_command == "set" else {}
+    redis = connect(settings.effective_redis_url, retries=2)
+    try:
+        book = QuotaBook(redis, settings)
+        actor = f"cli:{getpass.getuser()}"
+        if args.quota_command == "set" and scope is not None:
+            before, after = await book.change(scope, values, actor=actor, origin="cli")
+            print(f"{scope}: {_limits(before)} -> {_limits(after)}")
+        elif args.quota_command == "show" and scope is not None:
+            own = await book.get(scope)
+            print(f"{scope}: {_limits(own)}")
+            print(f"built-in defaults: {_limits(book.defaults())}")
+        elif args.quota_command == "usage" and scope is not None:
+            found = await book.usage(scope)
+            for name, used in found.items():
+                print(f"{name}\t{credits(used)}")
+            if not found:
+                print(f"{scope}: nothing used today")
+        elif args.quota_command == "reset" and scope is not None:
+            used = await book.reset_usage(scope, actor=actor, origin="cli")
+            print(f"{scope}: today's use ({credits(used)} credits) reset to 0")
+        else:
+            for entry in await audit.entries(redis, limit=max(1, args.limit)):
+                print(entry.line())
+    finally:
+        await redis.aclose(close_connection_pool=True)
+    return 0
+
+
+def _limits(values: dict[str, float]) -> str:
+    from reelbot.queue.quotas import credits
+
+    return " ".join(f"{k}={credits(v)}" for k, v in sorted(values.items())) or "(inherits)"
+
+
 def _cmd_telegram(settings: Settings, args: argparse.Namespace) -> int:
     """``reelbot telegram``: the Telegram bot, its progress listener and delivery consumer."""
     import asyncio
@@ -263,12 +350,13 @@ def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _up_adapters(settings: Settings) -> list[str]:
-    """The adapters ``reelbot up`` runs, as ``"module:function"``: those whose token is set.
+    """The adapters ``reelbot up`` runs, as ``"module:function"``: web, and those with a token.
 
     The hook for adapters: one line each, the setting that turns it on and an
     ``async def run_up(settings, stop)`` that serves until ``stop`` (an asyncio.Event) is set.
     """
     wanted = {
+        "reelbot.bots.web.service:run_up": True,
         "reelbot.bots.discord.service:run_up": settings.discord_token is not None,
         "reelbot.bots.telegram.service:run_up": settings.telegram_token is not None,
     }

@@ -52,12 +52,25 @@ class Settings(BaseSettings):
     discord_guild_id: str | None = Field(default=None, description="sync commands to one guild")
     telegram_token: SecretStr | None = None
     telegram_api_url: str = "https://api.telegram.org"
+    telegram_webhook_url: str | None = Field(
+        default=None, description="public HTTPS URL Telegram posts updates to; unset: polling"
+    )
+    telegram_webhook_secret: SecretStr | None = None
+    telegram_webhook_listen: str = Field(
+        default="127.0.0.1:8443", description="host:port the webhook server binds"
+    )
+    telegram_max_upload_mb: int | None = Field(
+        default=None, ge=1, le=2000, description="a local Bot API server takes up to 2000 MB"
+    )
     models: str = Field(default="default", description="tiny, default, or a TOML file")
     styles_file: Path | None = None
     device: str = "auto"
     data_dir: Path = Field(default_factory=default_data_dir)
     web_port: int = Field(default=8080, ge=1, le=65535)
     web_host: str = "127.0.0.1"
+    web_token: SecretStr | None = Field(
+        default=None, description="access token the web chat requires (bearer or cookie)"
+    )
     owner_ids: Annotated[tuple[str, ...], NoDecode] = ()
     image_queue: str = "reelbot:image"
     video_queue: str = "reelbot:video"
@@ -81,6 +94,17 @@ class Settings(BaseSettings):
     )
     # 1 (off): bench/RESULTS.md shows batch 8 only 1-6 % faster per image at 1024² on an H200.
     batch_max: int = Field(default=1, ge=1, le=16, description="image jobs per pipeline call")
+    quota_daily: float = Field(default=200.0, ge=0, description="credits a user may spend a day")
+    quota_concurrent: int = Field(default=50, ge=0, description="jobs in flight per user")
+    quota_cooldown_s: float = Field(default=0.0, ge=0, description="seconds between submits")
+    quota_queue: int = Field(default=200, ge=0, description="jobs in flight per server")
+    quota_reset_hour: int = Field(default=0, ge=0, le=23, description="UTC hour budgets reset")
+    fair_spacing_s: float = Field(
+        default=2.0, ge=0, description="queue gap between one server's jobs, for fair order"
+    )
+    fair_horizon_s: float = Field(
+        default=600.0, gt=0, description="how far back queue scores go (limits the fair gap)"
+    )
 
     @field_validator("owner_ids", mode="before")
     @classmethod
@@ -96,6 +120,14 @@ class Settings(BaseSettings):
             platform, _, user = item.partition(":")
             if not platform or not user:
                 raise ValueError(f"{item!r} is not PLATFORM:ID (e.g. discord:123)")
+        return value
+
+    @field_validator("telegram_webhook_listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("use HOST:PORT, e.g. 127.0.0.1:8443")
         return value
 
     @field_validator("device")

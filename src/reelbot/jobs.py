@@ -136,13 +136,16 @@ class GenerationParams(BaseModel):
     frames: int = 1
     fps: int | None = None
     style: str | None = None
+    aspect: str | None = Field(default=None, description="the ratio asked for, e.g. 16:9")
     cost: float = 0.0
 
     def summary(self) -> str:
         """The parameters a user needs to reproduce the result, as flags."""
         parts = [f"--model {self.model}", f"--seed {self.seed}", f"--steps {self.steps}"]
+        # The size is rounded to the model's multiple; the ratio asked for reproduces it and
+        # reads better than the reduced fraction of the rounded size.
         g = math.gcd(self.width, self.height)
-        parts.append(f"--ar {self.width // g}:{self.height // g}")
+        parts.append(f"--ar {self.aspect or f'{self.width // g}:{self.height // g}'}")
         parts.append(f"--guidance {self.guidance:g}")
         if self.strength is not None:
             parts.append(f"--strength {self.strength:g}")
@@ -352,6 +355,11 @@ def _size_for(spec: ModelSpec, aspect: str | None) -> tuple[int, int]:
     return width, height
 
 
+def _normal_aspect(aspect: str | None) -> str | None:
+    match = _ASPECT_RE.match(aspect.strip()) if aspect else None
+    return f"{int(match.group(1))}:{int(match.group(2))}" if match else None
+
+
 def resolve(
     task: Task,
     text: str,
@@ -468,5 +476,6 @@ def resolve(
         frames=frames,
         fps=fps,
         style=style.name if style else None,
+        aspect=_normal_aspect(opts.aspect),
         cost=cost,
     )

@@ -108,7 +108,16 @@ def test_defaults_and_reproducible_summary(tiny: Catalog) -> None:
     params = resolve(Task.IMAGINE, "a fox", tiny, default_seed=1234)
     assert (params.model, params.seed, params.steps) == ("tiny-zimage", 1234, 2)
     again = resolve(Task.IMAGINE, f"{params.prompt} {params.summary()}", tiny)
-    assert again.model_dump(exclude={"cost"}) == params.model_dump(exclude={"cost"})
+    assert again.model_dump(exclude={"cost", "aspect"}) == params.model_dump(
+        exclude={"cost", "aspect"}
+    )
+
+
+def test_summary_shows_the_ratio_asked_for_and_reproduces_the_size(tiny: Catalog) -> None:
+    params = resolve(Task.IMAGINE, "a fox --ar 16x9 --seed 3", tiny)
+    assert "--ar 16:9" in params.summary()
+    again = resolve(Task.IMAGINE, f"a fox {params.summary()}", tiny)
+    assert (again.width, again.height) == (params.width, params.height)
 
 
 def test_aspect_keeps_the_pixel_area_and_the_multiple(default: Catalog) -> None:

@@ -5,15 +5,31 @@ A worker fetches the next job while the current one still runs and queues its ca
 so that the call starts the moment the thread is free (its record read and its input image
 decoded already). Only one job waits at a time, and only near the end of the running one: a
 job held early behind a long video would wait there while a peer worker sat idle.
+
+Before taking jobs, a worker loads its queues' default models in that thread
+(``preload_defaults``), so the first user does not wait for a load or a compile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING
 
-__all__ = ["PREFETCH_WINDOW_S", "GpuSlot"]
+from reelbot.catalog import Task, load_catalog
+from reelbot.config import Settings
+from reelbot.errors import ReelbotError
+
+if TYPE_CHECKING:
+    from reelbot.queue.worker import PipelineRunner
+
+__all__ = ["PREFETCH_WINDOW_S", "GpuSlot", "preload_defaults"]
+
+log = logging.getLogger(__name__)
 
 PREFETCH_WINDOW_S = 2.0
 """Long enough to fetch a job and decode its input; short enough that no peer loses out."""
@@ -87,3 +103,32 @@ class GpuSlot:
             self._timer.cancel()
             self._timer = None
         self._notify()
+
+
+async def preload_defaults(
+    settings: Settings,
+    runner: PipelineRunner,
+    queues: Sequence[str],
+    pipeline_thread: Executor,
+    stop: asyncio.Event,
+) -> None:
+    """Load (and, when compiling, warm up) the default model of each task of ``queues``."""
+    catalog = load_catalog(settings.models, settings.styles_file)
+    # The first queue's models load last, so they stay resident on a card that holds only one.
+    tasks = [t for q in reversed(queues) for t in Task if settings.queue_for(t) == q]
+    pairs: dict[tuple[str, Task], None] = {}
+    for task in tasks:
+        with contextlib.suppress(ReelbotError):  # a set that serves no model for the task
+            pairs[(catalog.default_for(task).name, task)] = None
+    loop = asyncio.get_running_loop()
+    for model, task in pairs:
+        if stop.is_set():
+            return
+        started = time.monotonic()
+        try:
+            await loop.run_in_executor(pipeline_thread, runner.preload, model, task)
+        except Exception as exc:
+            # Not fatal: each job loads its model again and fails on its own if it must.
+            log.warning("preloading %s for /%s failed: %s", model, task.value, exc)
+            continue
+        log.info("%s ready for /%s in %.1fs", model, task.value, time.monotonic() - started)

@@ -235,7 +235,7 @@ class QueueWorker(Worker):
                 ],
             )
             for i in range(0, len(claimed), 2):
-                await self._start(claimed[i].decode(), int(float(claimed[i + 1])))
+                await self.start_claimed(claimed[i].decode(), int(float(claimed[i + 1])))
         for job_id, task in list(self.tasks.items()):
             if task.done():
                 del self.tasks[job_id]
@@ -243,7 +243,8 @@ class QueueWorker(Worker):
                 task.result()
         await self.heart_beat()
 
-    async def _start(self, job_id: str, score: int) -> None:
+    async def start_claimed(self, job_id: str, score: int) -> None:
+        """Run a job whose in-progress key this worker has just set to its own lease."""
         # arq's accounting, as in its start_jobs: the done callback releases both.
         await self.sem.acquire()
         self.job_counter += 1

@@ -16,11 +16,14 @@ from redis.asyncio import Redis
 
 from reelbot.errors import JobNotFound
 from reelbot.jobs import GenerationParams, GenerationRequest, JobStatus, Requester
-from reelbot.queue import keys
+from reelbot.queue import keys, quotas
 
 __all__ = ["ACTIVE_TTL_S", "JobRecord", "RecordStore", "ResultInfo", "StaleRecord"]
 
 ACTIVE_TTL_S = 7 * 24 * 3600
+_REFUNDED = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
+# A result that reached delivery has used the GPU, so a failed post keeps the charge.
+_KEPT = frozenset({JobStatus.DELIVERING, JobStatus.DELIVERED})
 """A safety net: an unfinished record disappears after a week even if every process died."""
 _CAS_TRIES = 50
 
@@ -92,6 +95,7 @@ class JobRecord(BaseModel):
         default_factory=dict, description="when the job last entered each status"
     )
     attempts: int = Field(default=0, description="pipeline runs started")
+    batch_size: int = Field(default=1, description="jobs in the last run's pipeline call")
     transient_retries: int = 0
     worker_id: str | None = None
     timeout_s: float | None = None
@@ -193,6 +197,10 @@ class RecordStore:
                 str(self.ttl_for(new)),
             )
             if done == 1:
+                if new.status != current.status and new.status in _REFUNDED | _KEPT:
+                    # Every path to a final status comes through here; the reservation's own
+                    # marker makes a second settle (a re-delivery, a late cancel) a no-op.
+                    await quotas.settle(self.redis, job_id, refund=new.status in _REFUNDED)
                 return new
             if done == -1:
                 return None

@@ -49,6 +49,7 @@ async def until_signal(serve: Callable[[asyncio.Event], Awaitable[None]]) -> Non
 
 def make_runner(settings: Settings) -> PipelineRunner:
     """The generation engine of this process (imports torch)."""
+    from reelbot.generation.gpu import GpuOptions
     from reelbot.generation.runner import Runner
 
     budget = settings.memory_budget_gb
@@ -57,6 +58,7 @@ def make_runner(settings: Settings) -> PipelineRunner:
         data_dir=settings.data_dir,
         device=settings.device,
         memory_budget_bytes=int(budget * 1024**3) if budget else None,
+        gpu=GpuOptions.from_settings(settings),
     )
 
 

@@ -14,7 +14,6 @@ from typing import Literal
 
 from arq.connections import ArqRedis
 from arq.jobs import serialize_job
-from arq.utils import timestamp_ms
 
 from reelbot.catalog import Catalog
 from reelbot.config import Settings
@@ -25,6 +24,7 @@ from reelbot.queue.delivery import enqueue_delivery
 from reelbot.queue.estimates import Position, estimate_s, queue_position, seconds_per_credit
 from reelbot.queue.liveness import live_workers
 from reelbot.queue.progress import ProgressEvent, publish
+from reelbot.queue.quotas import RESERVE_LUA, QuotaBook
 from reelbot.queue.records import ACTIVE_TTL_S, JobRecord, RecordStore
 
 __all__ = ["GENERATE", "CancelOutcome", "JobQueue", "Submitted"]
@@ -35,17 +35,22 @@ JOB_EXPIRES_MS = 24 * 3600 * 1000
 """arq drops a job that has not started within a day (its default)."""
 CANCEL_FLAG_TTL_S = 3600
 
-_SUBMIT = """
+# A duplicate returns before the quota fragment, so a repeated update is never charged twice.
+_SUBMIT = (
+    """
 local existing = redis.call('GET', KEYS[1])
 if existing then return {0, existing} end
 local total = 0
-for i = 6, #KEYS do total = total + redis.call('ZCARD', KEYS[i]) end
+for i = 6, 7 do total = total + redis.call('ZCARD', KEYS[i]) end
 if total >= tonumber(ARGV[4]) then return {-1, tostring(total)} end
+"""
+    + RESERVE_LUA
+    + """
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[5])
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[6])
 -- Jobs submitted in the same millisecond would tie and run in job-id order; a distinct
 -- score keeps the queue first come, first served.
-local score = tonumber(ARGV[3])
+local score = qscore
 local top = redis.call('ZREVRANGEBYSCORE', KEYS[3], score, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
 if top[2] and tonumber(top[2]) >= score then score = tonumber(top[2]) + 1 end
 redis.call('ZADD', KEYS[3], score, ARGV[7])
@@ -56,6 +61,7 @@ redis.call('EXPIRE', KEYS[5], ARGV[5])
 redis.call('PUBLISH', ARGV[8], ARGV[7])
 return {1, ''}
 """
+)
 
 # A job that a worker holds is told to stop; one that only waits is taken out of the queue.
 _CANCEL = """
@@ -91,6 +97,7 @@ class JobQueue:
         self.settings = settings
         self.catalog = catalog
         self.records = RecordStore(redis, finished_ttl_s=settings.result_ttl_s)
+        self.quotas = QuotaBook(redis, settings)
         self._submit = redis.register_script(_SUBMIT)
         self._cancel = redis.register_script(_CANCEL)
 
@@ -99,12 +106,17 @@ class JobQueue:
         """Both generation queues; the global cap counts them together."""
         return (self.settings.image_queue, self.settings.video_queue)
 
-    async def submit(self, request: GenerationRequest, *, with_position: bool = True) -> Submitted:
+    async def submit(
+        self, request: GenerationRequest, *, with_position: bool = True, now: float | None = None
+    ) -> Submitted:
         """Queue a request, or return the existing job when this update was seen before.
+
+        ``now`` is the submit time (tests pass it to cross a daily reset without sleeping).
 
         Raises:
             UserError: an option, prompt or image problem (from ``resolve``).
             Busy: the queue is at its global cap; ``retry_after`` is a hint in seconds.
+            QuotaExceeded: over a budget; ``retry_after`` when it frees up, where known.
         """
         job_id = job_id_for(request.requester.platform, request.source_id)
         existing = await self.records.get(job_id)
@@ -119,7 +131,7 @@ class JobQueue:
             default_seed=int(job_id[-8:], 16),
         )
         queue = self.settings.queue_for(request.task)
-        now = time.time()
+        now = time.time() if now is None else now
         record = JobRecord(
             id=job_id,
             queue=queue,
@@ -129,9 +141,12 @@ class JobQueue:
             updated_at=now,
             times={JobStatus.QUEUED: now},
         )
-        score = timestamp_ms()
+        score = int(now * 1000)
         job = serialize_job(GENERATE, (job_id,), {}, None, score, serializer=serializer.dumps)
-        created, detail = await self._submit(
+        quota_keys, quota_args, limits = await self.quotas.admission(
+            request.requester, job_id=job_id, queue=queue, cost=record.cost, now=now
+        )
+        created, detail, *extra = await self._submit(
             keys=[
                 keys.record(job_id),
                 keys.arq_job(job_id),
@@ -139,6 +154,7 @@ class JobQueue:
                 keys.JOB_INDEX,
                 keys.user_jobs(request.requester.platform, request.requester.user_id),
                 *self.generation_queues,
+                *quota_keys,
             ],
             args=[
                 record.model_dump_json(),
@@ -150,10 +166,14 @@ class JobQueue:
                 job_id,
                 keys.wake_channel(queue),
                 keys.INDEX_LIMIT,
+                *quota_args,
             ],
         )
         if created == -1:
             raise await self._busy(int(detail), record)
+        if created == -2:
+            reason, amount = detail.decode(), float(extra[0])
+            raise self.quotas.refusal(reason, amount, limits, cost=record.cost, now=now)
         if created == 0:
             record = JobRecord.model_validate_json(detail)
         return await self._submitted(record, created=created == 1, with_position=with_position)

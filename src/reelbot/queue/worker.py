@@ -4,7 +4,8 @@ Each queue a process serves gets a ``GenerationWorker`` (an arq worker, see ``li
 of them share one ``GpuSlot`` and one pipeline thread. A job: read the record and decode the
 input image (overlapping the running job), queue the pipeline call on the thread behind the
 running one (it starts the moment that one returns), then encode, store and enqueue the
-delivery while the next job denoises.
+delivery while the next job denoises. With ``REELBOT_BATCH_MAX`` above 1, compatible image jobs
+waiting together share one pipeline call (``queue.batching``), each still its own job.
 
 Stopping a pipeline is cooperative: arq can cancel the awaiting task but not the thread, so a
 cancel, a timeout or a shutdown sets the runner's cancel event and the job waits for the
@@ -40,10 +41,11 @@ from reelbot.errors import (
 )
 from reelbot.jobs import GenerationParams, JobStatus
 from reelbot.queue import keys
+from reelbot.queue.batching import Batch, BatchItem, claim_batch
 from reelbot.queue.budgets import budget_for
 from reelbot.queue.delivery import enqueue_delivery
 from reelbot.queue.estimates import job_timeout_s, record_duration, seconds_per_credit
-from reelbot.queue.gpu import GpuSlot
+from reelbot.queue.gpu import GpuSlot, preload_defaults
 from reelbot.queue.liveness import QueueWorker
 from reelbot.queue.progress import ProgressPublisher, StepProgress
 from reelbot.queue.records import JobRecord, RecordStore, ResultInfo
@@ -55,7 +57,8 @@ log = logging.getLogger(__name__)
 __all__ = ["GenerationWorker", "PipelineRunner", "serve_generation"]
 
 MAX_JOBS = 4
-"""Arq tasks per worker: one running, one fetched next, two finishing (encode, store)."""
+"""Arq tasks per worker: one running, one fetched next, two finishing (encode, store); times
+``batch_max`` when batching, as each of those may be a batch."""
 TRANSIENT_RETRIES = 2
 OOM_RETRIES = 1
 LOAD_TIMEOUT_S = 1800.0
@@ -87,6 +90,14 @@ class PipelineRunner(Protocol):
         on_progress: Callable[[Any], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> GenerationOutput: ...
+
+    def generate_batch(
+        self,
+        items: Sequence[tuple[GenerationParams, Image.Image | None]],
+        *,
+        on_progress: Sequence[Callable[[Any], None] | None] | None = None,
+        cancel_events: Sequence[threading.Event | None] | None = None,
+    ) -> Sequence[GenerationOutput | BaseException]: ...
 
 
 @dataclass
@@ -140,7 +151,7 @@ class GenerationWorker(QueueWorker):
             lease_s=settings.dead_worker_s,
             heartbeat_s=settings.heartbeat_s,
             poll_delay_s=poll_delay_s,
-            max_jobs=MAX_JOBS,
+            max_jobs=MAX_JOBS * settings.batch_max,
         )
         self.settings = settings
         self.runner = runner
@@ -149,6 +160,8 @@ class GenerationWorker(QueueWorker):
         self.records = RecordStore(redis, finished_ttl_s=settings.result_ttl_s)
         self.results = results or RedisResultStore(redis, ttl_s=settings.result_ttl_s)
         self.runs: dict[str, _Run] = {}
+        self.batches: dict[str, Batch] = {}
+        """The batch of each job claimed into one (batching on)."""
         gpu.listeners.append(self.wake)
 
     # -- QueueWorker hooks ---------------------------------------------------------------------
@@ -163,9 +176,13 @@ class GenerationWorker(QueueWorker):
         self.runs[job_id] = _Run(job_id)
 
     def job_released(self, job_id: str) -> None:
-        """Forget the job."""
+        """Forget the job; a batch it never joined goes on without it."""
         self.gpu.pending.discard(job_id)
         self.runs.pop(job_id, None)
+        batch = self.batches.pop(job_id, None)
+        if batch is not None:
+            # Here, not in process(): arq may end a claimed job without running it (max tries).
+            batch.leave(job_id)
 
     def cancel_requested(self, job_id: str) -> None:
         """Stop the job at its next step (or before it starts)."""
@@ -223,6 +240,10 @@ class GenerationWorker(QueueWorker):
             return
         if await self.pool.exists(keys.cancel_flag(job_id)):
             run.stop("cancel")
+        if self.settings.batch_max > 1 and run.reason is None:
+            await claim_batch(self, record)
+        batch = self.batches.get(job_id)
+        size = batch.size if batch is not None else 1
         image = None
         if record.params.task.needs_image and run.reason is None:
             try:
@@ -231,8 +252,9 @@ class GenerationWorker(QueueWorker):
                 await self._fail(record, exc.code, exc.user_message)
                 return
         spc = (await seconds_per_credit(self.pool, [record.params.model]))[record.params.model]
-        timeout = job_timeout_s(spc, record.cost, self.settings.job_timeout_factor)
-        estimate = None if spc is None else spc * max(record.cost, 0.01)
+        # A batch's call runs its jobs together: its limit and estimate are theirs added up.
+        timeout = size * job_timeout_s(spc, record.cost, self.settings.job_timeout_factor)
+        estimate = None if spc is None else size * spc * max(record.cost, 0.01)
         publisher = ProgressPublisher(self.pool, job_id=job_id, platform=record.platform)
         if run.reason is not None:
             await self._stopped(run, record)  # cancelled before it reached the GPU
@@ -286,7 +308,7 @@ class GenerationWorker(QueueWorker):
                 with contextlib.suppress(RuntimeError):  # the wait already ended
                     deadline.reschedule(loop.time() + seconds)
 
-        def on_start() -> None:
+        def on_start(size: int = 1) -> None:
             # On the loop as the thread takes the job; Redis is written beside the call.
             extend(LOAD_TIMEOUT_S)
             self.gpu.started(record.id, estimate)
@@ -295,6 +317,7 @@ class GenerationWorker(QueueWorker):
                 JobStatus.RUNNING,
                 only_from=[JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.ENCODING],
                 attempts=record.attempts + 1,
+                batch_size=size,
                 worker_id=self.worker_id,
                 timeout_s=limit_s,
                 note="",
@@ -325,7 +348,26 @@ class GenerationWorker(QueueWorker):
         if run.reason is not None:
             await self._stopped(run, record)
             return None
-        future = loop.run_in_executor(self.pipeline_thread, call)
+        batch = self.batches.get(record.id)
+        if batch is None:
+            future = loop.run_in_executor(self.pipeline_thread, call)
+        else:
+
+            def finished(seconds: float | None) -> None:
+                if seconds is not None:
+                    run_s.append(seconds)
+                loop.call_soon_threadsafe(self.gpu.finished, record.id)
+
+            item = BatchItem(
+                params,
+                image,
+                on_progress,
+                run.cancel,
+                started=lambda size: loop.call_soon_threadsafe(on_start, size),
+                loaded=lambda: loop.call_soon_threadsafe(extend, limit_s),
+                finished=finished,
+            )
+            future = batch.join(record.id, item)
         output: GenerationOutput | None = None
         try:
             async with deadline:
@@ -527,6 +569,10 @@ async def serve_generation(
 
     gpu = GpuSlot()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline") as pipeline_thread:
+        # Before any job is taken: a load or compile now is not charged to the first job.
+        await preload_defaults(settings, runner, queues, pipeline_thread, stop)
+        if stop.is_set():
+            return
         workers = [
             GenerationWorker(
                 redis=connect(redis_url, queue=queue),

@@ -84,6 +84,14 @@ class JobBackend(Protocol):
         """Queue depth and similar counters for ``/admin status``."""
         ...
 
+    async def quota_text(self, requester: Requester) -> str:
+        """The requester's remaining credits, jobs in flight and when the window resets."""
+        ...
+
+    async def admin(self, requester: Requester, text: str, *, owner: bool) -> str:
+        """Run ``/admin`` words (``quota set …``, ``audit``) and say what happened."""
+        ...
+
     def progress(self, stop: asyncio.Event) -> AsyncIterator[ProgressEvent]:
         """Progress events from the workers until ``stop`` is set (checked about every second)."""
         ...

@@ -209,9 +209,7 @@ async def cancel(interaction: Interaction, job: str | None = None) -> None:
 @_installs
 async def quota(interaction: Interaction) -> None:
     """/quota."""
-    await interaction.response.send_message(
-        "No quotas are set on this deployment yet: you can generate freely.", ephemeral=True
-    )
+    await intake_of(interaction).quota(interaction)
 
 
 @app_commands.command(description="The models this deployment serves")
@@ -252,6 +250,47 @@ async def admin_status(interaction: Interaction) -> None:
 async def admin_cancel(interaction: Interaction, job: str) -> None:
     """/admin cancel job."""
     await intake_of(interaction).admin_cancel(interaction, job)
+
+
+@admin.command(name="audit", description="Recent quota changes, newest first")
+@app_commands.describe(count="how many entries (default 10)")
+async def admin_audit(interaction: Interaction, count: int = 10) -> None:
+    """/admin audit [count]."""
+    await intake_of(interaction).admin_words(interaction, f"audit {count}")
+
+
+admin_quota = app_commands.Group(
+    name="quota", description="Credit budgets of this server, its roles and users", parent=admin
+)
+_SCOPE = "server, role:ID, user:ID, a @mention, or a full scope such as discord:server:ID"
+
+
+@admin_quota.command(name="set", description="Set limits: daily, concurrent, cooldown, queue")
+@app_commands.describe(scope=_SCOPE, limits="KEY=VALUE … e.g. daily=50 cooldown=30")
+async def admin_quota_set(interaction: Interaction, scope: str, limits: str) -> None:
+    """/admin quota set scope limits."""
+    await intake_of(interaction).admin_words(interaction, f"quota set {scope} {limits}")
+
+
+@admin_quota.command(name="show", description="The limits a scope sets")
+@app_commands.describe(scope=_SCOPE)
+async def admin_quota_show(interaction: Interaction, scope: str = "server") -> None:
+    """/admin quota show [scope]."""
+    await intake_of(interaction).admin_words(interaction, f"quota show {scope}")
+
+
+@admin_quota.command(name="reset", description="Forget today's use of a scope")
+@app_commands.describe(scope=_SCOPE)
+async def admin_quota_reset(interaction: Interaction, scope: str) -> None:
+    """/admin quota reset scope."""
+    await intake_of(interaction).admin_words(interaction, f"quota reset {scope}")
+
+
+@admin_quota.command(name="usage", description="Credits used today")
+@app_commands.describe(scope=_SCOPE)
+async def admin_quota_usage(interaction: Interaction, scope: str = "server") -> None:
+    """/admin quota usage [scope]."""
+    await intake_of(interaction).admin_words(interaction, f"quota usage {scope}")
 
 
 COMMANDS: tuple[app_commands.Command[Any, ..., Any] | app_commands.Group, ...] = (

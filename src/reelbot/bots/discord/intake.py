@@ -280,12 +280,8 @@ class Intake:
         return requester
 
     async def admin_status(self, interaction: discord.Interaction[Any]) -> None:
-        """``/admin status``: queue counters."""
-        self.require_admin(interaction)
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        stats = await self.backend.stats()
-        lines = [f"{k}: {v}" for k, v in sorted(stats.items())] or ["no counters yet"]
-        await interaction.followup.send("**Queue**\n" + "\n".join(lines), ephemeral=True)
+        """``/admin status``: queue depth, workers and today's credits per server."""
+        await self.admin_words(interaction, "status")
 
     async def admin_cancel(self, interaction: discord.Interaction[Any], job_id: str) -> None:
         """``/admin cancel job``: cancel anyone's job."""
@@ -294,6 +290,20 @@ class Intake:
         if not await self.backend.cancel(job_id, requester):
             raise JobNotFound(f"No job {job_id} is queued or running.")
         await interaction.followup.send(f"Cancelled job `{job_id}`.", ephemeral=True)
+
+    async def quota(self, interaction: discord.Interaction[Any]) -> None:
+        """``/quota``: the caller's remaining credits and when they reset."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        text = await self.backend.quota_text(requester_of(interaction, self.owner_ids))
+        await interaction.followup.send(text, ephemeral=True)
+
+    async def admin_words(self, interaction: discord.Interaction[Any], text: str) -> None:
+        """``/admin quota …`` and ``/admin audit``: quota settings and the audit log."""
+        requester = self.require_admin(interaction)
+        owner = f"{PLATFORM}:{requester.user_id}" in self.owner_ids
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        answer = await self.backend.admin(requester, text, owner=owner)
+        await interaction.followup.send(render.clip(answer, 2000), ephemeral=True)
 
     # -- from the queue ---------------------------------------------------------------------
 

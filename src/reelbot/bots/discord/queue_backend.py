@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from arq.connections import ArqRedis
@@ -15,6 +16,7 @@ from reelbot.jobs import GenerationParams, GenerationRequest, JobStatus, Request
 from reelbot.queue import delivery as queue_delivery
 from reelbot.queue import progress as queue_progress
 from reelbot.queue.liveness import live_workers
+from reelbot.queue.quota_admin import Admin, run_admin
 from reelbot.queue.storage import store_input
 from reelbot.queue.submit import JobQueue
 
@@ -83,6 +85,15 @@ class QueueBackend:
             counts[f"waiting {name}"] = int(await self.redis.zcard(name))
         counts["workers"] = len(await live_workers(self.redis))
         return counts
+
+    async def quota_text(self, requester: Requester) -> str:
+        """The requester's budget, from the queue's quota book."""
+        status = await self.queue.quotas.status(requester)
+        return status.text(time.time())
+
+    async def admin(self, requester: Requester, text: str, *, owner: bool) -> str:
+        """Admin words on the quota book (the caller has checked the admin right)."""
+        return await run_admin(self.queue.quotas, Admin(requester, owner), text)
 
     async def progress(self, stop: asyncio.Event) -> AsyncIterator[ProgressEvent]:
         """This platform's progress events from the workers, until ``stop`` is set."""

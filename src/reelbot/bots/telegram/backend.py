@@ -79,3 +79,7 @@ class JobBackend(Protocol):
     async def quota_text(self, requester: Requester) -> str:
         """The requester's remaining budget and when it resets, as a sentence."""
         ...
+
+    async def admin(self, requester: Requester, text: str, *, owner: bool) -> str:
+        """Run ``/admin`` words (``quota set …``, ``audit``) and say what happened."""
+        ...

@@ -16,6 +16,7 @@ from reelbot.errors import (
     InvalidImage,
     JobNotFound,
     MissingImage,
+    NotAllowed,
     TransientError,
     UserError,
 )
@@ -24,7 +25,7 @@ from reelbot.jobs import JobStatus, Options, ReplyAddress, Requester
 
 from .backend import JobBackend, JobInfo, Progress
 from .parse import DOWNLOAD_LIMIT, ImageSource, command_of, find_image
-from .plan import TASK_COMMANDS, plan_job, reply_for, requester_for
+from .plan import PLATFORM, TASK_COMMANDS, plan_job, reply_for, requester_for
 from .render import (
     Action,
     cancel_keyboard,
@@ -91,6 +92,8 @@ class CommandLayer:
             await self._reply(message, await self.backend.quota_text(self._requester(message)))
         elif command.name == "cancel":
             await self.cancel_command(message, command.args)
+        elif command.name == "admin":
+            await self.admin_command(message, command.args)
         elif message.chat.type == ChatType.PRIVATE:
             # In groups other bots' commands come through as well; only answer in private.
             await self._reply(message, f"I don't know /{command.name}. See /help.")
@@ -267,6 +270,21 @@ class CommandLayer:
             await self.board.show(
                 int(reply.channel_id), int(reply.status_message_id), text, final=True
             )
+
+    async def admin_command(self, message: Message, args: str) -> None:
+        """``/admin …``: group administrators (asked live) and the deployment's owners."""
+        user_id = message.from_user.id if message.from_user else 0
+        owner = f"{PLATFORM}:{user_id}" in self.owner_ids
+        admin = owner or await self._is_admin(message.chat.id, user_id)
+        if not admin:
+            raise NotAllowed("Only this group's administrators can use /admin.")
+        requester = self._requester(message, chat_admin=True)
+        words = args.split()
+        if words[:1] == ["cancel"] and len(words) == 2:
+            await self._cancel(words[1], requester)
+            await self._reply(message, f"Cancelling {words[1]}.")
+            return
+        await self._reply(message, await self.backend.admin(requester, args, owner=owner))
 
     async def _is_admin(self, chat_id: int, user_id: int) -> bool:
         """Whether the user administers this group (asked live, never cached); never in private."""

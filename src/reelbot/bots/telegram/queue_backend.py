@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 
@@ -13,6 +14,7 @@ from redis.exceptions import RedisError
 from reelbot.errors import BackendUnavailable
 from reelbot.jobs import GenerationParams, GenerationRequest, Requester
 from reelbot.queue.progress import ProgressEvent
+from reelbot.queue.quota_admin import Admin, run_admin
 from reelbot.queue.records import JobRecord
 from reelbot.queue.storage import store_input
 from reelbot.queue.submit import JobQueue
@@ -113,8 +115,15 @@ class QueueBackend:
         return outcome in ("removed", "stopping")
 
     async def quota_text(self, requester: Requester) -> str:
-        """The requester's budget (the queue has no quota reader yet: see the report)."""
-        return "No quota is set for you here; jobs are limited only by the queue."
+        """The requester's budget, from the queue's quota book."""
+        async with _reachable():
+            status = await self.queue.quotas.status(requester)
+        return status.text(time.time())
+
+    async def admin(self, requester: Requester, text: str, *, owner: bool) -> str:
+        """Admin words on the quota book (the caller has checked the admin right)."""
+        async with _reachable():
+            return await run_admin(self.queue.quotas, Admin(requester, owner), text)
 
     async def progress(self, event: ProgressEvent) -> Progress | None:
         """A queue event with the job's request attached (cached: it never changes)."""

@@ -62,6 +62,11 @@ class TelegramService:
             poll_timeout=poll_timeout,
             private_interval=private_interval,
             group_interval=group_interval,
+            max_upload_bytes=(
+                settings.telegram_max_upload_mb * 1024 * 1024
+                if settings.telegram_max_upload_mb
+                else None
+            ),
         )
         self.consumer = DeliveryConsumer(
             redis, PLATFORM, self.post, settings=settings, poll_delay_s=delivery_poll_s
@@ -153,6 +158,30 @@ class TelegramService:
         await self.stop()
 
 
+def webhook_from_settings(settings: Settings) -> WebhookConfig | None:
+    """Webhook mode when a public URL is configured; it needs a secret to check each update."""
+    from urllib.parse import urlsplit
+
+    from reelbot.errors import ConfigError
+
+    if settings.telegram_webhook_url is None:
+        return None
+    if settings.telegram_webhook_secret is None:
+        raise ConfigError(
+            "REELBOT_TELEGRAM_WEBHOOK_SECRET: required with REELBOT_TELEGRAM_WEBHOOK_URL "
+            "(1-256 characters A-Z, a-z, 0-9, _ and -)"
+        )
+    host, _, port = settings.telegram_webhook_listen.rpartition(":")
+    path = urlsplit(settings.telegram_webhook_url).path or "/telegram"
+    return WebhookConfig(
+        url=settings.telegram_webhook_url,
+        secret=settings.telegram_webhook_secret.get_secret_value(),
+        path=path,
+        host=host,
+        port=int(port),
+    )
+
+
 CONFLICT_LIMIT = 3
 """409s in a row after which ``reelbot telegram`` stops instead of fighting another poller."""
 
@@ -170,6 +199,8 @@ async def run_telegram(settings: Settings, *, webhook: WebhookConfig | None = No
     if settings.telegram_token is None:
         raise ConfigError("REELBOT_TELEGRAM_TOKEN: not set; get one from @BotFather")
     catalog = load_catalog(settings.models, settings.styles_file)
+    if webhook is None:
+        webhook = webhook_from_settings(settings)
     redis = connect(settings.effective_redis_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -190,3 +221,33 @@ async def run_telegram(settings: Settings, *, webhook: WebhookConfig | None = No
         await service.stop()
         await redis.aclose(close_connection_pool=True)
     return 0
+
+
+async def run_up(settings: Settings, stop: asyncio.Event) -> None:
+    """Serve Telegram until ``stop`` is set (the ``reelbot up`` hook); off without a token."""
+    from reelbot.catalog import load_catalog
+    from reelbot.queue.connection import connect
+
+    from .app import CONFLICT_HELP
+
+    if settings.telegram_token is None:
+        return
+    catalog = load_catalog(settings.models, settings.styles_file)
+    webhook = webhook_from_settings(settings)
+    redis = connect(settings.effective_redis_url)
+    service = TelegramService(
+        settings, redis, catalog, token=settings.telegram_token.get_secret_value()
+    )
+    try:
+        await service.start(webhook)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await stop.wait()
+            if service.adapter.conflicts >= CONFLICT_LIMIT:
+                # Under ``up`` the other adapters keep serving; only Telegram stands down.
+                log.error("%s", CONFLICT_HELP)
+                break
+    finally:
+        await service.stop()
+        await redis.aclose(close_connection_pool=True)

@@ -1,0 +1,241 @@
+"""The HTTP side of the web chat: the page, commands in, events out, results served."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import re
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import Route
+
+from reelbot.bots.web.chat import WebChat
+from reelbot.bots.web.hub import Hub
+from reelbot.bots.web.page import render_page
+from reelbot.errors import (
+    Busy,
+    InvalidImage,
+    QuotaExceeded,
+    ReelbotError,
+    TransientError,
+    UserError,
+)
+from reelbot.inputs import DEFAULT_MAX_BYTES
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CLIENT_HEADER", "COOKIE", "build_app"]
+
+COOKIE = "reelbot_token"
+CLIENT_HEADER = "x-reelbot-client"
+KEEPALIVE_S = 15.0
+"""A comment line this often keeps proxies and the browser from closing an idle stream."""
+_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
+
+
+def _error(status: int, code: str, message: str, **headers: str) -> JSONResponse:
+    body = {"type": "error", "code": code, "message": message}
+    return JSONResponse(body, status_code=status, headers=headers or None)
+
+
+def _id(value: str | None, what: str) -> str:
+    if value is None or not _ID.match(value):
+        raise UserError(f"The page sent no valid {what}; reload it.")
+    return value
+
+
+def _answer_error(exc: Exception) -> JSONResponse:
+    """The one error handler: the reply is picked by the error's class."""
+    if isinstance(exc, Busy):
+        retry = str(round(exc.retry_after or 10))
+        return _error(503, exc.code, exc.user_message, **{"Retry-After": retry})
+    if isinstance(exc, QuotaExceeded):
+        headers = {"Retry-After": str(round(exc.retry_after))} if exc.retry_after else {}
+        return _error(429, exc.code, exc.user_message, **headers)
+    if isinstance(exc, UserError):
+        return _error(400, exc.code, exc.user_message)
+    if isinstance(exc, HTTPException):
+        # A malformed or oversized form, as Starlette's parser judged it.
+        return _error(exc.status_code, "bad_request", str(exc.detail))
+    if isinstance(exc, TransientError | RedisError | OSError):
+        log.warning("web chat: the queue cannot be reached: %s", exc)
+        return _error(503, "unavailable", "The job queue cannot be reached; try again shortly.")
+    ref = secrets.token_hex(4)
+    if isinstance(exc, ReelbotError):
+        log.error("web chat: %s (ref %s)", exc.message, ref)
+    else:
+        log.exception("web chat: unexpected error (ref %s)", ref)
+    return _error(500, "internal", f"Something went wrong (ref {ref}).")
+
+
+def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> Starlette:
+    """The Starlette app; ``token`` set: every request must carry it (bearer or cookie)."""
+
+    def authorised(request: Request) -> bool:
+        if token is None:
+            return True
+        given = request.cookies.get(COOKIE, "")
+        auth = request.headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        return hmac.compare_digest(given.encode(), token.encode())
+
+    def guarded(
+        handler: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def wrapped(request: Request) -> Response:
+            if not authorised(request):
+                return _error(401, "unauthorised", "This web chat needs its access token.")
+            return await handler(request)
+
+        return wrapped
+
+    async def page(request: Request) -> Response:
+        given = request.query_params.get("token")
+        if token is not None and given is not None:
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return HTMLResponse("Wrong access token.", status_code=401)
+            # The token leaves the address bar for a cookie that the page's requests carry.
+            response = RedirectResponse("/", status_code=303)
+            response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+            return response
+        if not authorised(request):
+            return HTMLResponse(
+                "This reelbot web chat needs its access token: open /?token=YOUR_TOKEN "
+                "(REELBOT_WEB_TOKEN).",
+                status_code=401,
+            )
+        return HTMLResponse(render_page(chat.catalog.set_name))
+
+    async def command(request: Request) -> Response:
+        # A custom header makes a cross-site POST need a preflight, which is never answered.
+        client = request.headers.get(CLIENT_HEADER)
+        try:
+            client = _id(client, "client id")
+            async with request.form(max_files=1, max_fields=8) as form:
+                message_id = _id(_field(form.get("msg")), "message id")
+                action = _field(form.get("action"))
+                if action:
+                    answer = await chat.action(
+                        client, message_id, action, _field(form.get("job")) or ""
+                    )
+                else:
+                    image = await _upload(form.get("image"))
+                    answer = await chat.command(
+                        client, message_id, _field(form.get("text")) or "", image
+                    )
+        except Exception as exc:
+            return _answer_error(exc)
+        if answer.get("type") == "job":
+            hub.remember(str(answer["job_id"]), client)
+        return JSONResponse(answer)
+
+    async def events(request: Request) -> Response:
+        client = request.query_params.get("client")
+        if client is None or not _ID.match(client):
+            return _error(400, "bad_client", "The page sent no valid client id; reload it.")
+        return StreamingResponse(
+            _stream(hub, client),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    async def history(request: Request) -> Response:
+        client = request.query_params.get("client")
+        if client is None or not _ID.match(client):
+            return _error(400, "bad_client", "The page sent no valid client id; reload it.")
+        try:
+            views = await chat.history(client)
+        except Exception as exc:
+            return _answer_error(exc)
+        for view in views:
+            hub.remember(str(view["job_id"]), client)
+        return JSONResponse({"jobs": views})
+
+    async def media(request: Request) -> Response:
+        job_id = str(request.path_params["job_id"])
+        try:
+            found = await chat.media(job_id)
+        except Exception as exc:
+            return _answer_error(exc)
+        if found is None:
+            return _error(404, "not_found", "No such result (or it expired).")
+        data, mime = found
+        return _ranged(request, data, mime)
+
+    routes = [
+        Route("/", page),
+        Route("/api/command", guarded(command), methods=["POST"]),
+        Route("/api/events", guarded(events)),
+        Route("/api/history", guarded(history)),
+        Route("/media/{job_id:str}", guarded(media)),
+    ]
+    # On loopback, a page on another site that resolves its own name to 127.0.0.1 (DNS
+    # rebinding) would send its own Host header: refuse it.
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_HOSTS)]
+    return Starlette(routes=routes, middleware=middleware if loopback else [])
+
+
+def _field(value: str | UploadFile | None) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+async def _upload(value: str | UploadFile | None) -> bytes | None:
+    if not isinstance(value, UploadFile) or not value.filename:
+        return None
+    data = await value.read(DEFAULT_MAX_BYTES + 1)
+    if len(data) > DEFAULT_MAX_BYTES:
+        raise InvalidImage("That image is over 20 MB. Send a PNG, JPEG or WEBP image under 20 MB.")
+    return data or None
+
+
+async def _stream(hub: Hub, client: str) -> AsyncIterator[str]:
+    """Server-sent events for one page, until it goes away or the server stops."""
+    async with hub.listen(client) as queue:
+        yield "retry: 1000\n\n"
+        while True:
+            try:
+                payload = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+            except TimeoutError:
+                yield ": keep-alive\n\n"
+                continue
+            if payload is None:
+                return
+            yield f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+
+
+def _ranged(request: Request, data: bytes, mime: str) -> Response:
+    """The bytes, or the one range asked for (browsers read videos in ranges to seek)."""
+    headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600"}
+    match = re.fullmatch(r"bytes=(\d*)-(\d*)", request.headers.get("range", "").strip())
+    if match is None or not (match.group(1) or match.group(2)):
+        return Response(data, media_type=mime, headers=headers)
+    size = len(data)
+    if match.group(1):
+        start = int(match.group(1))
+        end = int(match.group(2)) if match.group(2) else size - 1
+    else:
+        start, end = max(0, size - int(match.group(2))), size - 1
+    end = min(end, size - 1)
+    if start > end or start >= size:
+        return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    return Response(data[start : end + 1], status_code=206, media_type=mime, headers=headers)

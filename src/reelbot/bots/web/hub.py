@@ -1,0 +1,73 @@
+"""Fan-out of job events to the browsers of one client id, over server-sent events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from typing import Any
+
+__all__ = ["Hub"]
+
+QUEUE_SIZE = 256
+"""Events a slow browser may fall behind by; older progress is dropped, it is redrawn anyway."""
+_JOB_CACHE = 4096
+
+
+class Hub:
+    """Browsers listening per client id, and which client each known job belongs to."""
+
+    def __init__(self) -> None:
+        self._listeners: dict[str, set[asyncio.Queue[dict[str, Any] | None]]] = {}
+        self._owners: OrderedDict[str, str] = OrderedDict()
+        self.closed = False
+
+    def remember(self, job_id: str, client: str) -> None:
+        """Note the client a job belongs to (progress events name only the job)."""
+        self._owners[job_id] = client
+        self._owners.move_to_end(job_id)
+        while len(self._owners) > _JOB_CACHE:
+            self._owners.popitem(last=False)
+
+    def owner(self, job_id: str) -> str | None:
+        """The client of a job seen by this process, if any."""
+        return self._owners.get(job_id)
+
+    def clients(self) -> list[str]:
+        """The client ids with a page open now."""
+        return list(self._listeners)
+
+    def push(self, client: str, payload: dict[str, Any]) -> None:
+        """Send ``payload`` to every open page of ``client``; a full queue drops its oldest."""
+        for queue in self._listeners.get(client, ()):
+            if queue.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+            queue.put_nowait(payload)
+
+    @contextlib.asynccontextmanager
+    async def listen(self, client: str) -> AsyncIterator[asyncio.Queue[dict[str, Any] | None]]:
+        """A queue of this client's events; None in it means the server is stopping."""
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_SIZE)
+        if self.closed:
+            queue.put_nowait(None)
+        self._listeners.setdefault(client, set()).add(queue)
+        try:
+            yield queue
+        finally:
+            listeners = self._listeners.get(client)
+            if listeners is not None:
+                listeners.discard(queue)
+                if not listeners:
+                    del self._listeners[client]
+
+    def close(self) -> None:
+        """End every open stream, so the HTTP server can stop without waiting on them."""
+        self.closed = True
+        for listeners in self._listeners.values():
+            for queue in listeners:
+                if queue.full():
+                    with contextlib.suppress(asyncio.QueueEmpty):
+                        queue.get_nowait()
+                queue.put_nowait(None)

@@ -1,0 +1,239 @@
+"""``reelbot web``: the web chat's HTTP server, its progress listener and delivery consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Generator
+
+import uvicorn
+from arq.connections import ArqRedis
+from redis.exceptions import RedisError
+
+from reelbot.bots.web.app import build_app
+from reelbot.bots.web.chat import WebChat, requester
+from reelbot.bots.web.hub import Hub
+from reelbot.bots.web.views import PLATFORM, event_view, job_view, position_view
+from reelbot.catalog import load_catalog
+from reelbot.config import Settings
+from reelbot.errors import ConfigError
+from reelbot.jobs import JobStatus
+from reelbot.queue.connection import connect
+from reelbot.queue.delivery import Delivery, DeliveryConsumer
+from reelbot.queue.progress import ProgressSubscription
+
+log = logging.getLogger(__name__)
+
+__all__ = ["WebService", "is_loopback", "run_up", "run_web", "serve_web"]
+
+CLOSE_TIMEOUT_S = 8.0
+RESUBSCRIBE_MAX_S = 5.0
+POSITION_EVERY_S = 1.0
+"""How often a waiting job's place in line is redrawn."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket, or one clear line naming the setting when the port is taken."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ConfigError(f"REELBOT_WEB_HOST: cannot listen on {host}: {exc}") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"REELBOT_WEB_PORT: cannot listen on {host}:{port} ({exc.strerror or exc}); "
+            f"is another reelbot running? Pick another port."
+        ) from exc
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the process's stop event rules."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        """Leave SIGINT and SIGTERM to ``reelbot up`` and ``reelbot web``."""
+        yield
+
+
+class WebService:
+    """The web chat on one Redis: page and API, progress to the pages, results delivered."""
+
+    def __init__(self, settings: Settings, redis: ArqRedis) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.chat = WebChat(redis, settings, load_catalog(settings.models, settings.styles_file))
+        self.hub = Hub()
+        token = settings.web_token.get_secret_value() if settings.web_token else None
+        self.app = build_app(
+            self.chat, self.hub, token=token, loopback=is_loopback(settings.web_host)
+        )
+        self.consumer = DeliveryConsumer(redis, PLATFORM, self.post, settings=settings)
+
+    async def _client(self, job_id: str) -> str | None:
+        client = self.hub.owner(job_id)
+        if client is None:
+            client = await self.chat.client_of(job_id)
+            if client is not None:
+                self.hub.remember(job_id, client)
+        return client
+
+    async def post(self, delivery: Delivery) -> str | None:
+        """Show a finished job on its pages; it stays in the history for those not open now."""
+        record = delivery.record
+        view = job_view(record, delivered=delivery.kind == "result")
+        self.hub.remember(record.id, record.requester.user_id)
+        self.hub.push(record.requester.user_id, view)
+        return record.id
+
+    async def listen_progress(self) -> None:
+        """Progress events of web jobs onto their pages; reconnects after a Redis blip."""
+        backoff = 0.1
+        while True:
+            try:
+                async with ProgressSubscription(self.redis, PLATFORM) as events:
+                    async for event in events:
+                        backoff = 0.1
+                        client = await self._client(event.job_id)
+                        if client is not None:
+                            self.hub.push(client, event_view(event))
+            except (RedisError, OSError) as exc:
+                # Progress is lossy by design; the next event redraws the card.
+                log.warning("progress subscription lost (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RESUBSCRIBE_MAX_S)
+
+    async def tick_positions(self) -> None:
+        """Redraw the place in line of the jobs that wait, for the pages that are open."""
+        while True:
+            await asyncio.sleep(POSITION_EVERY_S)
+            for client in self.hub.clients():
+                try:
+                    for record in await self.chat.queue.user_jobs(requester(client), limit=10):
+                        if record.status == JobStatus.QUEUED:
+                            pos = await self.chat.queue.position(record)
+                            if pos is not None:
+                                self.hub.push(client, position_view(record.id, pos))
+                except (RedisError, OSError) as exc:
+                    log.debug("queue positions not redrawn: %s", exc)
+
+    async def serve(self, stop: asyncio.Event, sock: socket.socket) -> None:
+        """Serve until ``stop`` is set, then close the streams, the server and the consumer."""
+        config = uvicorn.Config(
+            self.app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            ws="none",
+            timeout_graceful_shutdown=3,
+        )
+        server = _Server(config)
+        tasks = [
+            asyncio.create_task(server.serve(sockets=[sock]), name="web-http"),
+            asyncio.create_task(self.listen_progress(), name="web-progress"),
+            asyncio.create_task(self.tick_positions(), name="web-positions"),
+            asyncio.create_task(self.consumer.async_run(), name="web-delivery"),
+        ]
+        try:
+            await stop.wait()
+        finally:
+            self.hub.close()
+            server.should_exit = True
+            # A post in flight goes back to the delivery queue and is made after a restart.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await self.consumer.close()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await asyncio.wait([tasks[0]])
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def announce(settings: Settings, sock: socket.socket) -> None:
+    """Print where the chat is, and warn loudly when it is open to others without a token."""
+    port = sock.getsockname()[1]
+    host = settings.web_host
+    shown = f"[{host}]" if ":" in host else host
+    if host in ("0.0.0.0", "::"):
+        shown = "127.0.0.1"
+    guarded = " (access token required)" if settings.web_token else ""
+    print(f"reelbot web: chat at http://{shown}:{port}/{guarded}", file=sys.stderr, flush=True)
+    if not is_loopback(host) and settings.web_token is None:
+        log.warning(
+            "the web chat is bound to %s, reachable from other machines, and has no access "
+            "token: anyone who can reach port %d can run jobs on this machine. Set "
+            "REELBOT_WEB_TOKEN, or bind REELBOT_WEB_HOST=127.0.0.1.",
+            host,
+            port,
+        )
+
+
+async def run_up(settings: Settings, stop: asyncio.Event) -> None:
+    """Serve the web chat until ``stop`` is set (the ``reelbot up`` hook)."""
+    try:
+        sock = bind(settings.web_host, settings.web_port)
+    except ConfigError as exc:
+        # Under ``up`` the worker and the other adapters keep serving without the page.
+        log.error("the web chat is not running: %s", exc.message)
+        return
+    await serve_web(settings, stop, sock)
+
+
+async def serve_web(settings: Settings, stop: asyncio.Event, sock: socket.socket) -> None:
+    """Serve the web chat on ``sock`` until ``stop`` is set; closes the socket."""
+    redis = connect(settings.effective_redis_url)
+    try:
+        service = WebService(settings, redis)
+        announce(settings, sock)
+        await service.serve(stop, sock)
+    finally:
+        sock.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await redis.aclose(close_connection_pool=True)
+
+
+def run_web(settings: Settings) -> None:
+    """``reelbot web``: serve until SIGINT/SIGTERM, then wind down cleanly."""
+    # Not reelbot.queue.service's helpers: importing that module pulls in the generation
+    # runner (torch), which the adapters must never load.
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+
+    # Alone, a port that is taken is a start-up error: one line, exit status 2.
+    sock = bind(settings.web_host, settings.web_port)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve_web(settings, stop, sock)
+
+    asyncio.run(serve())
