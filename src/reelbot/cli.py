@@ -13,6 +13,8 @@ from reelbot.config import Settings, load_settings
 from reelbot.errors import ConfigError, ReelbotError, UserError
 
 USAGE_ERROR = 2
+LONG_RUNNING = frozenset({"worker", "discord", "telegram", "web", "up"})
+PLATFORMS = ("discord", "telegram", "web")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,9 +45,31 @@ def _build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a generation worker")
     worker.add_argument("--queue", action="append", help="queue name (repeatable); default both")
 
+    processes = [worker]
     for name in ("discord", "telegram", "web"):
-        sub.add_parser(name, help=f"run the {name} adapter")
-    sub.add_parser("up", help="run the whole service on this machine")
+        processes.append(sub.add_parser(name, help=f"run the {name} adapter"))
+    processes.append(sub.add_parser("up", help="run the whole service on this machine"))
+    for process in processes:
+        process.add_argument(
+            "--metrics-port",
+            type=int,
+            metavar="PORT",
+            help="serve Prometheus /metrics on PORT (overrides REELBOT_METRICS_PORT)",
+        )
+
+    health = sub.add_parser("health", help="exit 0 when Redis (and a worker) answers")
+    health.add_argument(
+        "--worker", action="store_true", help="also require a live worker heartbeat"
+    )
+    health.add_argument(
+        "--queue", action="append", help="queues a worker must serve (repeatable); default both"
+    )
+    health.add_argument(
+        "--this-host",
+        action="store_true",
+        help="only count workers on this host (a per-pod liveness probe)",
+    )
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for Redis")
 
     jobs = sub.add_parser("jobs", help="list, show or cancel jobs")
     jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True, parser_class=_Parser)
@@ -66,6 +90,12 @@ def _build_parser() -> argparse.ArgumentParser:
     quota_sub.add_parser("reset", help="forget today's use of a scope").add_argument("scope")
     quota_audit = quota_sub.add_parser("audit", help="recent changes, newest first")
     quota_audit.add_argument("--limit", type=int, default=20)
+
+    policy = sub.add_parser("policy", help="a server's content policy (as /admin policy)")
+    policy.add_argument("scope", help="PLATFORM:server:ID (discord:server:123) or PLATFORM:direct")
+    policy.add_argument(
+        "words", nargs="*", metavar="ACTION", help="show (default), mode, block, … (see help)"
+    )
     return parser
 
 
@@ -76,11 +106,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
     except ConfigError as exc:
         return _fail(exc.message)
+    if getattr(args, "metrics_port", None) is not None:
+        if not 0 <= args.metrics_port <= 65535:
+            return _fail(f"--metrics-port {args.metrics_port}: use 0-65535")
+        settings = settings.model_copy(update={"metrics_port": args.metrics_port})
+    if args.command in LONG_RUNNING:
+        from reelbot import logs
+
+        logs.setup(settings)
     handlers = {
+        "health": _cmd_health,
         "generate": _cmd_generate,
         "worker": _cmd_worker,
         "jobs": _cmd_jobs,
         "quota": _cmd_quota,
+        "policy": _cmd_policy,
         "up": _cmd_up,
         "telegram": _cmd_telegram,
         "discord": _cmd_discord,
@@ -184,8 +224,54 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     """``reelbot worker``: run an arq worker on one or more generation queues."""
     from reelbot.queue.service import run_worker
 
-    run_worker(settings, _worker_queues(settings, args.queue))
+    queues = _worker_queues(settings, args.queue)
+    _serve_metrics(settings, gpu=True)
+    run_worker(settings, queues)
     return 0
+
+
+def _serve_metrics(settings: Settings, *, gpu: bool = False) -> None:
+    """Start this process's /metrics endpoint when a port is set."""
+    from reelbot import metrics
+
+    metrics.serve(
+        settings.metrics_port,
+        host=settings.metrics_host,
+        redis_url=settings.effective_redis_url,
+        queues=watched_queues(settings),
+        gpu=gpu,
+    )
+
+
+def watched_queues(settings: Settings) -> list[str]:
+    """Every queue whose depth the metrics report: generation, then each delivery queue."""
+    from reelbot.queue import keys
+
+    return [
+        settings.image_queue,
+        settings.video_queue,
+        *(keys.delivery_queue(p) for p in PLATFORMS),
+    ]
+
+
+def _cmd_health(settings: Settings, args: argparse.Namespace) -> int:
+    """``reelbot health``: 0 when Redis answers (and, with ``--worker``, a worker is live)."""
+    import asyncio
+
+    from reelbot.queue.health import check
+
+    problem = asyncio.run(
+        check(
+            settings.effective_redis_url,
+            _worker_queues(settings, args.queue) if args.worker else [],
+            this_host=args.this_host,
+            timeout_s=args.timeout,
+        )
+    )
+    if problem is None:
+        return 0
+    print(f"reelbot health: {problem}", file=sys.stderr)
+    return 1
 
 
 def _worker_queues(settings: Settings, names: Sequence[str] | None) -> list[str]:
@@ -200,6 +286,7 @@ def _cmd_discord(settings: Settings, args: argparse.Namespace) -> int:
     """``reelbot discord``: the Discord adapter and its delivery consumer."""
     from reelbot.bots.discord.service import run_discord
 
+    _serve_metrics(settings)
     run_discord(settings)
     return 0
 
@@ -208,6 +295,7 @@ def _cmd_web(settings: Settings, args: argparse.Namespace) -> int:
     """``reelbot web``: the local web chat, its progress listener and delivery consumer."""
     from reelbot.bots.web.service import run_web
 
+    _serve_metrics(settings)
     run_web(settings)
     return 0
 
@@ -326,6 +414,42 @@ async def _quota(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_policy(settings: Settings, args: argparse.Namespace) -> int:
+    """``reelbot policy``: show or change a server's content policy, audited."""
+    import asyncio
+
+    from redis.exceptions import RedisError
+
+    try:
+        return asyncio.run(_policy(settings, args))
+    except (RedisError, OSError) as exc:
+        print(
+            f"reelbot: cannot reach Redis at {settings.effective_redis_url}: {exc}", file=sys.stderr
+        )
+        return 1
+
+
+async def _policy(settings: Settings, args: argparse.Namespace) -> int:
+    """The ``policy`` command against Redis."""
+    import getpass
+
+    from reelbot.queue.connection import connect
+    from reelbot.queue.policy import PolicyStore, apply
+
+    platform, _, rest = args.scope.partition(":")
+    kind, _, ident = rest.partition(":")
+    if not platform or not ((kind == "server" and ident) or (kind == "direct" and not ident)):
+        return _fail(f"{args.scope!r}: use PLATFORM:server:ID or PLATFORM:direct")
+    redis = connect(settings.effective_redis_url, retries=2)
+    try:
+        store = PolicyStore(redis, settings)
+        actor = f"cli:{getpass.getuser()}"
+        print(await apply(store, args.scope, list(args.words), actor=actor, origin="cli"))
+    finally:
+        await redis.aclose(close_connection_pool=True)
+    return 0
+
+
 def _limits(values: dict[str, float]) -> str:
     from reelbot.queue.quotas import credits
 
@@ -338,6 +462,7 @@ def _cmd_telegram(settings: Settings, args: argparse.Namespace) -> int:
 
     from reelbot.bots.telegram.service import run_telegram
 
+    _serve_metrics(settings)
     return asyncio.run(run_telegram(settings))
 
 
@@ -345,7 +470,7 @@ def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     """``reelbot up``: the whole service on one machine."""
     from reelbot.queue.service import run_up
 
-    run_up(settings, _up_adapters(settings))
+    run_up(settings, _up_adapters(settings), metrics_queues=watched_queues(settings))
     return 0
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -21,6 +21,7 @@ from pydantic_settings import (
 
 from reelbot.catalog import Task
 from reelbot.errors import ConfigError
+from reelbot.policy import OutputMode, check_pattern
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 ENV_PREFIX = "REELBOT_"
@@ -105,6 +106,46 @@ class Settings(BaseSettings):
     fair_horizon_s: float = Field(
         default=600.0, gt=0, description="how far back queue scores go (limits the fair gap)"
     )
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Prometheus /metrics port; unset: off"
+    )
+    metrics_host: str = Field(default="0.0.0.0", description="address /metrics binds")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object per line, for log collectors"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    blocked_words: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="words refused in every prompt (comma-separated)"
+    )
+    blocked_patterns: tuple[str, ...] = Field(
+        default=(), description="regular expressions refused in every prompt (TOML list)"
+    )
+    nsfw_check: bool = Field(
+        default=True, description="classify every result (needs onnxruntime on the worker)"
+    )
+    nsfw_threshold: float = Field(
+        default=0.8, ge=0, le=1, description="classifier score at which a result is flagged"
+    )
+    output_policy: OutputMode = Field(
+        default=OutputMode.BLOCK, description="flagged results outside NSFW channels"
+    )
+    nsfw_channel_policy: OutputMode = Field(
+        default=OutputMode.ALLOW, description="flagged results in channels marked NSFW"
+    )
+
+    @field_validator("blocked_words", mode="before")
+    @classmethod
+    def _split_words(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("blocked_patterns")
+    @classmethod
+    def _check_patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            check_pattern(pattern)
+        return value
 
     @field_validator("owner_ids", mode="before")
     @classmethod

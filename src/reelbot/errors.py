@@ -7,7 +7,8 @@ chat as it is::
     ReelbotError                      code "internal"
     ├── UserError                     safe to show; never retried
     │   ├── InvalidOption             a flag or option is unknown or out of range
-    │   ├── InvalidPrompt             empty, too long, or refused by policy
+    │   ├── InvalidPrompt             empty or too long
+    │   ├── ContentRefused            the prompt or the result is refused by content policy
     │   ├── InvalidImage              not an image, truncated, too large, a decompression bomb
     │   ├── MissingImage              the task needs an input image and none came
     │   ├── UnknownModel              no such model, or it does not serve that task
@@ -75,6 +76,16 @@ class InvalidPrompt(UserError):
     """The prompt is empty, too long, or refused."""
 
     code = "invalid_prompt"
+
+
+class ContentRefused(UserError):
+    """The prompt or the result goes against the server's content policy.
+
+    The message never names what matched, so a refusal cannot be used to probe the list.
+    """
+
+    code = "refused"
+    default_message = "That prompt was refused by this server's content policy."
 
 
 class InvalidImage(UserError):
@@ -216,6 +227,7 @@ ERROR_CODES: dict[str, type[ReelbotError]] = {
         UserError,
         InvalidOption,
         InvalidPrompt,
+        ContentRefused,
         InvalidImage,
         MissingImage,
         UnknownModel,

@@ -24,6 +24,7 @@ from arq.worker import Retry, func
 from pydantic import BaseModel, ConfigDict
 from redis.exceptions import RedisError
 
+from reelbot import logs, metrics
 from reelbot.config import Settings
 from reelbot.errors import RateLimited, TransientError
 from reelbot.jobs import JobStatus
@@ -82,7 +83,8 @@ async def _deliver(ctx: dict[str, object], job_id: str) -> None:
     assert isinstance(worker, DeliveryConsumer)
     try_ = ctx.get("job_try", 1)
     try:
-        await worker.deliver(job_id, try_ if isinstance(try_, int) else 1)
+        with logs.job_context(job_id):
+            await worker.deliver(job_id, try_ if isinstance(try_, int) else 1)
     except (RedisError, OSError) as exc:
         # Redis stayed away longer than the client's retries: try again, do not drop it.
         log.warning("delivery %s: Redis failed (%s); retrying", job_id, exc)
@@ -159,14 +161,17 @@ class DeliveryConsumer(QueueWorker):
             async with asyncio.timeout(POST_TIMEOUT_S):
                 message_id = await self.post(delivery)
         except RateLimited as exc:
+            metrics.DELIVERY_RETRIES.labels(self.platform, "rate_limited").inc()
             raise Retry(defer=exc.retry_after or RETRY_BASE_S) from exc
         except (TransientError, TimeoutError) as exc:
+            metrics.DELIVERY_RETRIES.labels(self.platform, "transient").inc()
             log.warning("delivery %s: attempt %d failed: %s", job_id, attempt, exc)
             raise Retry(defer=RETRY_BASE_S * 2 ** (attempt - 1)) from exc
         except Exception as exc:
             log.exception("delivery %s: the platform refused the post", job_id)
             await self._undeliverable(job_id, f"{type(exc).__name__}: {exc}")
             return
+        metrics.DELIVERIES.labels(self.platform, kind).inc()
         await self._mark_posted(job_id, message_id, attempt)
 
     async def _mark_posted(self, job_id: str, message_id: str | None, attempt: int) -> None:
@@ -187,7 +192,7 @@ class DeliveryConsumer(QueueWorker):
 
     async def _undeliverable(self, job_id: str, detail: str) -> None:
         log.error("delivery %s: giving up: %s", job_id, detail)
-        await self.records.transition(
+        failed = await self.records.transition(
             job_id,
             JobStatus.FAILED,
             only_from=[JobStatus.DELIVERING],
@@ -195,6 +200,8 @@ class DeliveryConsumer(QueueWorker):
             error_message="The result could not be posted here.",
             note=detail[:300],
         )
+        if failed is not None:
+            metrics.FAILURES.labels("undeliverable").inc()
 
     async def gave_up(self, job_id: str) -> None:
         """Too many failed post attempts: record it so the job does not look stuck."""

@@ -29,6 +29,7 @@ from arq.worker import Function, Worker
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from reelbot import metrics
 from reelbot.queue import keys, serializer
 
 log = logging.getLogger(__name__)
@@ -311,6 +312,8 @@ class QueueWorker(Worker):
             for job_id in held:
                 pipe.exists(keys.cancel_flag(job_id))
             replies = await pipe.execute()
+        metrics.HEARTBEATS.labels(self.queue_name, self.kind).inc()
+        metrics.LAST_HEARTBEAT.labels(self.queue_name, self.kind).set_to_current_time()
         for job_id, flagged in zip(held, replies[2:], strict=True):
             if flagged:
                 self._on_control(json.dumps({"cancel": job_id}).encode())

@@ -24,7 +24,8 @@ ADMIN_HELP = (
     "/admin quota reset SCOPE · /admin quota usage [SCOPE] · /admin audit [N]\n"
     "SCOPE: server (this one), role:ID, user:ID, or a full scope such as discord:server:ID. "
     "KEY: daily (credits a day; on a server, the server's shared pool), concurrent, "
-    "cooldown (s), queue. VALUE: a number, none (unlimited) or inherit."
+    "cooldown (s), queue. VALUE: a number, none (unlimited) or inherit.\n"
+    "/admin policy … (content policy of this server; /admin policy help)"
 )
 _MENTION = re.compile(r"^<@(&?)!?(\d+)>$")
 
@@ -129,6 +130,10 @@ async def run_admin(book: QuotaBook, admin: Admin, text: str, *, now: float | No
         origin = None if admin.owner else admin.origin
         entries = await audit.entries(book.redis, limit=min(limit, 50), origin=origin)
         return "\n".join(e.line() for e in entries) or "No changes recorded yet."
+    if words[0] == "policy":
+        from reelbot.queue.policy import PolicyStore, run_policy
+
+        return await run_policy(PolicyStore(book.redis, book.settings), admin, words[1:], now=at)
     if words[0] != "quota" or len(words) < 2:
         raise InvalidOption(f"Unknown admin command. {ADMIN_HELP}", option="command")
     action, rest = words[1], words[2:]

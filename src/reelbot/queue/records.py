@@ -76,6 +76,8 @@ class ResultInfo(BaseModel):
     frames: int = 1
     fps: float | None = None
     note: str = ""
+    spoiler: bool = Field(default=False, description="post behind the platform's spoiler")
+    nsfw_score: float | None = Field(default=None, description="the classifier's highest score")
 
 
 class JobRecord(BaseModel):

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
+from reelbot import metrics
 from reelbot.catalog import load_catalog
 from reelbot.config import Settings
 from reelbot.queue.server import RedisServer
@@ -86,9 +87,14 @@ def load_adapter(target: str) -> Adapter | None:
     return adapter
 
 
-def run_up(settings: Settings, adapters: Sequence[str]) -> None:
+def run_up(
+    settings: Settings, adapters: Sequence[str], *, metrics_queues: Sequence[str] = ()
+) -> None:
     """``reelbot up``: a private server if no Redis URL is set, a worker on both queues, and
-    the given adapters (``"module:function"``), until SIGINT/SIGTERM; then all of it stops."""
+    the given adapters (``"module:function"``), until SIGINT/SIGTERM; then all of it stops.
+
+    One /metrics endpoint serves every part (``metrics_queues``: the depths it reports).
+    """
     setup_logging()
     server: RedisServer | None = None
     if settings.redis_url is None:
@@ -97,6 +103,13 @@ def run_up(settings: Settings, adapters: Sequence[str]) -> None:
         settings = settings.model_copy(update={"redis_url": server.url})
     url = settings.effective_redis_url
     try:
+        metrics.serve(
+            settings.metrics_port,
+            host=settings.metrics_host,
+            redis_url=url,
+            queues=metrics_queues,
+            gpu=True,
+        )
         runner = make_runner(settings)
         loaded = [(t, a) for t in adapters if (a := load_adapter(t)) is not None]
         queues = [settings.image_queue, settings.video_queue]

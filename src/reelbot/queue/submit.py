@@ -15,14 +15,16 @@ from typing import Literal
 from arq.connections import ArqRedis
 from arq.jobs import serialize_job
 
+from reelbot import metrics
 from reelbot.catalog import Catalog
 from reelbot.config import Settings
-from reelbot.errors import Busy, JobNotFound
+from reelbot.errors import Busy, ContentRefused, JobNotFound, UserError
 from reelbot.jobs import GenerationRequest, JobStatus, Requester, job_id_for, resolve
 from reelbot.queue import keys, serializer
 from reelbot.queue.delivery import enqueue_delivery
 from reelbot.queue.estimates import Position, estimate_s, queue_position, seconds_per_credit
 from reelbot.queue.liveness import live_workers
+from reelbot.queue.policy import PolicyStore
 from reelbot.queue.progress import ProgressEvent, publish
 from reelbot.queue.quotas import RESERVE_LUA, QuotaBook
 from reelbot.queue.records import ACTIVE_TTL_S, JobRecord, RecordStore
@@ -98,6 +100,7 @@ class JobQueue:
         self.catalog = catalog
         self.records = RecordStore(redis, finished_ttl_s=settings.result_ttl_s)
         self.quotas = QuotaBook(redis, settings)
+        self.policy = PolicyStore(redis, settings)
         self._submit = redis.register_script(_SUBMIT)
         self._cancel = redis.register_script(_CANCEL)
 
@@ -115,23 +118,36 @@ class JobQueue:
 
         Raises:
             UserError: an option, prompt or image problem (from ``resolve``).
+            ContentRefused: the prompt hits a blocked word or pattern (logged for admins).
             Busy: the queue is at its global cap; ``retry_after`` is a hint in seconds.
             QuotaExceeded: over a budget; ``retry_after`` when it frees up, where known.
         """
-        job_id = job_id_for(request.requester.platform, request.source_id)
+        platform = request.requester.platform
+        metrics.SUBMISSIONS.labels(platform, request.task.value).inc()
+        job_id = job_id_for(platform, request.source_id)
         existing = await self.records.get(job_id)
         if existing is not None:
             return await self._submitted(existing, created=False, with_position=with_position)
-        params = resolve(
-            request.task,
-            request.text,
-            self.catalog,
-            explicit=request.options,
-            has_image=request.image_ref is not None,
-            default_seed=int(job_id[-8:], 16),
-        )
-        queue = self.settings.queue_for(request.task)
+        try:
+            params = resolve(
+                request.task,
+                request.text,
+                self.catalog,
+                explicit=request.options,
+                has_image=request.image_ref is not None,
+                default_seed=int(job_id[-8:], 16),
+            )
+        except UserError as exc:
+            metrics.REFUSALS.labels(platform, exc.code).inc()
+            raise
         now = time.time() if now is None else now
+        # Before anything is written: a refused prompt leaves no job and spends no quota.
+        try:
+            await self.policy.check_prompt(request.requester, params.prompt, job_id=job_id, now=now)
+        except ContentRefused as exc:
+            metrics.REFUSALS.labels(platform, exc.code).inc()
+            raise
+        queue = self.settings.queue_for(request.task)
         record = JobRecord(
             id=job_id,
             queue=queue,
@@ -170,10 +186,14 @@ class JobQueue:
             ],
         )
         if created == -1:
+            metrics.REFUSALS.labels(platform, "busy").inc()
             raise await self._busy(int(detail), record)
         if created == -2:
             reason, amount = detail.decode(), float(extra[0])
+            metrics.REFUSALS.labels(platform, reason).inc()
             raise self.quotas.refusal(reason, amount, limits, cost=record.cost, now=now)
+        if created == 1:
+            metrics.ADMISSIONS.labels(platform, request.task.value).inc()
         if created == 0:
             record = JobRecord.model_validate_json(detail)
         return await self._submitted(record, created=created == 1, with_position=with_position)

@@ -30,16 +30,19 @@ from arq.worker import Retry, func
 from PIL import Image
 from redis.exceptions import RedisError
 
+from reelbot import logs, metrics
 from reelbot.catalog import Task
 from reelbot.config import Settings
 from reelbot.errors import (
     Cancelled,
+    ContentRefused,
     InvalidImage,
     OutOfMemory,
     TransientError,
     UserError,
 )
 from reelbot.jobs import GenerationParams, JobStatus
+from reelbot.policy import Verdict, decide
 from reelbot.queue import keys
 from reelbot.queue.batching import Batch, BatchItem, claim_batch
 from reelbot.queue.budgets import budget_for
@@ -47,6 +50,7 @@ from reelbot.queue.delivery import enqueue_delivery
 from reelbot.queue.estimates import job_timeout_s, record_duration, seconds_per_credit
 from reelbot.queue.gpu import GpuSlot, preload_defaults
 from reelbot.queue.liveness import QueueWorker
+from reelbot.queue.policy import PolicyStore
 from reelbot.queue.progress import ProgressPublisher, StepProgress
 from reelbot.queue.records import JobRecord, RecordStore, ResultInfo
 from reelbot.queue.storage import RedisResultStore, ResultStore, load_input
@@ -75,6 +79,12 @@ class GenerationOutput(Protocol):
     fps: int | None
     seed: int
     timings: dict[str, float]
+
+
+class Scorer(Protocol):
+    """The NSFW classifier (``reelbot.generation.safety.NsfwClassifier``); blocking."""
+
+    def __call__(self, images: Sequence[Image.Image]) -> list[float]: ...
 
 
 class PipelineRunner(Protocol):
@@ -122,7 +132,8 @@ async def _generate(ctx: dict[str, object], job_id: str) -> None:
     worker = ctx["worker"]
     assert isinstance(worker, GenerationWorker)
     try_ = ctx.get("job_try", 1)
-    await worker.process(job_id, try_ if isinstance(try_, int) else 1)
+    with logs.job_context(job_id):
+        await worker.process(job_id, try_ if isinstance(try_, int) else 1)
 
 
 class GenerationWorker(QueueWorker):
@@ -140,6 +151,7 @@ class GenerationWorker(QueueWorker):
         gpu: GpuSlot,
         pipeline_thread: ThreadPoolExecutor,
         results: ResultStore | None = None,
+        classifier: Scorer | None = None,
         worker_id: str | None = None,
         poll_delay_s: float = 0.5,
     ) -> None:
@@ -159,6 +171,8 @@ class GenerationWorker(QueueWorker):
         self.pipeline_thread = pipeline_thread
         self.records = RecordStore(redis, finished_ttl_s=settings.result_ttl_s)
         self.results = results or RedisResultStore(redis, ttl_s=settings.result_ttl_s)
+        self.classifier = classifier
+        self.policy = PolicyStore(redis, settings)
         self.runs: dict[str, _Run] = {}
         self.batches: dict[str, Batch] = {}
         """The batch of each job claimed into one (batching on)."""
@@ -207,6 +221,7 @@ class GenerationWorker(QueueWorker):
             "Try fewer frames, fewer steps or a smaller size.",
         )
         if record is not None:
+            metrics.FAILURES.labels("worker_lost").inc()
             await self._announce(record)
 
     # -- a job -----------------------------------------------------------------------------------
@@ -293,6 +308,7 @@ class GenerationWorker(QueueWorker):
         """Hold the GPU for the pipeline call only; None when the job ended another way."""
         loop = asyncio.get_running_loop()
         params = record.params
+        labels = (params.model, params.task.value)
 
         def on_progress(progress: StepProgress) -> None:
             publisher.on_progress(progress)
@@ -312,6 +328,7 @@ class GenerationWorker(QueueWorker):
             # On the loop as the thread takes the job; Redis is written beside the call.
             extend(LOAD_TIMEOUT_S)
             self.gpu.started(record.id, estimate)
+            metrics.observe_since(metrics.WAIT_SECONDS, record.created_at, *labels)
             transition = self.records.transition(
                 record.id,
                 JobStatus.RUNNING,
@@ -393,6 +410,7 @@ class GenerationWorker(QueueWorker):
             record = await marks[0] or record
         if output is not None:
             await record_duration(self.pool, params.model, run_s[0], record.cost)
+            metrics.RUN_SECONDS.labels(*labels).observe(run_s[0])
             return output
         await self._after_stop(run, record, future)
         return None
@@ -476,6 +494,7 @@ class GenerationWorker(QueueWorker):
             record.id, JobStatus.FAILED, error_code=code, error_message=message, **fields
         )
         if done is not None:
+            metrics.FAILURES.labels(code).inc()
             await self._announce(done)
 
     async def _announce(self, record: JobRecord) -> None:
@@ -508,6 +527,8 @@ class GenerationWorker(QueueWorker):
         publisher.status(JobStatus.ENCODING)
         budget = budget_for(record.request.reply, video=params.task.is_video)
         started = time.monotonic()
+        # Scored on the CPU beside the encode, while the GPU already runs the next job.
+        scoring = asyncio.ensure_future(self._score(record, output))
         try:
             media: EncodedMedia
             if params.task.is_video:
@@ -519,6 +540,7 @@ class GenerationWorker(QueueWorker):
                 media = await asyncio.to_thread(encode_image, output.frames[0], max_bytes=budget)
         except ValueError as exc:
             log.warning("job %s: %s", record.id, exc)
+            scoring.cancel()  # nothing will be posted: its verdict does not matter
             await self._fail(
                 record,
                 "too_large",
@@ -527,9 +549,20 @@ class GenerationWorker(QueueWorker):
             )
             return
         except asyncio.CancelledError:
+            scoring.cancel()
             await self._requeue(record.id, "re-queued: its worker was stopping")
             raise
         encode_s = time.monotonic() - started
+        verdict = await scoring
+        if verdict.withheld:
+            # FAILED refunds the reservation (records.settle); nothing is stored or posted.
+            await self._fail(
+                record,
+                ContentRefused.code,
+                "The result was withheld by this server's content policy. "
+                "Your credits were returned.",
+            )
+            return
         ref = await self.results.put(record.id, media.data, mime=media.mime)
         info = ResultInfo(
             ref=ref,
@@ -541,6 +574,8 @@ class GenerationWorker(QueueWorker):
             frames=media.frames,
             fps=media.fps,
             note=media.note,
+            spoiler=verdict.spoiler,
+            nsfw_score=verdict.score,
         )
         delivering = await self.records.transition(
             record.id,
@@ -552,6 +587,31 @@ class GenerationWorker(QueueWorker):
             return
         publisher.status(JobStatus.DELIVERING)
         await enqueue_delivery(self.pool, delivering)
+
+    async def _score(self, record: JobRecord, output: GenerationOutput) -> Verdict:
+        """Score the frames (first, last, one a second) and decide by the server's policy."""
+        from reelbot.generation.safety import score_frames
+
+        rules = await self.policy.output_rules(record.requester)
+        score: float | None = None
+        if self.classifier is not None:
+            started = time.monotonic()
+            try:
+                score = await asyncio.to_thread(
+                    score_frames, self.classifier, output.frames, output.fps
+                )
+            except Exception:
+                # Fail closed: a result nobody could check is treated as flagged.
+                log.exception("job %s: the NSFW classifier failed; result flagged", record.id)
+                score = 1.0
+            log.debug("job %s: nsfw %.3f in %.3fs", record.id, score, time.monotonic() - started)
+        return decide(
+            score,
+            threshold=rules.threshold,
+            mode=rules.mode,
+            nsfw_mode=rules.nsfw_mode,
+            nsfw_channel=record.request.reply.nsfw_channel,
+        )
 
 
 async def serve_generation(
@@ -567,6 +627,11 @@ async def serve_generation(
     """Run one generation worker per queue on one GPU until ``stop`` is set."""
     from reelbot.queue.connection import connect
 
+    classifier: Scorer | None = None
+    if settings.nsfw_check:
+        from reelbot.generation.safety import load_classifier
+
+        classifier = await asyncio.to_thread(load_classifier)
     gpu = GpuSlot()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline") as pipeline_thread:
         # Before any job is taken: a load or compile now is not charged to the first job.
@@ -582,6 +647,7 @@ async def serve_generation(
                 gpu=gpu,
                 pipeline_thread=pipeline_thread,
                 results=results,
+                classifier=classifier,
             )
             for queue in queues
         ]

@@ -252,11 +252,21 @@ async def admin_cancel(interaction: Interaction, job: str) -> None:
     await intake_of(interaction).admin_cancel(interaction, job)
 
 
-@admin.command(name="audit", description="Recent quota changes, newest first")
+@admin.command(name="audit", description="Recent quota and policy changes, refused prompts")
 @app_commands.describe(count="how many entries (default 10)")
 async def admin_audit(interaction: Interaction, count: int = 10) -> None:
     """/admin audit [count]."""
     await intake_of(interaction).admin_words(interaction, f"audit {count}")
+
+
+@admin.command(name="policy", description="Content policy: blocked words, flagged results")
+@app_commands.describe(
+    action="show, mode, nsfw-mode, threshold, block, unblock, pattern, unpattern, words, help",
+    value="block|spoiler|allow|inherit for the modes, 0-1 for threshold, else a word or regex",
+)
+async def admin_policy(interaction: Interaction, action: str = "show", value: str = "") -> None:
+    """/admin policy [action] [value]."""
+    await intake_of(interaction).admin_words(interaction, f"policy {action} {value}".strip())
 
 
 admin_quota = app_commands.Group(

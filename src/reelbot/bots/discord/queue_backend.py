@@ -125,6 +125,9 @@ def to_delivery(item: queue_delivery.Delivery) -> Delivery:
     filename = None
     if record.result is not None:
         filename = f"reelbot-{record.id}.{record.result.ext}"
+        if record.result.spoiler:
+            # Discord hides an attachment whose name starts with SPOILER_ until clicked.
+            filename = f"SPOILER_{filename}"
     return Delivery(
         job_id=record.id,
         request=record.request,

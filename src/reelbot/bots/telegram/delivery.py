@@ -32,6 +32,7 @@ class ResultMedia:
     width: int
     height: int
     duration_s: float | None = None
+    spoiler: bool = False
 
     @property
     def ext(self) -> str:
@@ -129,10 +130,11 @@ async def post_result(
             width=media.width,
             height=media.height,
             duration=duration,
+            has_spoiler=media.spoiler,
             **common,
         )
     elif fits_photo(media):
-        message = await bot.send_photo(photo=file, **common)
+        message = await bot.send_photo(photo=file, has_spoiler=media.spoiler, **common)
     else:
         message = await bot.send_document(document=file, **common)
     await finish_status(board, request, prompt_of(request), JobStatus.DELIVERED)

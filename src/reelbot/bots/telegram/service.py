@@ -87,6 +87,7 @@ class TelegramService:
                     width=info.width,
                     height=info.height,
                     duration_s=info.frames / info.fps if info.fps else None,
+                    spoiler=info.spoiler,
                 )
                 message = await post_result(
                     bot,

@@ -69,6 +69,7 @@ form { display:flex; gap:8px; padding:12px 16px; border-top:1px solid var(--line
 #gallery figure { margin:0; background:var(--panel); border:1px solid var(--line);
                   border-radius:8px; overflow:hidden; cursor:pointer; }
 #gallery img, #gallery video { width:100%; display:block; }
+.spoiler { filter:blur(24px); cursor:pointer; }
 #gallery figcaption { padding:6px 8px; font-size:12px; color:var(--dim); }
 #gallery figcaption b { color:var(--text); font-weight:500; }
 </style>
@@ -203,6 +204,11 @@ function mediaElement(m, main) {
     el = document.createElement("img"); el.src = m.url; el.alt = "result";
   }
   if (main) el.className = "result";
+  if (m.spoiler) {
+    // Flagged by the server's content policy: blurred until the viewer clicks it.
+    el.classList.add("spoiler"); el.title = "Flagged content: click to reveal";
+    el.addEventListener("click", () => el.classList.remove("spoiler"), { once: true });
+  }
   return el;
 }
 

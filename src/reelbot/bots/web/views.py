@@ -79,6 +79,7 @@ def job_view(
             "height": info.height,
             "size": info.size,
             "note": info.note,
+            "spoiler": info.spoiler,
         }
     view: dict[str, Any] = {
         "type": "job",
