@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 OUT ?= out
 
-.PHONY: venv demo demo-files test lint unit integration e2e bench clean
+.PHONY: venv demo demo-files test lint unit integration e2e bench soak clean
 
 $(BIN)/reelbot: pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("reelbot needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -45,6 +45,11 @@ unit: venv
 
 integration: venv
 	$(BIN)/python -m pytest -q tests/integration
+
+# The reliability suite's long run: every fault injected 20 times, Redis away for 30 s; writes
+# bench/results/reliability.json and prints the figures table.
+soak: venv
+	REELBOT_SOAK_REPEATS=$${REELBOT_SOAK_REPEATS:-20} REELBOT_LOAD_USERS=$${REELBOT_LOAD_USERS:-1000} REELBOT_LOAD_SPREAD_S=$${REELBOT_LOAD_SPREAD_S:-300} $(BIN)/python -m pytest -q -p no:cacheprovider tests/reliability
 
 bench: venv
 	$(BIN)/python bench/encode.py --quick

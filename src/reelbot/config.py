@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     job_timeout_factor: float = Field(default=4.0, gt=0)
     heartbeat_s: float = Field(default=2.0, gt=0)
     dead_worker_s: float = Field(default=10.0, gt=0)
+    stall_s: float = Field(
+        default=600.0, gt=0, description="no pipeline step for this long: the job is failed"
+    )
     memory_budget_gb: float | None = Field(default=None, gt=0)
     compile: bool | None = Field(
         default=None, description="compile the denoiser's blocks; unset: on for CUDA only"

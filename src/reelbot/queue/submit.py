@@ -14,11 +14,12 @@ from typing import Literal
 
 from arq.connections import ArqRedis
 from arq.jobs import serialize_job
+from redis.exceptions import RedisError
 
 from reelbot import metrics
 from reelbot.catalog import Catalog
 from reelbot.config import Settings
-from reelbot.errors import Busy, ContentRefused, JobNotFound, UserError
+from reelbot.errors import BackendUnavailable, Busy, ContentRefused, JobNotFound, UserError
 from reelbot.jobs import GenerationRequest, JobStatus, Requester, job_id_for, resolve
 from reelbot.queue import keys, serializer
 from reelbot.queue.delivery import enqueue_delivery
@@ -121,7 +122,18 @@ class JobQueue:
             ContentRefused: the prompt hits a blocked word or pattern (logged for admins).
             Busy: the queue is at its global cap; ``retry_after`` is a hint in seconds.
             QuotaExceeded: over a budget; ``retry_after`` when it frees up, where known.
+            BackendUnavailable: Redis cannot be reached (after the client's retries); nothing
+                was accepted, and the user is told to try again.
         """
+        try:
+            return await self._submit_request(request, with_position=with_position, now=now)
+        except (RedisError, OSError) as exc:
+            metrics.REFUSALS.labels(request.requester.platform, BackendUnavailable.code).inc()
+            raise BackendUnavailable(f"Redis: {type(exc).__name__}") from exc
+
+    async def _submit_request(
+        self, request: GenerationRequest, *, with_position: bool, now: float | None
+    ) -> Submitted:
         platform = request.requester.platform
         metrics.SUBMISSIONS.labels(platform, request.task.value).inc()
         job_id = job_id_for(platform, request.source_id)

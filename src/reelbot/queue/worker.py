@@ -69,7 +69,10 @@ LOAD_TIMEOUT_S = 1800.0
 SETTLE_LOG_S = 30.0
 REDIS_RETRY_S = 2.0
 
-StopReason = Literal["cancel", "timeout", "shutdown", "lease"]
+STALL_GRACE_S = 2.0
+"""How long a stalled pipeline call gets to honour its cancel event before it is abandoned."""
+
+StopReason = Literal["cancel", "timeout", "shutdown", "lease", "stall"]
 
 
 class GenerationOutput(Protocol):
@@ -128,6 +131,10 @@ class _Shutdown(Exception):
     """Internal: the job was stopped because the worker is shutting down."""
 
 
+class _Stalled(Exception):
+    """Internal: the pipeline call made no step for ``stall_s`` (the watchdog)."""
+
+
 async def _generate(ctx: dict[str, object], job_id: str) -> None:
     worker = ctx["worker"]
     assert isinstance(worker, GenerationWorker)
@@ -176,6 +183,8 @@ class GenerationWorker(QueueWorker):
         self.runs: dict[str, _Run] = {}
         self.batches: dict[str, Batch] = {}
         """The batch of each job claimed into one (batching on)."""
+        self.on_stall: Callable[[], None] = self._fresh_pipeline_thread
+        """Called when a stalled pipeline call is abandoned: start a fresh pipeline thread."""
         gpu.listeners.append(self.wake)
 
     # -- QueueWorker hooks ---------------------------------------------------------------------
@@ -310,7 +319,11 @@ class GenerationWorker(QueueWorker):
         params = record.params
         labels = (params.model, params.task.value)
 
+        # The watchdog's clock: when the call last stepped (0: its model is still loading).
+        last_step = [0.0]
+
         def on_progress(progress: StepProgress) -> None:
+            last_step[0] = time.monotonic()
             publisher.on_progress(progress)
             loop.call_soon_threadsafe(self.gpu.stepped, progress.step, progress.total)
 
@@ -323,6 +336,10 @@ class GenerationWorker(QueueWorker):
             if not deadline.expired():
                 with contextlib.suppress(RuntimeError):  # the wait already ended
                     deadline.reschedule(loop.time() + seconds)
+
+        def loaded() -> None:
+            last_step[0] = time.monotonic()
+            extend(limit_s)
 
         def on_start(size: int = 1) -> None:
             # On the loop as the thread takes the job; Redis is written beside the call.
@@ -352,7 +369,7 @@ class GenerationWorker(QueueWorker):
                 self.runner.preload(params.model, params.task)
                 # The job's own limit starts once its model is loaded: a cold load is not
                 # the job's fault.
-                loop.call_soon_threadsafe(extend, limit_s)
+                loop.call_soon_threadsafe(loaded)
                 begun = time.perf_counter()
                 out = self.runner.generate(
                     params, image, on_progress=on_progress, cancel=run.cancel
@@ -381,14 +398,21 @@ class GenerationWorker(QueueWorker):
                 on_progress,
                 run.cancel,
                 started=lambda size: loop.call_soon_threadsafe(on_start, size),
-                loaded=lambda: loop.call_soon_threadsafe(extend, limit_s),
+                loaded=lambda: loop.call_soon_threadsafe(loaded),
                 finished=finished,
             )
             future = batch.join(record.id, item)
         output: GenerationOutput | None = None
         try:
             async with deadline:
-                output = await asyncio.shield(future)
+                output = await self._watch(future, last_step)
+        except _Stalled:
+            run.stop("stall")
+            done, _ = await asyncio.wait({future}, timeout=STALL_GRACE_S)
+            if not done:
+                self._abandon(record.id)
+        except Retry:
+            raise
         except TimeoutError:
             if not deadline.expired():
                 raise
@@ -414,6 +438,37 @@ class GenerationWorker(QueueWorker):
             return output
         await self._after_stop(run, record, future)
         return None
+
+    async def _watch(
+        self, future: asyncio.Future[GenerationOutput], last_step: list[float]
+    ) -> GenerationOutput:
+        """The call's output; ``_Stalled`` once it has gone ``stall_s`` without a step."""
+        stall_s = self.settings.stall_s
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=min(1.0, stall_s / 4))
+            if done:
+                if future.cancelled():
+                    # Dropped from an abandoned pipeline thread's queue: run it again.
+                    raise Retry(defer=0.5)
+                return future.result()
+            if last_step[0] and time.monotonic() - last_step[0] > stall_s:
+                raise _Stalled
+
+    def _abandon(self, job_id: str) -> None:
+        """Give up on a pipeline thread that ignores its cancel event; start a fresh one."""
+        log.error(
+            "job %s: no pipeline step for %.0fs and the call did not stop; "
+            "its thread is abandoned and a fresh one started",
+            job_id,
+            self.settings.stall_s,
+        )
+        self.gpu.finished(job_id)
+        self.on_stall()
+
+    def _fresh_pipeline_thread(self) -> None:
+        old = self.pipeline_thread
+        self.pipeline_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
+        old.shutdown(wait=False, cancel_futures=True)
 
     async def _settle(self, future: asyncio.Future[GenerationOutput]) -> None:
         """Wait for the pipeline thread to return after its cancel event was set."""
@@ -462,6 +517,13 @@ class GenerationWorker(QueueWorker):
                 "timeout",
                 f"This job ran past its {limit}s limit and was stopped. "
                 "Try fewer steps, fewer frames or a smaller size.",
+            )
+        elif run.reason == "stall":
+            await self._fail(
+                record,
+                "stalled",
+                f"This job made no progress for {round(self.settings.stall_s)}s and was stopped. "
+                "Please try again.",
             )
         elif run.reason == "shutdown":
             raise _Shutdown
@@ -633,7 +695,19 @@ async def serve_generation(
 
         classifier = await asyncio.to_thread(load_classifier)
     gpu = GpuSlot()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline") as pipeline_thread:
+    pipeline_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
+    abandoned: list[ThreadPoolExecutor] = []
+    workers: list[GenerationWorker] = []
+
+    def fresh_pipeline_thread() -> None:
+        # The workers of all queues share one pipeline thread: give them all the new one.
+        abandoned.append(workers[0].pipeline_thread)
+        fresh = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
+        for w in workers:
+            w.pipeline_thread = fresh
+        abandoned[-1].shutdown(wait=False, cancel_futures=True)
+
+    try:
         # Before any job is taken: a load or compile now is not charged to the first job.
         await preload_defaults(settings, runner, queues, pipeline_thread, stop)
         if stop.is_set():
@@ -651,6 +725,8 @@ async def serve_generation(
             )
             for queue in queues
         ]
+        for w in workers:
+            w.on_stall = fresh_pipeline_thread
         tasks = [asyncio.create_task(w.async_run()) for w in workers]
         if ready is not None:
             ready(workers)
@@ -667,3 +743,7 @@ async def serve_generation(
                     outcome, asyncio.CancelledError
                 ):
                     log.error("worker stopped with an error", exc_info=outcome)
+    finally:
+        # Wait for the pipeline thread in use; an abandoned (hung) one is left behind.
+        current = workers[0].pipeline_thread if workers else pipeline_thread
+        current.shutdown(wait=True)

@@ -20,7 +20,14 @@ class ReelbotClient(discord.Client):
         # Slash commands and buttons arrive as interactions, which need no intents at all.
         # Without the guilds intent no GUILD_CREATE follows READY, so discord.py's wait for them
         # (2 s by default) only delays start-up.
-        super().__init__(intents=discord.Intents.none(), guild_ready_timeout=0.1)
+        # Prompts are echoed in status messages and captions: "@everyone" or a role mention in
+        # one must never ping. Every send and edit defaults to no mentions; the one post that
+        # must notify its requester names that user explicitly.
+        super().__init__(
+            intents=discord.Intents.none(),
+            guild_ready_timeout=0.1,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
         self.tree: Tree = build_tree(self)
         self.guild_id = guild_id
         self.sync_commands = sync_commands

@@ -48,6 +48,8 @@ CLIENT_HEADER = "x-reelbot-client"
 KEEPALIVE_S = 15.0
 """A comment line this often keeps proxies and the browser from closing an idle stream."""
 _ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+MAX_FORM_BYTES = DEFAULT_MAX_BYTES + 64 * 1024
+"""The largest command form: one image at the limit, plus the text fields and multipart framing."""
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
 
 
@@ -128,6 +130,9 @@ def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> 
     async def command(request: Request) -> Response:
         # A custom header makes a cross-site POST need a preflight, which is never answered.
         client = request.headers.get(CLIENT_HEADER)
+        if _declared_length(request) > MAX_FORM_BYTES:
+            # Refused from the header alone, before a byte of the body is read or spooled.
+            return _error(413, "too_large", _TOO_BIG)
         try:
             client = _id(client, "client id")
             async with request.form(max_files=1, max_fields=8) as form:
@@ -194,6 +199,15 @@ def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> 
     return Starlette(routes=routes, middleware=middleware if loopback else [])
 
 
+_TOO_BIG = "That image is over 20 MB. Send a PNG, JPEG or WEBP image under 20 MB."
+
+
+def _declared_length(request: Request) -> int:
+    """The request's Content-Length, 0 when absent or not a number."""
+    value = request.headers.get("content-length", "")
+    return int(value) if value.isdigit() else 0
+
+
 def _field(value: str | UploadFile | None) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -203,7 +217,7 @@ async def _upload(value: str | UploadFile | None) -> bytes | None:
         return None
     data = await value.read(DEFAULT_MAX_BYTES + 1)
     if len(data) > DEFAULT_MAX_BYTES:
-        raise InvalidImage("That image is over 20 MB. Send a PNG, JPEG or WEBP image under 20 MB.")
+        raise InvalidImage(_TOO_BIG)
     return data or None
 
 
