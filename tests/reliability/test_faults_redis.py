@@ -39,8 +39,6 @@ REPS = range(REPEATS)
 
 pytestmark = [
     pytest.mark.timeout(int(120 + OUTAGE_S)),
-    # A client of a killed or restarted peer may be collected in a later test: not a failure.
-    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
 ]
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from reelbot import metrics
 from reelbot.catalog import load_catalog
@@ -69,11 +70,27 @@ def run_worker(settings: Settings, queues: Sequence[str]) -> None:
     runner = make_runner(settings)
     url = settings.effective_redis_url
 
+    hung = 0
+
     async def serve(stop: asyncio.Event) -> None:
-        await serve_generation(settings, runner, queues, redis_url=url, stop=stop)
+        nonlocal hung
+        hung = await serve_generation(settings, runner, queues, redis_url=url, stop=stop)
 
     print(f"reelbot worker: {', '.join(queues)} on {url}", file=sys.stderr, flush=True)
     asyncio.run(until_signal(serve))
+    exit_past_hung_calls(hung)
+
+
+def exit_past_hung_calls(hung: int) -> None:
+    """Exit now when a pipeline call the watchdog abandoned is still hung: Python would wait
+    for its thread forever. Everything else has been closed by then; the jobs are back in
+    the queue or failed as stalled."""
+    if hung:
+        log.warning("exiting without waiting for %d hung pipeline call(s)", hung)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def load_adapter(target: str) -> Adapter | None:
@@ -102,6 +119,7 @@ def run_up(
         server.start()
         settings = settings.model_copy(update={"redis_url": server.url})
     url = settings.effective_redis_url
+    hung = 0
     try:
         metrics.serve(
             settings.metrics_port,
@@ -115,11 +133,12 @@ def run_up(
         queues = [settings.image_queue, settings.video_queue]
 
         async def serve(stop: asyncio.Event) -> None:
-            parts: list[Awaitable[None]] = [
+            nonlocal hung
+            parts: list[Awaitable[Any]] = [
                 serve_generation(settings, runner, queues, redis_url=url, stop=stop)
             ]
             parts += [adapter(settings, stop) for _, adapter in loaded]
-            await asyncio.gather(*parts)
+            hung = (await asyncio.gather(*parts))[0]
 
         names = ", ".join(["worker", *(t for t, _ in loaded)])
         print(f"reelbot up: Redis at {url}; running {names}", file=sys.stderr, flush=True)
@@ -128,3 +147,4 @@ def run_up(
         # Last: the workers put their jobs back before the server goes away.
         if server is not None:
             server.stop()
+    exit_past_hung_calls(hung)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import threading
@@ -467,7 +468,7 @@ class GenerationWorker(QueueWorker):
 
     def _fresh_pipeline_thread(self) -> None:
         old = self.pipeline_thread
-        self.pipeline_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
+        self.pipeline_thread = PipelineThread()
         old.shutdown(wait=False, cancel_futures=True)
 
     async def _settle(self, future: asyncio.Future[GenerationOutput]) -> None:
@@ -676,6 +677,24 @@ class GenerationWorker(QueueWorker):
         )
 
 
+_pipeline_threads = itertools.count()
+
+
+class PipelineThread(ThreadPoolExecutor):
+    """The single thread every pipeline call of a process goes through, named uniquely so that
+    an abandoned one can be found among the live threads."""
+
+    def __init__(self) -> None:
+        self.name = f"pipeline-{next(_pipeline_threads)}"
+        super().__init__(max_workers=1, thread_name_prefix=self.name)
+
+
+def _still_running(executors: Sequence[PipelineThread]) -> int:
+    """How many of these (abandoned) pipeline threads are still stuck in a call."""
+    prefixes = tuple(f"{ex.name}_" for ex in executors)
+    return sum(1 for t in threading.enumerate() if t.name.startswith(prefixes) and t.is_alive())
+
+
 async def serve_generation(
     settings: Settings,
     runner: PipelineRunner,
@@ -685,8 +704,12 @@ async def serve_generation(
     stop: asyncio.Event,
     results: ResultStore | None = None,
     ready: Callable[[list[GenerationWorker]], None] | None = None,
-) -> None:
-    """Run one generation worker per queue on one GPU until ``stop`` is set."""
+) -> int:
+    """Run one generation worker per queue on one GPU until ``stop`` is set.
+
+    Returns how many pipeline calls abandoned by the watchdog are still hung: their threads
+    never end, so the process must exit without waiting for them (``os._exit``).
+    """
     from reelbot.queue.connection import connect
 
     classifier: Scorer | None = None
@@ -695,23 +718,24 @@ async def serve_generation(
 
         classifier = await asyncio.to_thread(load_classifier)
     gpu = GpuSlot()
-    pipeline_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
-    abandoned: list[ThreadPoolExecutor] = []
+    pipeline_thread = PipelineThread()
+    abandoned: list[PipelineThread] = []
     workers: list[GenerationWorker] = []
 
     def fresh_pipeline_thread() -> None:
         # The workers of all queues share one pipeline thread: give them all the new one.
-        abandoned.append(workers[0].pipeline_thread)
-        fresh = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
+        nonlocal pipeline_thread
+        abandoned.append(pipeline_thread)
+        pipeline_thread = PipelineThread()
         for w in workers:
-            w.pipeline_thread = fresh
+            w.pipeline_thread = pipeline_thread
         abandoned[-1].shutdown(wait=False, cancel_futures=True)
 
     try:
         # Before any job is taken: a load or compile now is not charged to the first job.
         await preload_defaults(settings, runner, queues, pipeline_thread, stop)
         if stop.is_set():
-            return
+            return 0
         workers = [
             GenerationWorker(
                 redis=connect(redis_url, queue=queue),
@@ -745,5 +769,8 @@ async def serve_generation(
                     log.error("worker stopped with an error", exc_info=outcome)
     finally:
         # Wait for the pipeline thread in use; an abandoned (hung) one is left behind.
-        current = workers[0].pipeline_thread if workers else pipeline_thread
-        current.shutdown(wait=True)
+        pipeline_thread.shutdown(wait=True)
+    hung = _still_running(abandoned)
+    if hung:
+        log.warning("%d abandoned pipeline call(s) still hung at shutdown", hung)
+    return hung
