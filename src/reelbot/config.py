@@ -106,9 +106,6 @@ class Settings(BaseSettings):
     fair_spacing_s: float = Field(
         default=2.0, ge=0, description="queue gap between one server's jobs, for fair order"
     )
-    fair_horizon_s: float = Field(
-        default=600.0, gt=0, description="how far back queue scores go (limits the fair gap)"
-    )
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535, description="Prometheus /metrics port; unset: off"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 
 import pytest
 from arq.connections import ArqRedis
@@ -235,3 +236,24 @@ async def test_fair_order_a_flooding_server_does_not_starve_another(
     order = [r.request.source_id for r in started]
     # B's one job runs second, ahead of nine of A's ten.
     assert order.index("b-0") == 1, order
+
+
+async def test_fair_order_never_makes_a_backlog_wait_on_the_clock(
+    redis: ArqRedis, settings: Settings, catalog: Catalog
+) -> None:
+    """However long one server's backlog, every waiting job is due at once: the fair order
+    only orders (a flood used to be spaced into the future and drained one job per spacing)."""
+    spaced = make_settings(settings.effective_redis_url, settings.data_dir, fair_spacing_s=60.0)
+    jobs = JobQueue(redis, spaced, unit_catalog(catalog))
+    flood = [
+        await jobs.submit(ask(f"f-{i}", user=f"f{i}", server="F", platform="web"))
+        for i in range(40)
+    ]
+    other = await jobs.submit(ask("g-0", user="g", server="G", platform="web"))
+    queue = other.record.queue
+    now_ms = int(time.time() * 1000)
+    due = [m.decode() for m in await redis.zrangebyscore(queue, "-inf", now_ms)]
+    assert len(due) == 41 == await redis.zcard(queue)
+    # G's first job goes right after the head; F's keep their order.
+    assert due.index(other.record.id) == 1
+    assert [d for d in due if d != other.record.id] == [s.record.id for s in flood]

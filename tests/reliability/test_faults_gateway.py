@@ -33,12 +33,13 @@ async def _running(url: str, job_id: str) -> None:
     redis = connect(url)
     try:
         records = RecordStore(redis, finished_ttl_s=3600)
-        async with asyncio.timeout(30):
-            while (record := await records.get(job_id)) is None or record.status not in (
-                JobStatus.RUNNING,
-                JobStatus.ENCODING,
-            ):
-                await asyncio.sleep(0.02)
+        running = (JobStatus.RUNNING, JobStatus.ENCODING)
+        for _ in range(1500):
+            record = await records.get(job_id)
+            if record is not None and record.status in running:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"job {job_id} never ran")
     finally:
         await redis.aclose(close_connection_pool=True)
 

@@ -127,6 +127,8 @@ async def _drive(demu: DiscordEmulator, temu: TelegramEmulator) -> dict[str, Any
             telegram.append((i, update, sent, chat.id))
         await asyncio.sleep(max(0.0, started + SPREAD_S * (i + 1) / USERS - time.monotonic()))
 
+    arrived = time.monotonic()
+
     def refused(i: int) -> bool:
         return i % REFUSE_EVERY == REFUSE_EVERY - 1
 
@@ -159,6 +161,7 @@ async def _drive(demu: DiscordEmulator, temu: TelegramEmulator) -> dict[str, Any
     wait_s = 60.0 + USERS * 0.3
     with contextlib.suppress(TimeoutError):  # what is missing is counted as lost below
         await demu.wait_for(all_done, within=wait_s)
+    drain_s = time.monotonic() - arrived
     await asyncio.sleep(1.5)  # a late duplicate would show up here
     rss_end = rss_mb()
 
@@ -216,6 +219,8 @@ async def _drive(demu: DiscordEmulator, temu: TelegramEmulator) -> dict[str, Any
         "rss_start_mb": round(rss_start, 1),
         "rss_end_mb": round(rss_end, 1),
         "wall_s": round(time.monotonic() - started, 1),
+        # From the last arrival until the last result was posted: the backlog's drain.
+        "drain_s": round(drain_s, 1),
         "discord_violations": list(demu.violations),
         "posts": per_job,
     }

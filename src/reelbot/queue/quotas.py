@@ -45,16 +45,24 @@ _Q = f"{keys.PREFIX}quota:"
 RESERVATION_TTL_S = 7 * 24 * 3600
 """A reservation outlives any job record that could still settle it."""
 _EPS = 1e-6
+FAIR_MEMORY_S = 3600
+"""How long a server's place in the fair order (and the queue's virtual clock) outlives its
+last submit; the clock outlives every server's key, as every submit renews it."""
+VIRTUAL_SCORE_END = 10**12
+"""Fair-order scores are virtual milliseconds below this (2001 as a wall clock), so they are
+always due; arq's retries score by the wall clock and so sort after every waiting job."""
 _SCOPE_RE = re.compile(r"^(?:default|[a-z]+|[a-z]+:(?:server|user):[\w.-]+|discord:role:\d+)$")
 
 # Runs inside the submit script after the duplicate and global-cap checks and before any write;
 # refuses with {-2, reason, detail} or leaves the queue score to use in ``qscore``.
 # KEYS[8] reservation, [9] user's used credits, [10] server's used credits ('' for none),
 # [11] user's in-flight jobs, [12] server's in-flight jobs ('' for none), [13] user's last
-# submit, [14] the fair-order group's last queue score.
+# submit, [14] the fair-order group's last queue score, [15] the queue, [16] the queue's
+# virtual clock (the highest score given).
 # ARGV[10] cost, [11] now (s), [12] user daily, [13] server pool, [14] concurrent, [15] queue
 # (-1: unlimited), [16] cooldown s, [17] when the usage counters may expire (unix s),
-# [18] fair spacing ms, [19] fair horizon ms, [20] the job record key prefix.
+# [18] fair spacing ms, [19] how long the fair-order keys live (ms), [20] the job record key
+# prefix, [21] where virtual scores end (real ones, from arq's retries, are wall-clock ms).
 RESERVE_LUA = """
 local cost = tonumber(ARGV[10])
 local now = tonumber(ARGV[11])
@@ -108,14 +116,23 @@ end
 redis.call('HSET', KEYS[8], 'cost', ARGV[10], 'user_used', KEYS[9], 'server_used', KEYS[10],
   'user_jobs', KEYS[11], 'server_jobs', KEYS[12])
 redis.call('EXPIRE', KEYS[8], ARGV[5])
--- Fair order: a group's next job goes one spacing after its previous one, so a flood from one
--- server interleaves with others' first jobs. Scores sit a horizon in the past so that a
--- group's backlog is due at once and never waits on the clock.
-local horizon = tonumber(ARGV[19])
-local qscore = tonumber(ARGV[3]) - horizon
+-- Fair order, start-time fair queueing in virtual time: a job's queue score is the later of
+-- the queue's virtual clock (the score at its head, or the last score given while it was
+-- empty) and one spacing after its group's previous job, so a flood from one server
+-- interleaves with other servers' first jobs. Virtual scores are far below the wall clock in
+-- ms that arq compares them with: every waiting job is due at once and only the order
+-- differs; no job ever waits on the clock, however long a server's backlog.
+local spacing = tonumber(ARGV[18])
+local clock = tonumber(redis.call('GET', KEYS[16]) or '0')
+local head = redis.call('ZRANGE', KEYS[15], 0, 0, 'WITHSCORES')
+if head[2] and tonumber(head[2]) < tonumber(ARGV[21]) then clock = tonumber(head[2]) end
+local qscore = clock
 local glast = tonumber(redis.call('GET', KEYS[14]) or '')
-if glast and glast + tonumber(ARGV[18]) > qscore then qscore = glast + tonumber(ARGV[18]) end
-redis.call('SET', KEYS[14], tostring(qscore), 'PX', horizon)
+if glast and glast + spacing > qscore then qscore = glast + spacing end
+redis.call('SET', KEYS[14], tostring(qscore), 'PX', ARGV[19])
+local top = tonumber(redis.call('GET', KEYS[16]) or '0')
+if qscore > top then top = qscore end
+redis.call('SET', KEYS[16], tostring(top), 'PX', ARGV[19])
 """
 
 _SETTLE = """
@@ -171,6 +188,11 @@ def last_submit_key(scope: str) -> str:
 def fair_key(queue: str, group: str) -> str:
     """The last queue score given to a server's (or a direct user's) job."""
     return f"{_Q}fair:{queue}:{group}"
+
+
+def fair_clock_key(queue: str) -> str:
+    """The highest fair-order score given on a queue: its virtual clock while it is empty."""
+    return f"{_Q}fair-clock:{queue}"
 
 
 def parse_scope(text: str) -> str:
@@ -454,6 +476,8 @@ class QuotaBook:
             jobs_key(server) if server else "",
             last_submit_key(user),
             fair_key(queue, group),
+            queue,
+            fair_clock_key(queue),
         ]
         args = [
             repr(cost),
@@ -466,8 +490,9 @@ class QuotaBook:
             # Kept a day past the window, so ``quota usage`` can still answer for yesterday.
             str(int(end) + 86400),
             str(int(self.settings.fair_spacing_s * 1000)),
-            str(int(self.settings.fair_horizon_s * 1000)),
+            str(int(FAIR_MEMORY_S * 1000)),
             keys.record(""),
+            str(VIRTUAL_SCORE_END),
         ]
         return lua_keys, args, limits
 

@@ -118,6 +118,14 @@ DYNAMIC_ITEMS: tuple[type[_JobButton], ...] = (
 )
 
 
+_OURS = re.compile(rf"rb:(?:{'|'.join(item.action for item in DYNAMIC_ITEMS)}):{_JOB}")
+
+
+def is_ours(custom_id: str) -> bool:
+    """Whether one of the buttons above handles this custom_id (as discord.py matches them)."""
+    return _OURS.fullmatch(custom_id) is not None
+
+
 def status_view(job_id: str) -> discord.ui.View:
     """Buttons on a status message while the job runs."""
     view = discord.ui.View(timeout=None)

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import discord
 
-from reelbot.bots.discord.buttons import DYNAMIC_ITEMS
+from reelbot.bots.discord.buttons import DYNAMIC_ITEMS, is_ours
 from reelbot.bots.discord.commands import Tree, build_tree
 from reelbot.bots.discord.intake import Intake
 
 log = logging.getLogger(__name__)
+
+UNKNOWN_BUTTON = (
+    "This button isn't one reelbot knows (it may be from an older version). Run the command again."
+)
 
 
 class ReelbotClient(discord.Client):
@@ -46,3 +51,15 @@ class ReelbotClient(discord.Client):
         else:
             synced = await self.tree.sync()
         log.info("synced %d commands", len(synced))
+
+    async def on_interaction(self, interaction: discord.Interaction[discord.Client]) -> None:
+        """A button no handler matches (an old message, a forged custom_id) still gets an
+        answer; Discord would otherwise show "This interaction failed"."""
+        if interaction.type != discord.InteractionType.component:
+            return
+        data: dict[str, Any] = dict(interaction.data or {})
+        custom_id = str(data.get("custom_id", ""))
+        if is_ours(custom_id):
+            return
+        log.info("unknown button %r", custom_id[:100])
+        await interaction.response.send_message(UNKNOWN_BUTTON, ephemeral=True)

@@ -1,0 +1,217 @@
+"""Hypothesis drives the real Discord adapter through the emulator with forged interactions.
+
+Discord checks option types and ranges in its client, but an interaction payload can be forged
+(and Discord's own checks change): any option may arrive with any type and any value, a
+required one may be missing, a button's custom_id may name anything. Whatever arrives, the
+adapter acknowledges within Discord's 3 s, answers in words (a private refusal, or a status
+message that ends in a state), pings nobody, and keeps serving.
+
+The stack (Valkey, a worker, the emulators, the adapters) runs on its own event loop in a
+thread, so that hypothesis, which is synchronous, can drive it example by example.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import re
+import threading
+from collections.abc import Coroutine, Iterator
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reelbot.catalog import Catalog
+from reliability.stacks import DiscordEmulator, Interaction, Platforms, both_platforms
+
+from .conftest import SOAK
+
+T = TypeVar("T")
+
+EXAMPLES = 300 if SOAK else int(os.environ.get("REELBOT_FUZZ_EXAMPLES", "40"))
+ACK_S = 3.0
+ANSWER_S = 60.0
+
+pytestmark = pytest.mark.timeout(120 + EXAMPLES * 6)
+
+
+class Background:
+    """An async context manager entered on an event loop of its own, in a daemon thread."""
+
+    def __init__(self, manager: AbstractAsyncContextManager[Platforms]) -> None:
+        self.manager = manager
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 90.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def __enter__(self) -> Platforms:
+        self.thread.start()
+        return self.run(self.manager.__aenter__())
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.run(self.manager.__aexit__(None, None, None), timeout=120)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_catalog: Catalog,
+    tiny_data_dir: Path,
+    runner: Any,
+) -> Iterator[tuple[Background, Platforms]]:
+    runner.preload("tiny-zimage")
+    tmp = tmp_path_factory.mktemp("fuzz-discord")
+    background = Background(both_platforms(tmp, tiny_catalog, tiny_data_dir, runner, workers=1))
+    with background as up:
+        yield background, up
+
+
+# What a forged payload may carry: every JSON type Discord could send, at hostile sizes.
+TEXT = st.one_of(
+    st.text(max_size=200),
+    st.text(alphabet=st.characters(categories=["Cc", "Cf", "Zs", "Zl", "Zp"]), max_size=60),
+    st.sampled_from(
+        [
+            "@everyone @here <@&987654321098765432> **x** <b>x</b>",
+            "16:9",
+            "1:0",
+            "99999:1",
+            "tiny-zimage",
+            "tiny-wan",
+            "../../etc/passwd",
+            "a fox " * 2000,
+        ]
+    ),
+)
+VALUE = st.one_of(
+    TEXT,
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+)
+OPTION_NAMES = [
+    "negative",
+    "seed",
+    "aspect",
+    "steps",
+    "guidance",
+    "model",
+    "duration",
+    "fps",
+    "strength",
+    "job",
+    "bogus",
+]
+COMMANDS = ["imagine", "video", "cancel", "jobs", "quota", "models", "help"]
+users = itertools.count(600000000000000000)
+
+
+def _content(emu: DiscordEmulator, inter: Interaction) -> str:
+    return str((emu.original(inter) or {}).get("content") or "")
+
+
+def _answered(emu: DiscordEmulator, inter: Interaction) -> bool:
+    """The user has words to read: the response itself, or the deferred message edited, or a
+    followup."""
+    if inter.response_type is None:
+        return False
+    if _content(emu, inter).strip() or (emu.original(inter) or {}).get("embeds"):
+        return True
+    return any(m["content"] or m["attachments"] or m.get("embeds") for m in emu.followups(inter))
+
+
+def _no_pings(emu: DiscordEmulator, start: int) -> None:
+    """No call since ``start`` lets a mass or role mention ping."""
+    for call in emu.calls[start:]:
+        body = call.json if isinstance(call.json, dict) else {}
+        data = body.get("data", body) if isinstance(body.get("data"), dict) else body
+        content = str(data.get("content") or "")
+        if re.search(r"@(everyone|here)|<@&", content):
+            mentions = data.get("allowed_mentions")
+            assert mentions is not None, (call.method, call.path, content[:80])
+            assert "everyone" not in mentions.get("parse", []), mentions
+            assert "roles" not in mentions.get("parse", []) and not mentions.get("roles")
+
+
+def _check(background: Background, emu: DiscordEmulator, inter: Interaction, start: int) -> None:
+    async def answered() -> None:
+        await emu.wait_for(lambda: _answered(emu, inter), within=ANSWER_S)
+
+    background.run(answered())
+    assert inter.responded_at is not None
+    assert inter.responded_at - inter.created_at < ACK_S
+    if inter.response_type == 4:
+        assert inter.ephemeral or _content(emu, inter).strip()
+    assert emu.violations == []
+    _no_pings(emu, start)
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    command=st.sampled_from(COMMANDS),
+    prompt=st.none() | TEXT | st.integers(min_value=-(2**70), max_value=2**70),
+    options=st.dictionaries(st.sampled_from(OPTION_NAMES), VALUE, max_size=4),
+)
+def test_forged_slash_commands_are_answered(
+    stack: tuple[Background, Platforms], command: str, prompt: Any, options: dict[str, Any]
+) -> None:
+    background, up = stack
+    emu = up.discord
+    sent = dict(options)
+    if prompt is not None:
+        sent["prompt"] = prompt
+    start = len(emu.calls)
+    inter = background.run(emu.slash(command, sent, user_id=str(next(users))))
+    _check(background, emu, inter, start)
+
+
+@settings(
+    max_examples=max(10, EXAMPLES // 2),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    action=st.sampled_from(["rr", "var", "ani", "cx", "zz", ""]),
+    target=st.text(max_size=120) | st.from_regex(r"\A[a-z]{2}[0-9a-f]{16}\Z"),
+    member=st.booleans(),
+)
+def test_forged_button_clicks_are_answered(
+    stack: tuple[Background, Platforms], action: str, target: str, member: bool
+) -> None:
+    """A click on a real result message with a custom_id naming any job, or nothing known."""
+    background, up = stack
+    emu = up.discord
+    owner = "610000000000000000"
+
+    async def a_result() -> dict[str, Any]:
+        done = [m for m in emu.channel() if m["attachments"]]
+        if done:
+            return done[0]
+        inter = await emu.slash("imagine", {"prompt": "a result to click on"}, user_id=owner)
+        found: list[dict[str, Any]] = await emu.wait_for(
+            lambda: [m for m in emu.followups(inter) if m["attachments"]], within=ANSWER_S
+        )
+        return found[0]
+
+    message = background.run(a_result())
+    clicker = owner if member else str(next(users))
+    start = len(emu.calls)
+    custom_id = f"rb:{action}:{target}"[:100]
+    inter = background.run(emu.click(message["id"], custom_id, user_id=clicker))
+    _check(background, emu, inter, start)
