@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reelbot.catalog import Catalog
+from reelbot.jobs import job_id_for
 from reliability.stacks import DiscordEmulator, Interaction, Platforms, both_platforms
 
 from .conftest import SOAK
@@ -116,6 +117,8 @@ OPTION_NAMES = [
 ]
 COMMANDS = ["imagine", "video", "cancel", "jobs", "quota", "models", "help"]
 users = itertools.count(600000000000000000)
+RESULTS: list[tuple[dict[str, Any], str]] = []
+"""The result message the clicks go to, and its job, made on first use."""
 
 
 def _content(emu: DiscordEmulator, inter: Interaction) -> str:
@@ -147,6 +150,7 @@ def _no_pings(emu: DiscordEmulator, start: int) -> None:
 
 def _check(background: Background, emu: DiscordEmulator, inter: Interaction, start: int) -> None:
     async def answered() -> None:
+        await emu.wait_for(lambda: inter.response_type is not None, within=ACK_S + 2)
         await emu.wait_for(lambda: _answered(emu, inter), within=ANSWER_S)
 
     background.run(answered())
@@ -188,30 +192,31 @@ def test_forged_slash_commands_are_answered(
 )
 @given(
     action=st.sampled_from(["rr", "var", "ani", "cx", "zz", ""]),
-    target=st.text(max_size=120) | st.from_regex(r"\A[a-z]{2}[0-9a-f]{16}\Z"),
-    member=st.booleans(),
+    target=st.none() | st.text(max_size=120) | st.from_regex(r"\A[a-z]{2}[0-9a-f]{16}\Z"),
+    owner=st.booleans(),
 )
 def test_forged_button_clicks_are_answered(
-    stack: tuple[Background, Platforms], action: str, target: str, member: bool
+    stack: tuple[Background, Platforms], action: str, target: str | None, owner: bool
 ) -> None:
-    """A click on a real result message with a custom_id naming any job, or nothing known."""
+    """A click on a real result message, by its owner or anyone, with a custom_id naming its
+    job (None), another job or nothing known."""
     background, up = stack
     emu = up.discord
-    owner = "610000000000000000"
+    requester = "610000000000000000"
 
-    async def a_result() -> dict[str, Any]:
-        done = [m for m in emu.channel() if m["attachments"]]
-        if done:
-            return done[0]
-        inter = await emu.slash("imagine", {"prompt": "a result to click on"}, user_id=owner)
-        found: list[dict[str, Any]] = await emu.wait_for(
-            lambda: [m for m in emu.followups(inter) if m["attachments"]], within=ANSWER_S
-        )
-        return found[0]
+    async def a_result() -> tuple[dict[str, Any], str]:
+        if not RESULTS:
+            ask = {"prompt": "a result to click on"}
+            inter = await emu.slash("imagine", ask, user_id=requester)
+            found: list[dict[str, Any]] = await emu.wait_for(
+                lambda: [m for m in emu.followups(inter) if m["attachments"]], within=ANSWER_S
+            )
+            RESULTS.append((found[0], job_id_for("discord", inter.id)))
+        return RESULTS[0]
 
-    message = background.run(a_result())
-    clicker = owner if member else str(next(users))
+    message, job_id = background.run(a_result())
+    clicker = requester if owner else str(next(users))
     start = len(emu.calls)
-    custom_id = f"rb:{action}:{target}"[:100]
+    custom_id = f"rb:{action}:{job_id if target is None else target}"[:100]
     inter = background.run(emu.click(message["id"], custom_id, user_id=clicker))
     _check(background, emu, inter, start)

@@ -53,13 +53,24 @@ class ReelbotClient(discord.Client):
         log.info("synced %d commands", len(synced))
 
     async def on_interaction(self, interaction: discord.Interaction[discord.Client]) -> None:
-        """A button no handler matches (an old message, a forged custom_id) still gets an
-        answer; Discord would otherwise show "This interaction failed"."""
+        """A button no handler takes (an old message, a forged custom_id) still gets an answer;
+        Discord would otherwise show "This interaction failed". discord.py runs a button only
+        when its custom_id is on the clicked message; so does this check."""
         if interaction.type != discord.InteractionType.component:
             return
         data: dict[str, Any] = dict(interaction.data or {})
         custom_id = str(data.get("custom_id", ""))
-        if is_ours(custom_id):
+        if is_ours(custom_id) and _on_message(interaction.message, custom_id):
             return
         log.info("unknown button %r", custom_id[:100])
         await interaction.response.send_message(UNKNOWN_BUTTON, ephemeral=True)
+
+
+def _on_message(message: discord.Message | None, custom_id: str) -> bool:
+    if message is None:
+        return False
+    for row in message.components:
+        for child in getattr(row, "children", [row]):
+            if getattr(child, "custom_id", None) == custom_id:
+                return True
+    return False
