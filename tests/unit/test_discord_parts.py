@@ -167,6 +167,11 @@ async def test_throttle_keeps_one_edit_per_interval_and_the_latest_state() -> No
     await asyncio.sleep(0.15)
     assert shown == [1, 5]  # the intermediate states were dropped, the latest shown
     await throttle.aclose()
+    # A progress event that arrives while the adapter stops schedules nothing that would
+    # outlive the event loop.
+    await throttle.run("late", edit(7))
+    await throttle.run("late", edit(8))
+    assert shown == [1, 5] and not throttle._tasks
 
 
 def test_error_replies_by_class() -> None:

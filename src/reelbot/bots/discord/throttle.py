@@ -25,9 +25,14 @@ class EditThrottle:
         self._last: dict[str, float] = {}
         self._pending: dict[str, Action] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._closed = False
 
     async def run(self, key: str, action: Action) -> None:
-        """Edit now if allowed, else keep ``action`` as the one to run when the interval ends."""
+        """Edit now if allowed, else keep ``action`` as the one to run when the interval ends.
+
+        After ``aclose`` nothing is scheduled any more: the process is stopping."""
+        if self._closed:
+            return
         wait = self._last.get(key, -1e9) + self.interval - self._clock()
         if wait <= 0 and key not in self._tasks:
             self._last[key] = self._clock()
@@ -55,7 +60,8 @@ class EditThrottle:
         self._last.pop(key, None)
 
     async def aclose(self) -> None:
-        """Cancel the delayed edits."""
+        """Cancel the delayed edits; later ones are dropped."""
+        self._closed = True
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
