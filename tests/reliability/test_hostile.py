@@ -34,6 +34,7 @@ from reelbot.catalog import Catalog, Task, load_catalog
 from reelbot.errors import InvalidImage, InvalidPrompt, ReelbotError
 from reelbot.inputs import DEFAULT_MAX_PIXELS, load_input_image, probe_image
 from reelbot.jobs import GenerationParams
+from reliability.hostile import HOSTILE_TEXT, assert_no_pings
 from reliability.stacks import Chat, Interaction, Platforms, User, both_platforms
 
 MEMORY_PEAK_MB = 64.0
@@ -209,20 +210,6 @@ def test_mutated_images_decode_or_are_refused(
 
 
 # -- commands and captions -------------------------------------------------------------------------
-
-HOSTILE_TEXT = st.one_of(
-    st.text(max_size=300),
-    st.text(alphabet=st.characters(categories=["Cc", "Cf", "Zs", "Zl", "Zp"]), max_size=80),
-    st.sampled_from(
-        [
-            "<b>bold</b> <a href='javascript:alert(1)'>x</a> &amp; &lt;",
-            "**bold** __u__ ~~s~~ `code` ```block``` ||spoiler|| [link](https://evil.example)",
-            "@everyone @here <@123456789012345678> <@&987654321098765432>",
-            "--seed 99999999999999999999999999 --steps 1e309 --ar 1:0 --duration nan",
-            "\u202etxt.exe \u200b\u200d\ufeff \x00\x07\x1b[31m",
-        ]
-    ),
-)
 
 
 @settings(max_examples=200, deadline=None)
@@ -412,15 +399,7 @@ async def test_hostile_commands_and_attachments_on_both_platforms(up: Platforms)
         assert inter.responded_at is not None
         assert inter.responded_at - inter.created_at < 3.0
     assert demu.violations == []
-    for call in demu.calls:
-        body = call.json if isinstance(call.json, dict) else {}
-        data = body.get("data", body) if isinstance(body.get("data"), dict) else body
-        content = str(data.get("content") or "")
-        if re.search(r"@(everyone|here)|<@&", content):
-            mentions = data.get("allowed_mentions")
-            assert mentions is not None, (call.method, call.path, content[:80])
-            assert "everyone" not in mentions.get("parse", []), mentions
-            assert "roles" not in mentions.get("parse", []) and not mentions.get("roles")
+    assert_no_pings(demu.calls)
     for name in ("huge", "html"):
         inter = att_inters[name]
         assert inter.response_type == 4 and inter.ephemeral, name
