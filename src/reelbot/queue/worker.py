@@ -72,6 +72,9 @@ REDIS_RETRY_S = 2.0
 
 STALL_GRACE_S = 2.0
 """How long a stalled pipeline call gets to honour its cancel event before it is abandoned."""
+CLASSIFIER_THREADS = 2
+"""onnxruntime's threads for the NSFW classifier: it scores a few frames beside the encode,
+and left to itself it would take every core from ffmpeg and the event loop."""
 
 StopReason = Literal["cancel", "timeout", "shutdown", "lease", "stall"]
 
@@ -716,7 +719,7 @@ async def serve_generation(
     if settings.nsfw_check:
         from reelbot.generation.safety import load_classifier
 
-        classifier = await asyncio.to_thread(load_classifier)
+        classifier = await asyncio.to_thread(load_classifier, threads=CLASSIFIER_THREADS)
     gpu = GpuSlot()
     pipeline_thread = PipelineThread()
     abandoned: list[PipelineThread] = []
