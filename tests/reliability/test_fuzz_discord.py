@@ -7,19 +7,16 @@ adapter acknowledges within Discord's 3 s, answers in words (a private refusal, 
 message that ends in a state), pings nobody, and keeps serving.
 
 The stack (Valkey, a worker, the emulators, the adapters) runs on its own event loop in a
-thread, so that hypothesis, which is synchronous, can drive it example by example.
+thread (``Background``), so that hypothesis, which is synchronous, can drive it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
-import threading
-from collections.abc import Coroutine, Iterator
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,42 +24,19 @@ from hypothesis import strategies as st
 
 from reelbot.catalog import Catalog
 from reelbot.jobs import job_id_for
+from reliability.background import Background
 from reliability.hostile import HOSTILE_TEXT, assert_no_pings
 from reliability.stacks import DiscordEmulator, Interaction, Platforms, both_platforms
 
 from .conftest import SOAK
 
-T = TypeVar("T")
-
 EXAMPLES = 300 if SOAK else int(os.environ.get("REELBOT_FUZZ_EXAMPLES", "40"))
 ACK_S = 3.0
 ANSWER_S = 60.0
 
+Stack = tuple[Background[Platforms], Platforms]
+
 pytestmark = pytest.mark.timeout(120 + EXAMPLES * 6)
-
-
-class Background:
-    """An async context manager entered on an event loop of its own, in a daemon thread."""
-
-    def __init__(self, manager: AbstractAsyncContextManager[Platforms]) -> None:
-        self.manager = manager
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 90.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def __enter__(self) -> Platforms:
-        self.thread.start()
-        return self.run(self.manager.__aenter__())
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.run(self.manager.__aexit__(None, None, None), timeout=120)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(10)
-            self.loop.close()
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +45,7 @@ def stack(
     tiny_catalog: Catalog,
     tiny_data_dir: Path,
     runner: Any,
-) -> Iterator[tuple[Background, Platforms]]:
+) -> Iterator[Stack]:
     runner.preload("tiny-zimage")
     tmp = tmp_path_factory.mktemp("fuzz-discord")
     background = Background(both_platforms(tmp, tiny_catalog, tiny_data_dir, runner, workers=1))
@@ -125,7 +99,9 @@ def _answered(emu: DiscordEmulator, inter: Interaction) -> bool:
     return any(m["content"] or m["attachments"] or m.get("embeds") for m in emu.followups(inter))
 
 
-def _check(background: Background, emu: DiscordEmulator, inter: Interaction, start: int) -> None:
+def _check(
+    background: Background[Platforms], emu: DiscordEmulator, inter: Interaction, start: int
+) -> None:
     async def answered() -> None:
         await emu.wait_for(lambda: inter.response_type is not None, within=ACK_S + 2)
         await emu.wait_for(lambda: _answered(emu, inter), within=ANSWER_S)
@@ -150,7 +126,7 @@ def _check(background: Background, emu: DiscordEmulator, inter: Interaction, sta
     options=st.dictionaries(st.sampled_from(OPTION_NAMES), VALUE, max_size=4),
 )
 def test_forged_slash_commands_are_answered(
-    stack: tuple[Background, Platforms], command: str, prompt: Any, options: dict[str, Any]
+    stack: Stack, command: str, prompt: Any, options: dict[str, Any]
 ) -> None:
     background, up = stack
     emu = up.discord
@@ -173,7 +149,7 @@ def test_forged_slash_commands_are_answered(
     owner=st.booleans(),
 )
 def test_forged_button_clicks_are_answered(
-    stack: tuple[Background, Platforms], action: str, target: str | None, owner: bool
+    stack: Stack, action: str, target: str | None, owner: bool
 ) -> None:
     """A click on a real result message, by its owner or anyone, with a custom_id naming its
     job (None), another job or nothing known."""
