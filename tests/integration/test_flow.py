@@ -8,13 +8,17 @@ from io import BytesIO
 import pytest
 from arq.connections import ArqRedis
 from PIL import Image
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from reelbot.catalog import Task
+from reelbot.config import Settings
 from reelbot.errors import OutOfMemory
 from reelbot.generation.media import probe_video
 from reelbot.jobs import JobStatus
+from reelbot.queue import delivery as delivery_module
 from reelbot.queue import keys
-from reelbot.queue.delivery import enqueue_delivery
+from reelbot.queue.connection import connect
+from reelbot.queue.delivery import Delivery, DeliveryConsumer, enqueue_delivery
 from reelbot.queue.progress import ProgressEvent, ProgressSubscription, latest
 from reelbot.queue.storage import store_input
 from reelbot.queue.submit import JobQueue
@@ -194,3 +198,43 @@ async def test_progress_reaches_the_adapter_throttled_at_the_source(
     assert any(e.stage == "decoding" for e in seen)
     last = await latest(redis, job.record.id)
     assert last is not None and last.status == JobStatus.DELIVERED
+
+
+async def test_a_mark_lost_to_redis_is_written_later_without_a_second_post(
+    settings: Settings,
+    queue: JobQueue,
+    start_workers: StartWorkers,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redis fails right after the platform accepted the post: the retry writes the mark and
+    posts nothing again (the soak once saw a result posted twice this way)."""
+    monkeypatch.setattr(delivery_module, "RETRY_BASE_S", 0.1)
+    posted = Posted()
+
+    async def post(delivery: Delivery) -> str:
+        posted.deliveries.append(delivery)
+        return f"m{len(posted.deliveries)}"
+
+    client = connect(settings.effective_redis_url)
+    consumer = DeliveryConsumer(client, PLATFORM, post, settings=settings)
+    write_mark = consumer._write_mark
+    failures = [RedisConnectionError("Connection closed by server.")]
+
+    async def flaky(job_id: str, message_id: str | None, attempt: int) -> None:
+        if failures:
+            raise failures.pop()
+        await write_mark(job_id, message_id, attempt)
+
+    monkeypatch.setattr(consumer, "_write_mark", flaky)
+    task = asyncio.create_task(consumer.async_run())
+    try:
+        await start_workers()
+        job = await queue.submit(request(Task.IMAGINE, "a fox", "mark-lost"))
+        record = await wait_for_record(queue.records, job.record.id, delivered)
+    finally:
+        await consumer.close()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.aclose(close_connection_pool=True)
+    assert failures == []
+    assert len(posted.for_job(job.record.id)) == 1
+    assert record.posted_message_id == "m1" and record.post_attempts == 2

@@ -5,11 +5,13 @@ on ``reelbot:deliver:{platform}``; the platform's ``DeliveryConsumer`` posts it 
 record posted with a compare-and-set, so a re-run of the delivery job (a consumer crash, a
 duplicate enqueue) finds the mark and posts nothing.
 
-The one window left: the consumer dies after the platform accepted the post and before the
-mark is written. The re-run then posts again with the same ``idempotency_key``; a platform
-that deduplicates by a nonce (Discord's message ``nonce`` with ``enforce_nonce``) drops the
-second post, one that cannot (Telegram) shows it twice. Failed and cancelled jobs get a
-``notice`` delivery the same way, so the status message always ends in a final state.
+If Redis fails between the post and the mark, the consumer remembers the post and its retry
+only writes the mark. The one window left: the consumer dies after the platform accepted the
+post and before the mark is written. The re-run then posts again with the same
+``idempotency_key``; a platform that deduplicates by a nonce (Discord's message ``nonce`` with
+``enforce_nonce``) drops the second post, one that cannot (Telegram) shows it twice. Failed
+and cancelled jobs get a ``notice`` delivery the same way, so the status message always ends
+in a final state.
 """
 
 from __future__ import annotations
@@ -124,6 +126,9 @@ class DeliveryConsumer(QueueWorker):
         self.post = post
         self.records = RecordStore(redis, finished_ttl_s=settings.result_ttl_s)
         self.results = results or RedisResultStore(redis, ttl_s=settings.result_ttl_s)
+        self._unmarked: dict[str, str | None] = {}
+        """Posted by this process, the mark not yet written (Redis failed right after the
+        post): the retry writes the mark instead of posting twice."""
 
     async def deliver(self, job_id: str, attempt: int) -> None:
         """Post the job's result or notice unless it was posted already, then mark it posted."""
@@ -132,6 +137,12 @@ class DeliveryConsumer(QueueWorker):
             log.warning("delivery %s: no job record (expired?); nothing to post", job_id)
             return
         if record.posted_at is not None:
+            self._unmarked.pop(job_id, None)
+            return
+        if job_id in self._unmarked:
+            # Posted by this process already; only the mark failed (Redis went away): write
+            # the mark, never post again.
+            await self._mark_posted(job_id, self._unmarked[job_id], attempt)
             return
         data: bytes | None = None
         if record.status == JobStatus.DELIVERING and record.result is not None:
@@ -172,9 +183,14 @@ class DeliveryConsumer(QueueWorker):
             await self._undeliverable(job_id, f"{type(exc).__name__}: {exc}")
             return
         metrics.DELIVERIES.labels(self.platform, kind).inc()
+        self._unmarked[job_id] = message_id
         await self._mark_posted(job_id, message_id, attempt)
 
     async def _mark_posted(self, job_id: str, message_id: str | None, attempt: int) -> None:
+        await self._write_mark(job_id, message_id, attempt)
+        self._unmarked.pop(job_id, None)
+
+    async def _write_mark(self, job_id: str, message_id: str | None, attempt: int) -> None:
         now = time.time()
 
         def change(r: JobRecord) -> JobRecord | None:

@@ -40,6 +40,8 @@ SCAN_LIMIT = 200
 """How many queue entries one poll looks at; jobs held by other workers are skipped."""
 MAX_TRIES = 5
 """Runs of one job (crashes and transient retries included) before arq gives up on it."""
+CLOSE_WAIT_S = 10.0
+"""How long ``close`` waits for the poll loop to stop before closing the pool anyway."""
 
 # Claim up to ARGV[2] due jobs that nobody holds, in queue order, in one round trip. The
 # in-progress key is arq's own, so stock arq workers on the same queue still respect it.
@@ -148,6 +150,7 @@ class QueueWorker(Worker):
         self.held: set[str] = set()
         self.close_redis = close_redis
         self._wake = asyncio.Event()
+        self._closing = False
         self._claim = redis.register_script(_CLAIM)
         self._renew = redis.register_script(_RENEW)
 
@@ -193,6 +196,8 @@ class QueueWorker(Worker):
 
     async def main(self) -> None:
         """Poll when woken (a submit, a free slot) or every ``poll_delay`` as a fallback."""
+        if self._closing:
+            return  # closed before it started: nothing may touch the pool any more
         self.ctx["redis"] = self.pool
         self.ctx["worker"] = self
         if self.on_startup:
@@ -200,7 +205,7 @@ class QueueWorker(Worker):
         helpers = [asyncio.create_task(self._listen()), asyncio.create_task(self._beat())]
         backoff = 0.05
         try:
-            while True:
+            while not self._closing:
                 self._wake.clear()
                 try:
                     await self._poll_iteration()
@@ -336,10 +341,18 @@ class QueueWorker(Worker):
 
     async def close(self) -> None:
         """Stop, wait for the jobs' clean-up, unregister and close the connection pool."""
+        self._closing = True
         self.handle_sig(signal.SIGTERM)
         if not self._pool:
             return
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        # The poll loop and its helpers use the pool: they must be gone before it closes, or
+        # a poll in flight opens a connection that nothing ever closes.
+        main = self.main_task
+        if main is not None and main is not asyncio.current_task():
+            _, running = await asyncio.wait([main], timeout=CLOSE_WAIT_S)
+            if running:
+                log.warning("%s: the poll loop did not stop in time", self.queue_name)
         with contextlib.suppress(RedisError, OSError):
             async with self.pool.pipeline(transaction=False) as pipe:
                 pipe.delete(self.health_check_key, keys.worker(self.worker_id))
