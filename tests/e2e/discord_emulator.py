@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import itertools
 import json
 import re
 import time
@@ -33,12 +32,16 @@ MEMBER_PERMISSIONS = 265280
 ADMIN_PERMISSIONS = MEMBER_PERMISSIONS | MANAGE_GUILD
 EPHEMERAL = 1 << 6
 
-_snowflakes = itertools.count(int(time.time() * 1000 - 1420070400000) << 22)
+DISCORD_EPOCH_MS = 1420070400000
+_last_snowflake = [0]
 
 
 def snowflake() -> str:
-    """A fresh, increasing Discord id."""
-    return str(next(_snowflakes))
+    """A fresh, increasing Discord id that carries the current time, as Discord's do: discord.py
+    reads an interaction's ``created_at`` from it (the token's 15 minutes count from there)."""
+    now = (int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22
+    _last_snowflake[0] = max(_last_snowflake[0] + 1, now)
+    return str(_last_snowflake[0])
 
 
 class EmuClock:
