@@ -37,10 +37,10 @@ from rich.table import Table
 from reelbot.catalog import Task, load_catalog
 from reelbot.config import Settings
 from reelbot.jobs import GenerationParams, GenerationRequest, ReplyAddress, Requester
-from reelbot.queue.connection import connect
-from reelbot.queue.server import RedisServer
 from reelbot.queue.submit import JobQueue
-from reelbot.queue.worker import GenerationWorker, serve_generation
+from reelbot.runtime.server import RedisServer
+from reelbot.store.connection import connect
+from reelbot.worker.worker import GenerationWorker, serve_generation
 
 HERE = Path(__file__).resolve().parent
 JOB_S = 0.1

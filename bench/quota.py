@@ -30,12 +30,12 @@ from rich.table import Table
 from reelbot.catalog import Task, load_catalog
 from reelbot.config import Settings
 from reelbot.errors import QuotaExceeded
+from reelbot.governance.quotas import RESERVE_LUA, Limits
 from reelbot.jobs import GenerationRequest, ReplyAddress, Requester
 from reelbot.queue import submit as submit_module
-from reelbot.queue.connection import connect
-from reelbot.queue.quotas import RESERVE_LUA, Limits
-from reelbot.queue.server import RedisServer
 from reelbot.queue.submit import JobQueue
+from reelbot.runtime.server import RedisServer
+from reelbot.store.connection import connect
 
 _NO_QUOTA = "local qscore = tonumber(ARGV[3])\n"
 

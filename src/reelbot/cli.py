@@ -222,7 +222,7 @@ def _cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     """``reelbot worker``: run an arq worker on one or more generation queues."""
-    from reelbot.queue.service import run_worker
+    from reelbot.runtime.lifecycle import run_worker
 
     queues = _worker_queues(settings, args.queue)
     _serve_metrics(settings, gpu=True)
@@ -245,7 +245,7 @@ def _serve_metrics(settings: Settings, *, gpu: bool = False) -> None:
 
 def watched_queues(settings: Settings) -> list[str]:
     """Every queue whose depth the metrics report: generation, then each delivery queue."""
-    from reelbot.queue import keys
+    from reelbot.store import keys
 
     return [
         settings.image_queue,
@@ -258,7 +258,7 @@ def _cmd_health(settings: Settings, args: argparse.Namespace) -> int:
     """``reelbot health``: 0 when Redis answers (and, with ``--worker``, a worker is live)."""
     import asyncio
 
-    from reelbot.queue.health import check
+    from reelbot.runtime.health import check
 
     problem = asyncio.run(
         check(
@@ -325,9 +325,9 @@ async def _jobs(settings: Settings, args: argparse.Namespace) -> int:
 
     from reelbot.catalog import load_catalog
     from reelbot.jobs import JobStatus
-    from reelbot.queue.connection import connect
     from reelbot.queue.ops import job_detail, jobs_table
     from reelbot.queue.submit import JobQueue
+    from reelbot.store.connection import connect
 
     console = Console()
     # An operator at a prompt wants a quick "cannot reach", not 15 s of retries.
@@ -379,10 +379,10 @@ async def _quota(settings: Settings, args: argparse.Namespace) -> int:
     """The ``quota`` subcommands against Redis."""
     import getpass
 
-    from reelbot.queue import audit
-    from reelbot.queue.connection import connect
-    from reelbot.queue.quota_admin import parse_assignments
-    from reelbot.queue.quotas import QuotaBook, credits, parse_scope
+    from reelbot.governance import audit
+    from reelbot.governance.admin import parse_assignments
+    from reelbot.governance.quotas import QuotaBook, credits, parse_scope
+    from reelbot.store.connection import connect
 
     scope = parse_scope(args.scope) if hasattr(args, "scope") else None
     values = parse_assignments(args.values) if args.quota_command == "set" else {}
@@ -433,8 +433,8 @@ async def _policy(settings: Settings, args: argparse.Namespace) -> int:
     """The ``policy`` command against Redis."""
     import getpass
 
-    from reelbot.queue.connection import connect
-    from reelbot.queue.policy import PolicyStore, apply
+    from reelbot.governance.policy import PolicyStore, apply
+    from reelbot.store.connection import connect
 
     platform, _, rest = args.scope.partition(":")
     kind, _, ident = rest.partition(":")
@@ -451,7 +451,7 @@ async def _policy(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _limits(values: dict[str, float]) -> str:
-    from reelbot.queue.quotas import credits
+    from reelbot.governance.quotas import credits
 
     return " ".join(f"{k}={credits(v)}" for k, v in sorted(values.items())) or "(inherits)"
 
@@ -468,7 +468,7 @@ def _cmd_telegram(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     """``reelbot up``: the whole service on one machine."""
-    from reelbot.queue.service import run_up
+    from reelbot.runtime.lifecycle import run_up
 
     run_up(settings, _up_adapters(settings), metrics_queues=watched_queues(settings))
     return 0

@@ -20,8 +20,8 @@ from pydantic_settings import (
 )
 
 from reelbot.catalog import Task
+from reelbot.content import OutputMode, check_pattern
 from reelbot.errors import ConfigError
-from reelbot.policy import OutputMode, check_pattern
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 ENV_PREFIX = "REELBOT_"

@@ -107,7 +107,7 @@ class RedisCollector(Collector):
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         """One gauge family per reading; nothing at all when Redis does not answer."""
-        from reelbot.queue import keys
+        from reelbot.store import keys
 
         try:
             pipe = self.client.pipeline(transaction=False)

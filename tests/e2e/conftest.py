@@ -26,7 +26,7 @@ from typing import Any  # noqa: E402
 @pytest.fixture(scope="session")
 def discord_redis_url(tmp_path_factory: pytest.TempPathFactory) -> _Iterator[str]:
     """A private Valkey (or redis-server) for the Discord end-to-end tests."""
-    from reelbot.queue.server import RedisServer
+    from reelbot.runtime.server import RedisServer
 
     with RedisServer(tmp_path_factory.mktemp("discord-redis")) as server:
         yield server.url
@@ -69,7 +69,7 @@ async def telegram_emu() -> AsyncIterator[TelegramEmulator]:
 @pytest.fixture(scope="session")
 def telegram_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A private Valkey (or redis-server) for the Telegram end-to-end tests."""
-    from reelbot.queue.server import RedisServer
+    from reelbot.runtime.server import RedisServer
 
     server = RedisServer(tmp_path_factory.mktemp("telegram-redis"))
     server.start()

@@ -20,11 +20,11 @@ from reelbot.bots.discord.service import run_up
 from reelbot.config import Settings
 from reelbot.generation.media import probe_video
 from reelbot.jobs import JobStatus, job_id_for
-from reelbot.queue.connection import connect
-from reelbot.queue.liveness import live_workers
-from reelbot.queue.progress import ProgressEvent, publish
-from reelbot.queue.records import RecordStore
-from reelbot.queue.worker import serve_generation
+from reelbot.store.connection import connect
+from reelbot.store.leases import live_workers
+from reelbot.store.progress import ProgressEvent, publish
+from reelbot.store.records import RecordStore
+from reelbot.worker.worker import serve_generation
 
 ALICE = "111111111111111111"
 BOB = "222222222222222222"

@@ -20,9 +20,9 @@ from test_telegram_e2e import replies, wait_result
 
 from reelbot.catalog import Catalog
 from reelbot.config import Settings
+from reelbot.governance.quotas import QuotaBook
 from reelbot.jobs import job_id_for
-from reelbot.queue.connection import connect
-from reelbot.queue.quotas import QuotaBook
+from reelbot.store.connection import connect
 
 pytestmark = pytest.mark.timeout(120)
 

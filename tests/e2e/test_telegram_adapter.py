@@ -29,7 +29,7 @@ from reelbot.bots.telegram.delivery import ResultMedia, post_result
 from reelbot.catalog import Catalog
 from reelbot.errors import Busy
 from reelbot.jobs import GenerationParams, GenerationRequest, JobStatus, Requester, job_id_for
-from reelbot.queue.server import free_port
+from reelbot.runtime.server import free_port
 
 ALICE = User(111, "Alice", "alice")
 BOB = User(222, "Bob", "bob")

@@ -28,9 +28,9 @@ from reelbot.catalog import Catalog
 from reelbot.config import Settings
 from reelbot.generation.runner import Runner
 from reelbot.jobs import JobStatus, job_id_for
-from reelbot.queue.connection import connect
-from reelbot.queue.records import RecordStore
-from reelbot.queue.worker import serve_generation
+from reelbot.store.connection import connect
+from reelbot.store.records import RecordStore
+from reelbot.worker.worker import serve_generation
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -21,7 +21,7 @@ from reelbot.catalog import load_catalog
 from reelbot.cli import main
 from reelbot.config import Settings
 from reelbot.errors import ConfigError
-from reelbot.queue.connection import connect
+from reelbot.store.connection import connect
 
 TOKEN = "s3cret-token"
 

@@ -24,12 +24,12 @@ from arq.connections import ArqRedis
 from reelbot.catalog import Catalog, Task, load_catalog
 from reelbot.config import Settings
 from reelbot.jobs import GenerationRequest, JobStatus, Options, ReplyAddress, Requester
-from reelbot.queue.connection import connect
 from reelbot.queue.delivery import Delivery, DeliveryConsumer
-from reelbot.queue.records import JobRecord, RecordStore
-from reelbot.queue.server import RedisServer
 from reelbot.queue.submit import JobQueue
-from reelbot.queue.worker import GenerationWorker, PipelineRunner, serve_generation
+from reelbot.runtime.server import RedisServer
+from reelbot.store.connection import connect
+from reelbot.store.records import JobRecord, RecordStore
+from reelbot.worker.worker import GenerationWorker, PipelineRunner, serve_generation
 
 REPO = Path(__file__).resolve().parents[2]
 PLATFORM = "web"

@@ -22,11 +22,11 @@ from PIL import Image
 from reelbot.catalog import Task
 from reelbot.config import Settings
 from reelbot.jobs import JobStatus
-from reelbot.queue import keys
-from reelbot.queue.progress import ProgressSubscription
-from reelbot.queue.records import JobRecord
 from reelbot.queue.submit import JobQueue
-from reelbot.queue.worker import PipelineRunner, serve_generation
+from reelbot.store import keys
+from reelbot.store.progress import ProgressSubscription
+from reelbot.store.records import JobRecord
+from reelbot.worker.worker import PipelineRunner, serve_generation
 
 from .conftest import (
     PLATFORM,

@@ -11,10 +11,10 @@ from reelbot.catalog import Catalog, Task
 from reelbot.config import Settings
 from reelbot.errors import Busy, JobNotFound
 from reelbot.jobs import GenerationRequest, JobStatus, Requester, job_id_for
-from reelbot.queue import keys
-from reelbot.queue.estimates import record_duration
-from reelbot.queue.progress import ProgressSubscription
 from reelbot.queue.submit import JobQueue
+from reelbot.store import keys
+from reelbot.store.estimates import record_duration
+from reelbot.store.progress import ProgressSubscription
 
 from .conftest import (
     PLATFORM,

@@ -16,12 +16,12 @@ from reelbot.errors import OutOfMemory
 from reelbot.generation.media import probe_video
 from reelbot.jobs import JobStatus
 from reelbot.queue import delivery as delivery_module
-from reelbot.queue import keys
-from reelbot.queue.connection import connect
 from reelbot.queue.delivery import Delivery, DeliveryConsumer, enqueue_delivery
-from reelbot.queue.progress import ProgressEvent, ProgressSubscription, latest
-from reelbot.queue.storage import store_input
 from reelbot.queue.submit import JobQueue
+from reelbot.store import keys
+from reelbot.store.connection import connect
+from reelbot.store.progress import ProgressEvent, ProgressSubscription, latest
+from reelbot.store.results import store_input
 
 from .conftest import PLATFORM, Posted, StartWorkers, delivered, request, wait_for_record
 

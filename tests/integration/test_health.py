@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from arq.connections import ArqRedis
 
-from reelbot.queue import keys
-from reelbot.queue.server import RedisServer, free_port
+from reelbot.runtime.server import RedisServer, free_port
+from reelbot.store import keys
 
 
 def _health(url: str, *args: str) -> subprocess.CompletedProcess[str]:

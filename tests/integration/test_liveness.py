@@ -15,10 +15,10 @@ from arq.connections import ArqRedis
 from reelbot.catalog import Task
 from reelbot.config import Settings
 from reelbot.jobs import JobStatus
-from reelbot.queue import keys
-from reelbot.queue.liveness import live_workers
-from reelbot.queue.progress import ProgressEvent, ProgressSubscription
 from reelbot.queue.submit import JobQueue
+from reelbot.store import keys
+from reelbot.store.leases import live_workers
+from reelbot.store.progress import ProgressEvent, ProgressSubscription
 
 from .conftest import (
     PLATFORM,

@@ -11,8 +11,8 @@ from reelbot.catalog import Task, load_catalog
 from reelbot.cli import main
 from reelbot.config import Settings
 from reelbot.jobs import JobStatus
-from reelbot.queue.connection import connect
 from reelbot.queue.submit import JobQueue
+from reelbot.store.connection import connect
 
 from .conftest import request
 

@@ -12,6 +12,8 @@ from arq.connections import ArqRedis
 from reelbot.catalog import Catalog, Task
 from reelbot.config import Settings
 from reelbot.errors import QuotaExceeded
+from reelbot.governance import quotas
+from reelbot.governance.quotas import window
 from reelbot.jobs import (
     GenerationRequest,
     JobStatus,
@@ -20,8 +22,6 @@ from reelbot.jobs import (
     Requester,
     resolve,
 )
-from reelbot.queue import quotas
-from reelbot.queue.quotas import window
 from reelbot.queue.submit import JobQueue
 
 from .conftest import Posted, StartWorkers, delivered, make_settings, wait_for_record

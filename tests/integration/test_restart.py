@@ -14,8 +14,8 @@ import pytest
 from reelbot.catalog import Task
 from reelbot.config import Settings
 from reelbot.jobs import JobStatus
-from reelbot.queue.server import RedisServer
 from reelbot.queue.submit import JobQueue
+from reelbot.runtime.server import RedisServer
 
 from .conftest import Posted, StartWorkers, delivered, make_settings, request, wait_for_record
 

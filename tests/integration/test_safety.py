@@ -14,12 +14,12 @@ from arq.connections import ArqRedis
 from reelbot.catalog import Catalog, Task
 from reelbot.config import Settings
 from reelbot.errors import ContentRefused
+from reelbot.governance import audit
+from reelbot.governance.policy import apply
 from reelbot.jobs import GenerationRequest, JobStatus, ReplyAddress, Requester, job_id_for
-from reelbot.queue import audit
-from reelbot.queue.policy import apply
-from reelbot.queue.records import JobRecord
-from reelbot.queue.server import RedisServer
 from reelbot.queue.submit import JobQueue
+from reelbot.runtime.server import RedisServer
+from reelbot.store.records import JobRecord
 
 from .conftest import PLATFORM, Posted, StartWorkers, make_settings, wait_for_record
 from .test_quotas_cli import reelbot

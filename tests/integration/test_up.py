@@ -16,10 +16,10 @@ import pytest
 from reelbot.catalog import Task, load_catalog
 from reelbot.cli import main
 from reelbot.jobs import JobStatus
-from reelbot.queue import server as server_module
-from reelbot.queue.connection import connect
-from reelbot.queue.server import free_port
 from reelbot.queue.submit import JobQueue
+from reelbot.runtime import server as server_module
+from reelbot.runtime.server import free_port
+from reelbot.store.connection import connect
 
 from .conftest import make_settings, request, tail, wait_for_record
 

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from reelbot.config import Settings
-from reelbot.queue.connection import connect
 from reelbot.queue.delivery import Delivery, DeliveryConsumer
+from reelbot.store.connection import connect
 
 
 async def main(url: str, platform: str, log: Path, delay_s: float) -> None:

@@ -19,10 +19,10 @@ from reelbot.bots.discord.service import run_up
 from reelbot.bots.telegram.service import TelegramService
 from reelbot.catalog import Catalog
 from reelbot.config import Settings
-from reelbot.queue.connection import connect
-from reelbot.queue.liveness import live_workers
-from reelbot.queue.server import RedisServer
-from reelbot.queue.worker import serve_generation
+from reelbot.runtime.server import RedisServer
+from reelbot.store.connection import connect
+from reelbot.store.leases import live_workers
+from reelbot.worker.worker import serve_generation
 
 __all__ = [
     "TOKEN",

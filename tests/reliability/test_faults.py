@@ -37,12 +37,12 @@ from reelbot.config import Settings
 from reelbot.errors import BackendUnavailable, RateLimited
 from reelbot.jobs import GenerationParams, JobStatus
 from reelbot.queue import delivery as delivery_module
-from reelbot.queue.connection import connect
 from reelbot.queue.delivery import Delivery, DeliveryConsumer
-from reelbot.queue.liveness import live_workers
-from reelbot.queue.progress import ProgressSubscription
 from reelbot.queue.submit import JobQueue
-from reelbot.queue.worker import PipelineRunner, serve_generation
+from reelbot.store.connection import connect
+from reelbot.store.leases import live_workers
+from reelbot.store.progress import ProgressSubscription
+from reelbot.worker.worker import PipelineRunner, serve_generation
 
 from .conftest import REPEATS, Figures
 

@@ -16,8 +16,8 @@ import pytest
 
 from reelbot.catalog import Catalog
 from reelbot.jobs import JobStatus, job_id_for
-from reelbot.queue.connection import connect
-from reelbot.queue.records import RecordStore
+from reelbot.store.connection import connect
+from reelbot.store.records import RecordStore
 from reliability.stacks import DiscordEmulator, Interaction, both_platforms
 
 from .conftest import REPEATS, Figures

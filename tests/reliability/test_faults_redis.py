@@ -28,9 +28,9 @@ from reelbot.catalog import Catalog, Task
 from reelbot.config import Settings
 from reelbot.errors import BackendUnavailable
 from reelbot.jobs import JobStatus
-from reelbot.queue.connection import connect
-from reelbot.queue.server import RedisServer
 from reelbot.queue.submit import JobQueue
+from reelbot.runtime.server import RedisServer
+from reelbot.store.connection import connect
 
 from .conftest import REPEATS, SOAK, Figures
 

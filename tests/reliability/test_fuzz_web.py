@@ -23,8 +23,8 @@ from reelbot.bots.web.app import build_app
 from reelbot.bots.web.chat import WebChat
 from reelbot.bots.web.hub import Hub
 from reelbot.catalog import load_catalog
-from reelbot.queue.connection import connect
-from reelbot.queue.server import RedisServer
+from reelbot.runtime.server import RedisServer
+from reelbot.store.connection import connect
 from reliability.background import Background
 from reliability.hostile import HOSTILE_TEXT
 

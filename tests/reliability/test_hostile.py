@@ -439,7 +439,7 @@ async def test_a_100_mb_upload_to_the_web_chat_is_refused_in_bounded_memory(
     from reelbot.bots.web.chat import WebChat
     from reelbot.bots.web.hub import Hub
     from reelbot.config import Settings
-    from reelbot.queue.connection import connect
+    from reelbot.store.connection import connect
 
     url = "redis://127.0.0.1:9/0"  # nothing listens: a request that gets through fails fast
     settings_ = Settings(redis_url=url, models="tiny", data_dir=tmp_path)

@@ -266,7 +266,7 @@ def test_queue_delivery_becomes_a_post() -> None:
     from reelbot.bots.discord.queue_backend import to_delivery
     from reelbot.errors import Cancelled
     from reelbot.queue.delivery import Delivery as QueueDelivery
-    from reelbot.queue.records import JobRecord, ResultInfo
+    from reelbot.store.records import JobRecord, ResultInfo
 
     request = _request()
     params = resolve(Task.IMAGINE, "a fox", load_catalog("tiny"), default_seed=3)

@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 
 from reelbot import metrics
-from reelbot.queue.server import free_port
+from reelbot.runtime.server import free_port
 
 
 def test_an_unreachable_redis_gives_no_series_rather_than_zeros() -> None:

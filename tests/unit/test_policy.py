@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from reelbot.config import Settings
+from reelbot.content import Blocklist, OutputMode, ServerPolicy, decide, normalise
 from reelbot.errors import ContentRefused, InvalidOption
-from reelbot.policy import Blocklist, OutputMode, ServerPolicy, decide, normalise
-from reelbot.queue.policy import edit
+from reelbot.governance.policy import edit
 
 # Stand-in words: the tests need words to block, not real ones.
 WORDS = ["forbidden", "red panda", "zorp"]

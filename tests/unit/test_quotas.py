@@ -8,9 +8,16 @@ import pytest
 
 from reelbot.config import Settings
 from reelbot.errors import InvalidOption
+from reelbot.governance.admin import parse_assignments, scope_of
+from reelbot.governance.quotas import (
+    Limits,
+    QuotaBook,
+    QuotaStatus,
+    parse_scope,
+    parse_value,
+    window,
+)
 from reelbot.jobs import Requester
-from reelbot.queue.quota_admin import parse_assignments, scope_of
-from reelbot.queue.quotas import Limits, QuotaBook, QuotaStatus, parse_scope, parse_value, window
 
 T0 = 1_800_000_000.0  # 2027-01-15 08:00 UTC
 

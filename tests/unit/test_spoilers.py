@@ -6,7 +6,7 @@ from reelbot.bots.web.page import render_page
 from reelbot.bots.web.views import job_view
 from reelbot.catalog import Task, load_catalog
 from reelbot.jobs import GenerationRequest, JobStatus, ReplyAddress, Requester, resolve
-from reelbot.queue.records import JobRecord, ResultInfo
+from reelbot.store.records import JobRecord, ResultInfo
 
 
 def _delivered(spoiler: bool) -> JobRecord:

@@ -30,11 +30,11 @@ from reelbot import logs, metrics
 from reelbot.config import Settings
 from reelbot.errors import RateLimited, TransientError
 from reelbot.jobs import JobStatus
-from reelbot.queue import keys
-from reelbot.queue.liveness import QueueWorker
-from reelbot.queue.progress import ProgressEvent, publish
-from reelbot.queue.records import JobRecord, RecordStore
-from reelbot.queue.storage import RedisResultStore, ResultStore
+from reelbot.store import keys
+from reelbot.store.leases import QueueWorker
+from reelbot.store.progress import ProgressEvent, publish
+from reelbot.store.records import JobRecord, RecordStore
+from reelbot.store.results import RedisResultStore, ResultStore
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from rich.table import Table
 
 from reelbot.jobs import JobStatus
-from reelbot.queue.estimates import Position
-from reelbot.queue.records import JobRecord
+from reelbot.store.estimates import Position
+from reelbot.store.records import JobRecord
 
 __all__ = ["age", "job_detail", "jobs_table"]
 

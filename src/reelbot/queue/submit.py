@@ -20,15 +20,15 @@ from reelbot import metrics
 from reelbot.catalog import Catalog
 from reelbot.config import Settings
 from reelbot.errors import BackendUnavailable, Busy, ContentRefused, JobNotFound, UserError
+from reelbot.governance.policy import PolicyStore
+from reelbot.governance.quotas import RESERVE_LUA, QuotaBook
 from reelbot.jobs import GenerationRequest, JobStatus, Requester, job_id_for, resolve
-from reelbot.queue import keys, serializer
 from reelbot.queue.delivery import enqueue_delivery
-from reelbot.queue.estimates import Position, estimate_s, queue_position, seconds_per_credit
-from reelbot.queue.liveness import live_workers
-from reelbot.queue.policy import PolicyStore
-from reelbot.queue.progress import ProgressEvent, publish
-from reelbot.queue.quotas import RESERVE_LUA, QuotaBook
-from reelbot.queue.records import ACTIVE_TTL_S, JobRecord, RecordStore
+from reelbot.store import keys, serializer
+from reelbot.store.estimates import Position, estimate_s, queue_position, seconds_per_credit
+from reelbot.store.leases import live_workers
+from reelbot.store.progress import ProgressEvent, publish
+from reelbot.store.records import ACTIVE_TTL_S, JobRecord, RecordStore
 
 __all__ = ["GENERATE", "CancelOutcome", "JobQueue", "Submitted"]
 

@@ -12,13 +12,13 @@ from reelbot.bots.discord.backend import Delivery, JobInfo, ProgressEvent, Ticke
 from reelbot.catalog import Catalog
 from reelbot.config import Settings
 from reelbot.errors import Cancelled, JobNotFound, UserError
+from reelbot.governance.admin import Admin, run_admin
 from reelbot.jobs import GenerationParams, GenerationRequest, JobStatus, Requester
 from reelbot.queue import delivery as queue_delivery
-from reelbot.queue import progress as queue_progress
-from reelbot.queue.liveness import live_workers
-from reelbot.queue.quota_admin import Admin, run_admin
-from reelbot.queue.storage import store_input
 from reelbot.queue.submit import JobQueue
+from reelbot.store import progress as queue_progress
+from reelbot.store.leases import live_workers
+from reelbot.store.results import store_input
 
 PLATFORM = "discord"
 PROGRESS_POLL_S = 0.5

@@ -11,8 +11,8 @@ from reelbot.bots.discord.app import DiscordAdapter
 from reelbot.bots.discord.queue_backend import PLATFORM, QueueBackend, delivery_hook
 from reelbot.catalog import load_catalog
 from reelbot.config import Settings
-from reelbot.queue.connection import connect
 from reelbot.queue.delivery import DeliveryConsumer
+from reelbot.store.connection import connect
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ async def run_up(settings: Settings, stop: asyncio.Event) -> None:
 
 def run_discord(settings: Settings) -> None:
     """``reelbot discord``: serve until SIGINT/SIGTERM, then wind down cleanly."""
-    # Not reelbot.queue.service's helpers: importing that module pulls in the generation
+    # Not reelbot.runtime.lifecycle's helpers: importing that module pulls in the generation
     # runner (torch), which the adapters must never load.
     if not logging.getLogger().handlers:
         logging.basicConfig(

@@ -12,12 +12,12 @@ from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
 from reelbot.errors import BackendUnavailable
+from reelbot.governance.admin import Admin, run_admin
 from reelbot.jobs import GenerationParams, GenerationRequest, Requester
-from reelbot.queue.progress import ProgressEvent
-from reelbot.queue.quota_admin import Admin, run_admin
-from reelbot.queue.records import JobRecord
-from reelbot.queue.storage import store_input
 from reelbot.queue.submit import JobQueue
+from reelbot.store.progress import ProgressEvent
+from reelbot.store.records import JobRecord
+from reelbot.store.results import store_input
 
 from .backend import JobInfo, Progress, Submitted
 

@@ -14,8 +14,8 @@ from reelbot.catalog import Catalog
 from reelbot.config import Settings
 from reelbot.errors import BackendUnavailable, RateLimited
 from reelbot.queue.delivery import Delivery, DeliveryConsumer
-from reelbot.queue.progress import ProgressSubscription
 from reelbot.queue.submit import JobQueue
+from reelbot.store.progress import ProgressSubscription
 
 from .app import TelegramAdapter, WebhookConfig
 from .delivery import ResultMedia, finish_status, post_result
@@ -193,7 +193,7 @@ async def run_telegram(settings: Settings, *, webhook: WebhookConfig | None = No
 
     from reelbot.catalog import load_catalog
     from reelbot.errors import ConfigError
-    from reelbot.queue.connection import connect
+    from reelbot.store.connection import connect
 
     from .app import CONFLICT_HELP
 
@@ -227,7 +227,7 @@ async def run_telegram(settings: Settings, *, webhook: WebhookConfig | None = No
 async def run_up(settings: Settings, stop: asyncio.Event) -> None:
     """Serve Telegram until ``stop`` is set (the ``reelbot up`` hook); off without a token."""
     from reelbot.catalog import load_catalog
-    from reelbot.queue.connection import connect
+    from reelbot.store.connection import connect
 
     from .app import CONFLICT_HELP
 

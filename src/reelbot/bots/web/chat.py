@@ -11,6 +11,7 @@ from reelbot.bots.web.views import HELP_TEXT, PLATFORM, job_view, models_text, u
 from reelbot.catalog import Catalog, Task
 from reelbot.config import Settings
 from reelbot.errors import InvalidImage, InvalidPrompt, JobNotFound, NotAllowed
+from reelbot.governance.admin import Admin, run_admin
 from reelbot.inputs import probe_image
 from reelbot.jobs import (
     GenerationRequest,
@@ -21,10 +22,9 @@ from reelbot.jobs import (
     merge_options,
     parse_prompt,
 )
-from reelbot.queue.quota_admin import Admin, run_admin
-from reelbot.queue.records import JobRecord
-from reelbot.queue.storage import RedisResultStore, store_input
 from reelbot.queue.submit import JobQueue
+from reelbot.store.records import JobRecord
+from reelbot.store.results import RedisResultStore, store_input
 
 __all__ = ["Action", "WebChat"]
 

@@ -23,9 +23,9 @@ from reelbot.catalog import load_catalog
 from reelbot.config import Settings
 from reelbot.errors import ConfigError
 from reelbot.jobs import JobStatus
-from reelbot.queue.connection import connect
 from reelbot.queue.delivery import Delivery, DeliveryConsumer
-from reelbot.queue.progress import ProgressSubscription
+from reelbot.store.connection import connect
+from reelbot.store.progress import ProgressSubscription
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ async def serve_web(settings: Settings, stop: asyncio.Event, sock: socket.socket
 
 def run_web(settings: Settings) -> None:
     """``reelbot web``: serve until SIGINT/SIGTERM, then wind down cleanly."""
-    # Not reelbot.queue.service's helpers: importing that module pulls in the generation
+    # Not reelbot.runtime.lifecycle's helpers: importing that module pulls in the generation
     # runner (torch), which the adapters must never load.
     if not logging.getLogger().handlers:
         logging.basicConfig(

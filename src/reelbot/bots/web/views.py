@@ -7,9 +7,9 @@ from typing import Any
 
 from reelbot.catalog import Catalog, Task
 from reelbot.jobs import JobStatus
-from reelbot.queue.estimates import Position
-from reelbot.queue.progress import ProgressEvent
-from reelbot.queue.records import JobRecord
+from reelbot.store.estimates import Position
+from reelbot.store.progress import ProgressEvent
+from reelbot.store.records import JobRecord
 
 __all__ = [
     "HELP_TEXT",

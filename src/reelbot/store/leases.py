@@ -30,7 +30,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from reelbot import metrics
-from reelbot.queue import keys, serializer
+from reelbot.store import keys, serializer
 
 log = logging.getLogger(__name__)
 

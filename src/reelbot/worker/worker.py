@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 from reelbot import logs, metrics
 from reelbot.catalog import Task
 from reelbot.config import Settings
+from reelbot.content import Verdict, decide
 from reelbot.errors import (
     Cancelled,
     ContentRefused,
@@ -42,20 +43,19 @@ from reelbot.errors import (
     TransientError,
     UserError,
 )
+from reelbot.governance.policy import PolicyStore
 from reelbot.jobs import GenerationParams, JobStatus
-from reelbot.policy import Verdict, decide
-from reelbot.queue import keys
-from reelbot.queue.batching import Batch, BatchItem, claim_batch
 from reelbot.queue.budgets import budget_for
 from reelbot.queue.delivery import enqueue_delivery
-from reelbot.queue.estimates import job_timeout_s, record_duration, seconds_per_credit
-from reelbot.queue.gpu import GpuSlot, preload_defaults
-from reelbot.queue.liveness import QueueWorker
-from reelbot.queue.policy import PolicyStore
-from reelbot.queue.progress import ProgressPublisher, StepProgress
-from reelbot.queue.records import JobRecord, RecordStore, ResultInfo
-from reelbot.queue.storage import RedisResultStore, ResultStore, load_input
 from reelbot.queue.submit import GENERATE
+from reelbot.store import keys
+from reelbot.store.estimates import job_timeout_s, record_duration, seconds_per_credit
+from reelbot.store.leases import QueueWorker
+from reelbot.store.progress import ProgressPublisher, StepProgress
+from reelbot.store.records import JobRecord, RecordStore, ResultInfo
+from reelbot.store.results import RedisResultStore, ResultStore, load_input
+from reelbot.worker.claiming import Batch, BatchItem, claim_batch
+from reelbot.worker.slot import GpuSlot, preload_defaults
 
 log = logging.getLogger(__name__)
 
@@ -713,7 +713,7 @@ async def serve_generation(
     Returns how many pipeline calls abandoned by the watchdog are still hung: their threads
     never end, so the process must exit without waiting for them (``os._exit``).
     """
-    from reelbot.queue.connection import connect
+    from reelbot.store.connection import connect
 
     classifier: Scorer | None = None
     if settings.nsfw_check:

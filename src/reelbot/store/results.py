@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 
 from redis.asyncio import Redis
 
-from reelbot.queue import keys
+from reelbot.store import keys
 
 __all__ = ["INPUT_TTL_S", "RedisResultStore", "ResultStore", "load_input", "store_input"]
 

@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING
 from redis.asyncio import Redis
 
 from reelbot.config import Settings
+from reelbot.content import Blocklist, OutputMode, ServerPolicy, check_pattern
 from reelbot.errors import ContentRefused, InvalidOption, NotAllowed
+from reelbot.governance import audit
 from reelbot.jobs import Requester
-from reelbot.policy import Blocklist, OutputMode, ServerPolicy, check_pattern
-from reelbot.queue import audit, keys
+from reelbot.store import keys
 
 if TYPE_CHECKING:
-    from reelbot.queue.quota_admin import Admin
+    from reelbot.governance.admin import Admin
 
 __all__ = [
     "POLICY_HELP",

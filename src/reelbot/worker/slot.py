@@ -25,7 +25,7 @@ from reelbot.config import Settings
 from reelbot.errors import ReelbotError
 
 if TYPE_CHECKING:
-    from reelbot.queue.worker import PipelineRunner
+    from reelbot.worker.worker import PipelineRunner
 
 __all__ = ["PREFETCH_WINDOW_S", "GpuSlot", "preload_defaults"]
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from reelbot.jobs import JobStatus
-from reelbot.queue import keys
-from reelbot.queue.liveness import live_workers
-from reelbot.queue.records import JobRecord, RecordStore
+from reelbot.store import keys
+from reelbot.store.leases import live_workers
+from reelbot.store.records import JobRecord, RecordStore
 
 __all__ = [
     "Position",

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from reelbot.jobs import JobStatus
-from reelbot.queue import keys
+from reelbot.store import keys
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 
 from reelbot.errors import JobNotFound
+from reelbot.governance import quotas
 from reelbot.jobs import GenerationParams, GenerationRequest, JobStatus, Requester
-from reelbot.queue import keys, quotas
+from reelbot.store import keys
 
 __all__ = ["ACTIVE_TTL_S", "JobRecord", "RecordStore", "ResultInfo", "StaleRecord"]
 

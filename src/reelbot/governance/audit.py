@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
-from reelbot.queue import keys
+from reelbot.store import keys
 
 __all__ = ["AUDIT", "AuditEntry", "entries", "record"]
 

@@ -1,7 +1,7 @@
 """Content policy values: prompt normalisation, the blocklist, and the output decision.
 
 Pure functions and frozen models, no Redis and no torch: the queue layer reads each server's
-rules (``reelbot.queue.policy``), the worker asks ``decide`` what to do with a scored result.
+rules (``reelbot.governance.policy``), the worker asks ``decide`` what to do with a scored result.
 
 A prompt is normalised before it is matched, so case, accents, leetspeak, repeated letters
 and spacing (``N.u.d-e``, ``n u d e``) do not slip past a word. Words match whole tokens (or

@@ -22,8 +22,9 @@ from redis.asyncio import Redis
 
 from reelbot.config import Settings
 from reelbot.errors import InvalidOption, QuotaExceeded
+from reelbot.governance import audit
 from reelbot.jobs import Requester
-from reelbot.queue import audit, keys
+from reelbot.store import keys
 
 __all__ = [
     "KEYS",

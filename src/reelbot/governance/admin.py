@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass
 
 from reelbot.errors import InvalidOption, NotAllowed
+from reelbot.governance import audit
+from reelbot.governance.quotas import KEYS, QuotaBook, credits, parse_scope, parse_value
 from reelbot.jobs import Requester
-from reelbot.queue import audit
-from reelbot.queue.liveness import live_workers
-from reelbot.queue.quotas import KEYS, QuotaBook, credits, parse_scope, parse_value
+from reelbot.store.leases import live_workers
 
 __all__ = ["ADMIN_HELP", "Admin", "parse_assignments", "run_admin", "scope_of"]
 
@@ -131,7 +131,7 @@ async def run_admin(book: QuotaBook, admin: Admin, text: str, *, now: float | No
         entries = await audit.entries(book.redis, limit=min(limit, 50), origin=origin)
         return "\n".join(e.line() for e in entries) or "No changes recorded yet."
     if words[0] == "policy":
-        from reelbot.queue.policy import PolicyStore, run_policy
+        from reelbot.governance.policy import PolicyStore, run_policy
 
         return await run_policy(PolicyStore(book.redis, book.settings), admin, words[1:], now=at)
     if words[0] != "quota" or len(words) < 2:

@@ -26,12 +26,12 @@ from PIL import Image
 from reelbot.errors import Cancelled
 from reelbot.generation.batching import batch_key
 from reelbot.jobs import GenerationParams, JobStatus
-from reelbot.queue import keys
-from reelbot.queue.liveness import SCAN_LIMIT
+from reelbot.store import keys
+from reelbot.store.leases import SCAN_LIMIT
 
 if TYPE_CHECKING:
-    from reelbot.queue.records import JobRecord
-    from reelbot.queue.worker import GenerationOutput, GenerationWorker, PipelineRunner
+    from reelbot.store.records import JobRecord
+    from reelbot.worker.worker import GenerationOutput, GenerationWorker, PipelineRunner
 
 __all__ = ["Batch", "BatchItem", "claim_batch"]
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from reelbot.queue.liveness import live_workers
+from reelbot.store.leases import live_workers
 
 __all__ = ["check"]
 

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 from reelbot import metrics
 from reelbot.catalog import load_catalog
 from reelbot.config import Settings
-from reelbot.queue.server import RedisServer
-from reelbot.queue.worker import serve_generation
+from reelbot.runtime.server import RedisServer
+from reelbot.worker.worker import serve_generation
 
 if TYPE_CHECKING:
-    from reelbot.queue.worker import PipelineRunner
+    from reelbot.worker.worker import PipelineRunner
 
 log = logging.getLogger(__name__)
 
