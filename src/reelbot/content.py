@@ -7,6 +7,11 @@ A prompt is normalised before it is matched, so case, accents, leetspeak, repeat
 and spacing (``N.u.d-e``, ``n u d e``) do not slip past a word. Words match whole tokens (or
 whole runs of tokens, for a phrase); patterns are regular expressions matched against the
 normalised text with its repeated letters kept (``normalise(text, squash=False)``).
+
+Patterns run under RE2, not Python's ``re``: any server admin may add one, and every prompt of
+every server is checked on the one event loop, so a pattern must take time linear in the text
+(``(a+)+$`` backtracks for ever in ``re``). RE2 has no backreferences or lookarounds; a pattern
+that needs them is refused when it is added, saying so.
 """
 
 from __future__ import annotations
@@ -16,12 +21,15 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
+import re2
 from pydantic import BaseModel, ConfigDict
 
 __all__ = [
     "Blocklist",
     "OutputMode",
+    "Pattern",
     "ServerPolicy",
     "Verdict",
     "check_pattern",
@@ -73,14 +81,47 @@ def normalise(text: str, *, squash: bool = True) -> str:
     return " ".join(_tokens(text, squash=squash))
 
 
-def check_pattern(pattern: str) -> re.Pattern[str]:
-    """Compile a blocklist pattern, or raise ``ValueError`` saying why it cannot be used."""
+class Pattern(Protocol):
+    """A compiled blocklist pattern (an RE2 regular expression)."""
+
+    @property
+    def pattern(self) -> str:
+        """The pattern as typed."""
+
+    def search(self, text: str) -> object | None:
+        """The first match in ``text``, or None."""
+
+
+def _re2_options() -> re2.Options:
+    options = re2.Options()
+    options.case_sensitive = False
+    # A refused pattern is answered to the admin; RE2 need not also print it to stderr.
+    options.log_errors = False
+    return options
+
+
+_RE2_OPTIONS = _re2_options()
+
+
+def check_pattern(pattern: str) -> Pattern:
+    """Compile a blocklist pattern under RE2; ``ValueError`` says why one cannot be used."""
     if not pattern or len(pattern) > MAX_PATTERN:
         raise ValueError(f"a pattern is 1 to {MAX_PATTERN} characters")
     try:
-        return re.compile(pattern, re.IGNORECASE)
+        # Compiling (never matching) with re only tells a typo from a feature RE2 lacks.
+        re.compile(pattern)
     except re.error as exc:
         raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+    try:
+        compiled: Pattern = re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        detail = exc.args[0].decode(errors="replace") if exc.args else ""
+        raise ValueError(
+            f"/{pattern}/ cannot be used: patterns run under RE2, which never backtracks, so "
+            "backreferences, lookarounds and possessive or atomic groups are not available; "
+            f"rewrite it without them (RE2: {detail})."
+        ) from None
+    return compiled
 
 
 @dataclass(frozen=True)
@@ -88,7 +129,7 @@ class Blocklist:
     """Normalised words and phrases, and patterns; ``match`` says which one a prompt hits."""
 
     phrases: tuple[tuple[str, ...], ...] = ()
-    patterns: tuple[re.Pattern[str], ...] = ()
+    patterns: tuple[Pattern, ...] = ()
 
     @classmethod
     def build(cls, words: Iterable[str] = (), patterns: Iterable[str] = ()) -> Blocklist:

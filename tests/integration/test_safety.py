@@ -6,6 +6,7 @@ result, and 1 flags none, so each mode is exercised on real scores without expli
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,24 @@ async def test_blocked_prompts_leave_no_job_and_are_audited(
     assert [e.before for e in refusals] == ["a R3D PANDA dancing", "a Z.0.R.P in the sky"]
     assert "matched red panda" in refusals[0].after and "matched zorp" in refusals[1].after
     assert any(e.action == "policy block" for e in log)
+
+
+async def test_a_catastrophic_server_pattern_is_answered_at_once(queue: JobQueue) -> None:
+    # (a+)+$ backtracks exponentially in Python's re on a run of a's that does not end the
+    # text; one admin's pattern must not stall the event loop that every server shares.
+    await set_policy(queue, "pattern", "(a+)+$")
+    who = ask("imagine", "x", "p0").requester
+    answers = {}
+    for prompt in ("a" * 40 + "!", "a" * 26 + "!b", "a" * 1400 + " b"):
+        started = time.perf_counter()
+        try:
+            await queue.policy.check_prompt(who, prompt, job_id="p1")
+            answers[prompt[-2:]] = "accepted"
+        except ContentRefused:
+            answers[prompt[-2:]] = "refused"
+        took = time.perf_counter() - started
+        assert took < 0.05, f"checking {len(prompt)} characters took {took:.2f} s"
+    assert answers == {"a!": "refused", "!b": "accepted", " b": "accepted"}
 
 
 async def _run(

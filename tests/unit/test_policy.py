@@ -70,6 +70,18 @@ def test_a_bad_pattern_is_a_config_error_naming_it() -> None:
         Settings(blocked_patterns=["(unclosed"])
 
 
+@pytest.mark.parametrize("pattern", [r"(zo)\1rp", r"zorp(?=x)", r"(?<!a)zorp"])
+def test_a_pattern_re2_cannot_run_is_refused_saying_why(pattern: str) -> None:
+    # Python's re would take these, and backtrack; server patterns run under RE2, which does not.
+    with pytest.raises(InvalidOption) as caught:
+        edit(ServerPolicy(), "pattern", [pattern])
+    said = caught.value.user_message
+    assert caught.value.option == "pattern" and f"/{pattern}/" in said
+    assert "backreferences" in said and "lookarounds" in said and "rewrite it" in said, said
+    with pytest.raises(ValueError, match="backreferences"):
+        Settings(blocked_patterns=[pattern])
+
+
 def test_settings_words_split_on_commas() -> None:
     assert Settings(blocked_words="zorp, red panda").blocked_words == ("zorp", "red panda")
 

@@ -7,7 +7,9 @@ prompt, goes to the audit log (``/admin audit``).
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,6 +24,8 @@ from reelbot.store import keys
 
 if TYPE_CHECKING:
     from reelbot.governance.admin import Admin
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "POLICY_HELP",
@@ -43,6 +47,19 @@ POLICY_HELP = (
     "behind a spoiler; allow); nsfw-mode: the same in channels marked NSFW."
 )
 _PROMPT_IN_AUDIT = 200
+
+
+def _usable(patterns: Iterable[str], scope: str) -> list[str]:
+    """The patterns RE2 can run; one stored before patterns moved to RE2 is skipped, and logged."""
+    out = []
+    for pattern in patterns:
+        try:
+            check_pattern(pattern)
+        except ValueError as exc:
+            log.warning("%s: pattern skipped (remove it: /admin policy unpattern): %s", scope, exc)
+            continue
+        out.append(pattern)
+    return out
 
 
 def policy_key(scope: str) -> str:
@@ -105,7 +122,7 @@ class PolicyStore:
         if hit is None:
             own = await self.get(scope)
             if own.words or own.patterns:
-                hit = Blocklist.build(own.words, own.patterns).match(prompt)
+                hit = Blocklist.build(own.words, _usable(own.patterns, scope)).match(prompt)
         if hit is None:
             return
         origin = scope
