@@ -31,6 +31,7 @@ __all__ = [
     "Requester",
     "Task",
     "job_id_for",
+    "seed_for",
     "parse_prompt",
     "resolve",
 ]
@@ -69,6 +70,9 @@ class Requester(BaseModel):
     role_ids: tuple[str, ...] = ()
     display_name: str = ""
     is_admin: bool = False
+    """An admin of ``server_id`` (Discord Manage Server, a Telegram group administrator)."""
+    is_owner: bool = False
+    """One of the deployment's owners (``REELBOT_OWNER_IDS``): rights in every server."""
 
 
 class ReplyAddress(BaseModel):
@@ -160,6 +164,12 @@ def job_id_for(platform: str, source_id: str) -> str:
     """A job id derived from the platform's own id, so a duplicated update maps to one job."""
     digest = hashlib.sha256(f"{platform}:{source_id}".encode()).hexdigest()[:16]
     return f"{platform[:2]}{digest}"
+
+
+def seed_for(job_id: str) -> int:
+    """The default seed of a job: derived from its id, so a re-run of the same job gives the same
+    image. The one formula every platform and the queue use."""
+    return int(job_id[-8:], 16) % (MAX_SEED + 1)
 
 
 # -- the option grammar -----------------------------------------------------------------------

@@ -13,7 +13,7 @@ import discord
 
 from reelbot.bots.discord import render
 from reelbot.bots.discord.backend import Delivery
-from reelbot.bots.discord.throttle import EditThrottle
+from reelbot.chat.throttle import EditThrottle
 from reelbot.errors import BackendUnavailable, Cancelled, RateLimited
 from reelbot.jobs import JobStatus, ReplyAddress
 

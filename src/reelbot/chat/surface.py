@@ -1,0 +1,151 @@
+"""``Surface``: what a platform does for the chat layer, and ``Conversation``, which runs the
+platform-neutral half of an adapter over it (progress into status edits, deliveries into posts).
+
+A new platform implements the five calls of ``Surface`` in its own terms, hands its events to
+``ChatService`` and runs a ``Conversation``; everything else (rules, words, throttling, Redis
+outages, exactly-once delivery) comes from here and ``reelbot.queue``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from typing import Protocol
+
+from reelbot.chat.replies import Button, Reply
+from reelbot.chat.service import ChatService, Update
+from reelbot.chat.texts import status_text
+from reelbot.chat.throttle import EditThrottle
+from reelbot.config import Settings
+from reelbot.jobs import JobStatus, ReplyAddress
+from reelbot.queue.delivery import Delivery, DeliveryConsumer
+from reelbot.store.records import JobRecord
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Conversation", "Surface", "result_buttons", "status_buttons"]
+
+
+class Surface(Protocol):
+    """One platform's side of a conversation."""
+
+    async def post_status(self, reply: ReplyAddress, job_id: str, text: str) -> str | None:
+        """Post a job's status message where the command came from; its message id."""
+        ...
+
+    async def edit_status(
+        self,
+        reply: ReplyAddress,
+        job_id: str,
+        text: str,
+        preview: bytes | None,
+        buttons: tuple[Button, ...],
+    ) -> None:
+        """Edit the status message: text, a JPEG preview while it runs, the buttons."""
+        ...
+
+    async def post_result(
+        self, record: JobRecord, data: bytes, buttons: tuple[Button, ...]
+    ) -> str | None:
+        """Post a finished job's file under the command; the posted message's id."""
+        ...
+
+    async def answer(self, reply: ReplyAddress, answer: Reply) -> None:
+        """Answer the person who asked (privately where the platform can)."""
+        ...
+
+    async def fetch_input(self, ref: str) -> bytes:
+        """Download an input file the user attached (raises a ``UserError`` in words)."""
+        ...
+
+
+def status_buttons(job_id: str, status: JobStatus) -> tuple[Button, ...]:
+    """Cancel while a job waits or runs; nothing after."""
+    if status in (JobStatus.QUEUED, JobStatus.RUNNING):
+        return (Button("cancel", job_id, "Cancel"),)
+    return ()
+
+
+def result_buttons(record: JobRecord) -> tuple[Button, ...]:
+    """Re-roll for every result; variations and animate for an image."""
+    buttons = [Button("reroll", record.id, "Re-roll")]
+    if not record.params.task.is_video:
+        buttons += [
+            Button("vary", record.id, "Variations"),
+            Button("animate", record.id, "Animate"),
+        ]
+    return tuple(buttons)
+
+
+class Conversation:
+    """Progress events into throttled status edits and deliveries into posts, for a surface."""
+
+    def __init__(
+        self,
+        service: ChatService,
+        surface: Surface,
+        settings: Settings,
+        *,
+        edit_interval_s: float = 1.0,
+        delivery_poll_s: float = 0.5,
+    ) -> None:
+        self.service = service
+        self.surface = surface
+        self.throttle = EditThrottle(edit_interval_s)
+        self.consumer = DeliveryConsumer(
+            service.redis,
+            service.platform,
+            self.deliver,
+            settings=settings,
+            poll_delay_s=delivery_poll_s,
+        )
+
+    async def on_update(self, update: Update) -> None:
+        """Show one progress event on the job's status message."""
+        event = update.event
+        if event.status.finished:
+            # The delivery posts the end state; a late event must not race it.
+            return
+        request = update.request
+        text = status_text(
+            event.status,
+            request.text,
+            step=event.step or None,
+            total=event.total or None,
+            message=event.message,
+        )
+        preview = base64.b64decode(event.preview_jpeg_b64) if event.preview_jpeg_b64 else None
+        buttons = status_buttons(event.job_id, event.status)
+
+        async def edit() -> None:
+            await self.surface.edit_status(request.reply, event.job_id, text, preview, buttons)
+
+        await self.throttle.run(event.job_id, edit)
+
+    async def deliver(self, delivery: Delivery) -> str | None:
+        """Post a result, or end the status message in words (failed, cancelled)."""
+        record = delivery.record
+        self.throttle.forget(record.id)
+        if delivery.kind == "result" and delivery.data is not None:
+            posted = await self.surface.post_result(record, delivery.data, result_buttons(record))
+            done = status_text(JobStatus.DELIVERED, record.request.text)
+            with contextlib.suppress(Exception):
+                await self.surface.edit_status(record.request.reply, record.id, done, None, ())
+            return posted
+        text = status_text(record.status, record.request.text, message=record.error_message)
+        await self.surface.edit_status(record.request.reply, record.id, text, None, ())
+        return None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Follow progress and consume deliveries until ``stop`` is set."""
+        consumer = asyncio.create_task(self.consumer.async_run(), name="chat-delivery")
+        try:
+            await self.service.follow_progress(stop, self.on_update)
+        finally:
+            await self.consumer.close()
+            consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await consumer
+            await self.throttle.aclose()

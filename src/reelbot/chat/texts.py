@@ -1,0 +1,101 @@
+"""Words every platform shows the same way: progress bars, ETAs, cancel answers, job lines,
+the models list and the final states of a job. Platforms add their own markup around them."""
+
+from __future__ import annotations
+
+from reelbot.catalog import Catalog, Task
+from reelbot.jobs import JobStatus
+
+__all__ = [
+    "CANCEL_TEXT",
+    "clip",
+    "eta_text",
+    "final_text",
+    "models_lines",
+    "progress_bar",
+    "status_text",
+]
+
+BAR_WIDTH = 12
+
+CANCEL_TEXT = {
+    "removed": "Cancelled; the credits are back.",
+    "stopping": "Cancelling… it stops at the next step.",
+    "too_late": "Too late to cancel: the result is being sent.",
+    "already_finished": "That job has finished already.",
+    "already_delivered": "Too late to cancel: the result was already delivered.",
+}
+"""The answer to ``/cancel`` by outcome: a running job is not called cancelled until it is."""
+
+
+def clip(text: str, limit: int) -> str:
+    """Shorten text to ``limit`` characters, marking the cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def progress_bar(step: int, total: int, width: int = BAR_WIDTH) -> str:
+    """A text progress bar, e.g. ``▰▰▰▱▱▱ 3/6``."""
+    total = max(total, 1)
+    step = min(max(step, 0), total)
+    filled = round(width * step / total)
+    return "▰" * filled + "▱" * (width - filled) + f" {step}/{total}"
+
+
+def eta_text(eta_s: float | None) -> str:
+    """`` · about 12 s`` or `` · about 3 min``; nothing when unknown."""
+    if eta_s is None:
+        return ""
+    if eta_s < 60:
+        return f" · about {max(1, round(eta_s))} s"
+    return f" · about {round(eta_s / 60)} min"
+
+
+def final_text(status: JobStatus, message: str | None = None) -> str:
+    """How a job ended, in words: every job's status message ends in one of these."""
+    if status == JobStatus.DELIVERED:
+        return "✅ Done · posted below"
+    if status == JobStatus.CANCELLED:
+        return "🚫 Cancelled · the credits are back"
+    detail = message or "something went wrong."
+    return f"⚠️ Failed: {detail}"
+
+
+def status_text(
+    status: JobStatus,
+    prompt: str,
+    *,
+    position: int | None = None,
+    eta_s: float | None = None,
+    step: int | None = None,
+    total: int | None = None,
+    message: str | None = None,
+) -> str:
+    """A job's status as one plain line and the prompt, for platforms with no markup of their
+    own (the web chat and test platforms)."""
+    if status == JobStatus.QUEUED:
+        where = f" · position {position}" if position is not None else ""
+        head = f"⏳ Queued{where}{eta_text(eta_s)}"
+    elif status == JobStatus.RUNNING:
+        bar = f" {progress_bar(step, total)}" if step is not None and total else ""
+        head = f"🎨 Running{bar}{eta_text(eta_s)}"
+    elif status == JobStatus.ENCODING:
+        head = "🎞️ Encoding"
+    elif status == JobStatus.DELIVERING:
+        head = "📤 Sending the result"
+    else:
+        head = final_text(status, message)
+    return head + (f"\n> {clip(prompt, 1500)}" if prompt else "")
+
+
+def models_lines(catalog: Catalog) -> list[str]:
+    """Each task with its models (the default first), then the style presets."""
+    lines = []
+    for task in Task:
+        models = catalog.for_task(task)
+        if not models:
+            continue
+        names = ", ".join(f"{m.name}{' (default)' if i == 0 else ''}" for i, m in enumerate(models))
+        lines.append(f"/{task.value}: {names}")
+    if catalog.styles:
+        lines.append("Styles (--style): " + ", ".join(sorted(catalog.styles)))
+    return lines

@@ -1,0 +1,132 @@
+"""A fourth platform, test-only, on the chat layer: /imagine, /cancel and /jobs end to end through
+the real queue on a private Valkey and the real worker on the tiny models."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import redis as sync_redis
+from memo_platform import MemoBot, MemoChat
+from PIL import Image
+
+from reelbot.catalog import load_catalog
+from reelbot.chat.service import ChatService
+from reelbot.chat.surface import Conversation
+from reelbot.config import Settings
+from reelbot.jobs import JobStatus
+from reelbot.store.connection import connect
+from reelbot.store.leases import live_workers
+from reelbot.store.records import RecordStore
+from reelbot.worker.worker import serve_generation
+
+SURFACE_LINES = 150
+STEP_S = 30.0
+T = TypeVar("T")
+
+
+async def until(check: Callable[[], T], within: float = STEP_S) -> T:
+    """Poll ``check`` until it returns something truthy."""
+    async with asyncio.timeout(within):
+        while not (found := check()):  # noqa: ASYNC110 (the chat is plain data, polled)
+            await asyncio.sleep(0.05)
+    return found
+
+
+@pytest.fixture
+async def memo(
+    discord_redis_url: str, discord_runner: Any, discord_data_dir: Path
+) -> AsyncIterator[tuple[MemoBot, Settings]]:
+    with sync_redis.Redis.from_url(discord_redis_url) as r:
+        r.flushall()
+    settings = Settings(
+        redis_url=discord_redis_url, models="tiny", device="cpu", data_dir=discord_data_dir
+    )
+    redis = connect(discord_redis_url)
+    service = ChatService(redis, settings, load_catalog("tiny"), platform="memo")
+    chat = MemoChat()
+    bot = MemoBot(service, chat, Conversation(service, chat, settings, edit_interval_s=0.2))
+    stop = asyncio.Event()
+    running = asyncio.create_task(bot.run(stop))
+    try:
+        yield bot, settings
+    finally:
+        stop.set()
+        async with asyncio.timeout(30):
+            await running
+        await redis.aclose(close_connection_pool=True)
+
+
+async def start_worker(settings: Settings, runner: Any, stop: asyncio.Event) -> asyncio.Task[int]:
+    queues = [settings.image_queue, settings.video_queue]
+    url = settings.effective_redis_url
+    task = asyncio.create_task(serve_generation(settings, runner, queues, redis_url=url, stop=stop))
+    redis = connect(url)
+    try:
+        async with asyncio.timeout(STEP_S):
+            for _ in itertools.count():
+                if len(await live_workers(redis)) >= len(queues):
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        await redis.aclose(close_connection_pool=True)
+    return task
+
+
+def test_the_surface_is_small() -> None:
+    source = (Path(__file__).parent / "memo_platform.py").read_text().splitlines()
+    assert len(source) <= SURFACE_LINES, len(source)
+
+
+async def test_imagine_jobs_cancel_through_the_real_queue_and_worker(
+    memo: tuple[MemoBot, Settings], discord_runner: Any
+) -> None:
+    bot, settings = memo
+    chat = bot.chat
+    # Queued while no worker runs: /jobs lists it in this chat, /cancel removes it.
+    waiting = await bot.say("ann", "room", "/imagine never drawn", group=True)
+    await bot.say("ann", "room", "/jobs", group=True)
+    assert waiting in chat.private[-1][1]
+    # A private prompt never shows in the group's /jobs.
+    secret = await bot.say("ann", "ann-dm", "/imagine my secret prompt")
+    await bot.say("ann", "room", "/jobs", group=True)
+    assert "secret" not in chat.private[-1][1] and secret not in chat.private[-1][1]
+    await bot.say("ann", "room", "/cancel", group=True)
+    assert chat.private[-1][1].startswith("Cancelled")
+    redis = connect(settings.effective_redis_url)
+    records = RecordStore(redis, finished_ttl_s=60)
+    try:
+        assert (await records.require(waiting)).status == JobStatus.CANCELLED
+        assert (await records.require(secret)).status == JobStatus.QUEUED
+        # The cancelled job's status ends in words.
+        await until(lambda: [m for m in chat.in_chat("room") if "Cancelled" in m.text])
+        await bot.say("bob", "ann-dm", f"/cancel {secret}")
+        assert "no job" in chat.private[-1][1].lower()
+
+        stop = asyncio.Event()
+        worker = await start_worker(settings, discord_runner, stop)
+        try:
+            job = await bot.say("ann", "room", "/imagine a red fox --seed 7", group=True)
+            posted = await until(lambda: [m for m in chat.in_chat("room") if m.file])
+            assert len(posted) == 1 and "--seed 7" in posted[0].text
+            image = Image.open(io.BytesIO(posted[0].file or b""))
+            assert image.size[0] > 0 and image.format == "PNG"
+            assert [b.action for b in posted[0].buttons] == ["reroll", "vary", "animate"]
+            await until(lambda: any("Done" in m.text for m in chat.in_chat("room")))
+            async with asyncio.timeout(STEP_S):
+                while (await records.require(job)).status != JobStatus.DELIVERED:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            async with asyncio.timeout(30):
+                await worker
+    finally:
+        await redis.aclose(close_connection_pool=True)
+    # A bad flag is answered in words and queues nothing.
+    await bot.say("ann", "room", "/imagine fox --sed 3", group=True)
+    assert "--seed" in chat.private[-1][1]
