@@ -1,8 +1,9 @@
 """A local Discord: the REST API and the gateway websocket, enough for discord.py and reelbot.
 
 It keeps Discord's rules that bots get wrong (the 3-second first response, the 15-minute
-interaction token, the attachment size limit, exact ``application/json``), can inject 429s and
-gateway disconnects, and records every call with a timestamp so tests can assert on them.
+interaction token, the attachment size limit, exact ``application/json``, GUILD_CREATE only for
+the GUILDS intent while every interaction carries the member's raw role ids), can inject 429s
+and gateway disconnects, and records every call with a timestamp so tests can assert on them.
 Payload shapes follow what discord.py 2.7.1 accepted from a local server (shared reference).
 """
 
@@ -27,9 +28,13 @@ FIRST_RESPONSE_S = 3.0
 TOKEN_LIFETIME_S = 15 * 60.0
 DEFAULT_SIZE_LIMIT = 10 * 1024 * 1024
 MANAGE_GUILD = 1 << 5
+GUILDS_INTENT = 1 << 0
+"""The one intent after which Discord sends GUILD_CREATE (roles, channels) following READY."""
 # What a plain member has in the reference payload: view, send, embed, attach, history.
 MEMBER_PERMISSIONS = 265280
 ADMIN_PERMISSIONS = MEMBER_PERMISSIONS | MANAGE_GUILD
+ADMINISTRATOR = 1 << 3
+ALL_PERMISSIONS = (1 << 51) - 1
 EPHEMERAL = 1 << 6
 
 DISCORD_EPOCH_MS = 1420070400000
@@ -130,6 +135,13 @@ class DiscordEmulator:
         self.guild_id = guild_id or snowflake()
         self.channel_id = channel_id or snowflake()
         self.dm_channel_id = snowflake()
+        # The guild's roles by id; @everyone's id is the guild's, as on Discord. A member's
+        # ``roles`` never lists @everyone.
+        self.roles: dict[str, dict[str, Any]] = {
+            self.guild_id: _role(self.guild_id, "@everyone", MEMBER_PERMISSIONS, position=0)
+        }
+        self.member_roles: dict[str, list[str]] = {}
+        self.identify_intents: list[int] = []
         self.bot_user = {
             "id": self.app_id,
             "username": "emu-bot",
@@ -265,6 +277,91 @@ class DiscordEmulator:
             "avatar": None,
         }
 
+    def add_role(self, name: str, permissions: int = 0) -> str:
+        """Create a role in the guild (as a server admin would); returns its id."""
+        role_id = snowflake()
+        self.roles[role_id] = _role(role_id, name, permissions, position=len(self.roles))
+        return role_id
+
+    def give_role(self, user_id: str, role_id: str) -> None:
+        """Give a member a role; their next interactions carry it in ``member.roles``."""
+        if role_id not in self.roles or role_id == self.guild_id:
+            raise KeyError(f"no assignable role {role_id}")
+        held = self.member_roles.setdefault(user_id, [])
+        if role_id not in held:
+            held.append(role_id)
+
+    def member_permissions(self, user_id: str, base: int = MEMBER_PERMISSIONS) -> int:
+        """What Discord computes for a member: ``base`` (the @everyone permissions, or whatever
+        a test says the member has) with their roles' permissions added."""
+        for role_id in self.member_roles.get(user_id, []):
+            base |= int(self.roles[role_id]["permissions"])
+        if base & ADMINISTRATOR:
+            base |= ALL_PERMISSIONS
+        return base
+
+    def guild_object(self) -> dict[str, Any]:
+        """The guild as GUILD_CREATE carries it (to clients with the GUILDS intent)."""
+        return {
+            "id": self.guild_id,
+            "name": "emu-guild",
+            "icon": None,
+            "splash": None,
+            "discovery_splash": None,
+            "banner": None,
+            "description": None,
+            "owner_id": "999999999999999999",
+            "afk_channel_id": None,
+            "afk_timeout": 300,
+            "verification_level": 0,
+            "default_message_notifications": 0,
+            "explicit_content_filter": 0,
+            "mfa_level": 0,
+            "nsfw_level": 0,
+            "premium_tier": 0,
+            "premium_subscription_count": 0,
+            "premium_progress_bar_enabled": False,
+            "preferred_locale": "en-US",
+            "system_channel_id": None,
+            "system_channel_flags": 0,
+            "rules_channel_id": None,
+            "public_updates_channel_id": None,
+            "safety_alerts_channel_id": None,
+            "vanity_url_code": None,
+            "application_id": None,
+            "max_members": 500000,
+            "features": [],
+            "roles": list(self.roles.values()),
+            "emojis": [],
+            "stickers": [],
+            "joined_at": "2024-01-01T00:00:00+00:00",
+            "large": False,
+            "unavailable": False,
+            "member_count": 2,
+            "voice_states": [],
+            # Without GUILD_MEMBERS only the bot itself comes in the member list.
+            "members": [
+                {
+                    "user": self.bot_user,
+                    "roles": [],
+                    "joined_at": "2024-01-01T00:00:00+00:00",
+                    "deaf": False,
+                    "mute": False,
+                    "flags": 0,
+                    "nick": None,
+                    "avatar": None,
+                    "premium_since": None,
+                    "pending": False,
+                }
+            ],
+            "channels": [self._channel_object(self.channel_id)],
+            "threads": [],
+            "presences": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "soundboard_sounds": [],
+        }
+
     async def slash(
         self,
         name: str,
@@ -365,9 +462,12 @@ class DiscordEmulator:
     ) -> Interaction:
         inter_id = snowflake()
         token = f"itok-{inter_id}-{snowflake()}"
+        # Discord sends the member's role ids (raw strings, no @everyone) and their computed
+        # permissions with every interaction in a guild, whatever intents the bot has.
+        permissions = self.member_permissions(user_id, permissions)
         member = {
             "user": self.user(user_id, "alice" if user_id.startswith("1111") else f"u{user_id}"),
-            "roles": [],
+            "roles": list(self.member_roles.get(user_id, [])),
             "permissions": str(permissions),
             "joined_at": "2024-01-01T00:00:00+00:00",
             "deaf": False,
@@ -477,6 +577,8 @@ class DiscordEmulator:
                         # Privileged intents this application was not granted.
                         await ws.close(code=4014, message=b"Disallowed intent(s).")
                         break
+                    intents = int(d.get("intents", 0))
+                    self.identify_intents.append(intents)
                     self.identifies += 1
                     session = _Session(snowflake())
                     session.ws = ws
@@ -485,7 +587,9 @@ class DiscordEmulator:
                     ready = {
                         "v": 10,
                         "user": self.bot_user,
-                        "guilds": [],
+                        # Every guild the bot is in, unavailable; the full objects follow
+                        # as GUILD_CREATE only for the GUILDS intent.
+                        "guilds": [{"id": self.guild_id, "unavailable": True}],
                         "session_id": session.id,
                         "resume_gateway_url": self.gateway_url,
                         "application": {"id": self.app_id, "flags": 0},
@@ -494,6 +598,16 @@ class DiscordEmulator:
                     await ws.send_str(
                         json.dumps({"op": 0, "t": "READY", "s": session.seq, "d": ready})
                     )
+                    if intents & GUILDS_INTENT:
+                        session.seq += 1
+                        frame = {
+                            "op": 0,
+                            "t": "GUILD_CREATE",
+                            "s": session.seq,
+                            "d": self.guild_object(),
+                        }
+                        session.sent.append(frame)
+                        await ws.send_str(json.dumps(frame))
                     await self._notify()
                 elif op == 6:
                     found = self._sessions.get(str(d.get("session_id")))
@@ -930,6 +1044,24 @@ class _Reply(Exception):
     def __init__(self, response: web.Response) -> None:
         super().__init__(response.status)
         self.response = response
+
+
+def _role(role_id: str, name: str, permissions: int, *, position: int) -> dict[str, Any]:
+    """A role object as Discord sends it (``permissions`` is a string)."""
+    return {
+        "id": role_id,
+        "name": name,
+        "color": 0,
+        "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
+        "hoist": False,
+        "icon": None,
+        "unicode_emoji": None,
+        "position": position,
+        "permissions": str(permissions),
+        "managed": False,
+        "mentionable": False,
+        "flags": 0,
+    }
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -49,7 +49,13 @@ def requester_of(interaction: discord.Interaction[Any], owner_ids: tuple[str, ..
     user = interaction.user
     roles: tuple[str, ...] = ()
     if isinstance(user, discord.Member):
-        roles = tuple(str(r.id) for r in user.roles if not r.is_default())
+        # Discord sends the member's role ids with every interaction and discord.py keeps them
+        # as given (Member._roles), but Member.roles resolves them through the guild cache,
+        # which stays empty without the GUILDS intent (and after every re-IDENTIFY until
+        # GUILD_CREATE): read the raw ids. @everyone (id == guild id) is never a tier.
+        raw = getattr(user, "_roles", None)
+        ids = [r.id for r in user.roles] if raw is None else list(raw)
+        roles = tuple(str(i) for i in ids if i != interaction.guild_id)
     # default_member_permissions only hides commands in Discord's UI; the permission that came
     # with this interaction is what counts.
     is_admin = bool(interaction.permissions.manage_guild) and interaction.guild_id is not None
