@@ -11,10 +11,10 @@ from typing import NoReturn
 
 from reelbot.config import Settings, load_settings
 from reelbot.errors import ConfigError, ReelbotError, UserError
+from reelbot.platforms import PLATFORMS
 
 USAGE_ERROR = 2
-LONG_RUNNING = frozenset({"worker", "discord", "telegram", "web", "up"})
-PLATFORMS = ("discord", "telegram", "web")
+LONG_RUNNING = frozenset({"worker", "up", *PLATFORMS})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,7 +46,7 @@ def _build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--queue", action="append", help="queue name (repeatable); default both")
 
     processes = [worker]
-    for name in ("discord", "telegram", "web"):
+    for name in PLATFORMS:
         processes.append(sub.add_parser(name, help=f"run the {name} adapter"))
     processes.append(sub.add_parser("up", help="run the whole service on this machine"))
     for process in processes:
@@ -122,9 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "quota": _cmd_quota,
         "policy": _cmd_policy,
         "up": _cmd_up,
-        "telegram": _cmd_telegram,
-        "discord": _cmd_discord,
-        "web": _cmd_web,
+        **dict.fromkeys(PLATFORMS, _cmd_platform),
     }
     handler = handlers.get(args.command)
     if handler is None:
@@ -282,22 +280,19 @@ def _worker_queues(settings: Settings, names: Sequence[str] | None) -> list[str]
     return list(dict.fromkeys(short.get(name, name) for name in names))
 
 
-def _cmd_discord(settings: Settings, args: argparse.Namespace) -> int:
-    """``reelbot discord``: the Discord adapter and its delivery consumer."""
-    from reelbot.bots.discord.service import run_discord
+def _cmd_platform(settings: Settings, args: argparse.Namespace) -> int:
+    """``reelbot <platform>``: one platform's adapter and its delivery consumer."""
+    import asyncio
+    import importlib
+    import inspect
 
+    module_name, _, attr = PLATFORMS[args.command].command.partition(":")
+    run = getattr(importlib.import_module(module_name), attr)
     _serve_metrics(settings)
-    run_discord(settings)
-    return 0
-
-
-def _cmd_web(settings: Settings, args: argparse.Namespace) -> int:
-    """``reelbot web``: the local web chat, its progress listener and delivery consumer."""
-    from reelbot.bots.web.service import run_web
-
-    _serve_metrics(settings)
-    run_web(settings)
-    return 0
+    result = run(settings)
+    if inspect.iscoroutine(result):
+        result = asyncio.run(result)
+    return int(result or 0)
 
 
 def _cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
@@ -456,16 +451,6 @@ def _limits(values: dict[str, float]) -> str:
     return " ".join(f"{k}={credits(v)}" for k, v in sorted(values.items())) or "(inherits)"
 
 
-def _cmd_telegram(settings: Settings, args: argparse.Namespace) -> int:
-    """``reelbot telegram``: the Telegram bot, its progress listener and delivery consumer."""
-    import asyncio
-
-    from reelbot.bots.telegram.service import run_telegram
-
-    _serve_metrics(settings)
-    return asyncio.run(run_telegram(settings))
-
-
 def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     """``reelbot up``: the whole service on one machine."""
     from reelbot.runtime.lifecycle import run_up
@@ -480,12 +465,11 @@ def _up_adapters(settings: Settings) -> list[str]:
     The hook for adapters: one line each, the setting that turns it on and an
     ``async def run_up(settings, stop)`` that serves until ``stop`` (an asyncio.Event) is set.
     """
-    wanted = {
-        "reelbot.bots.web.service:run_up": True,
-        "reelbot.bots.discord.service:run_up": settings.discord_token is not None,
-        "reelbot.bots.telegram.service:run_up": settings.telegram_token is not None,
-    }
-    return [target for target, on in wanted.items() if on]
+    return [
+        platform.up
+        for platform in PLATFORMS.values()
+        if platform.switch is None or getattr(settings, platform.switch) is not None
+    ]
 
 
 if __name__ == "__main__":
