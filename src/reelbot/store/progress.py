@@ -89,7 +89,7 @@ async def latest(redis: Redis, job_id: str) -> ProgressEvent | None:
 
 
 class ProgressSubscription:
-    """One platform's events as they come: ``async with ProgressSubscription(r, "web") as s``."""
+    """One platform's events as they come: ``async with ProgressSubscription(r, platform) as s``."""
 
     def __init__(self, redis: Redis, platform: str) -> None:
         self.platform = platform
