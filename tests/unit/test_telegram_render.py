@@ -128,3 +128,6 @@ def test_plan_refuses_bad_input(tiny_catalog: Catalog) -> None:
 def test_owners_are_admins() -> None:
     assert requester_for(user_id=7, chat_id=7, owner_ids=("telegram:7",)).is_admin
     assert not requester_for(user_id=7, chat_id=7, owner_ids=("discord:7",)).is_admin
+    # Owners also say so: a chat admin's rights stop at their chat, an owner's do not.
+    assert requester_for(user_id=7, chat_id=-5, owner_ids=("telegram:7",)).is_owner
+    assert not requester_for(user_id=7, chat_id=-5, chat_admin=True).is_owner

@@ -20,7 +20,8 @@ from reelbot import metrics
 from reelbot.catalog import Catalog
 from reelbot.config import Settings
 from reelbot.errors import BackendUnavailable, Busy, ContentRefused, JobNotFound, UserError
-from reelbot.governance.policy import PolicyStore
+from reelbot.governance import audit
+from reelbot.governance.policy import PolicyStore, server_scope
 from reelbot.governance.quotas import RESERVE_LUA, QuotaBook
 from reelbot.jobs import GenerationRequest, JobStatus, Requester, job_id_for, resolve
 from reelbot.queue.delivery import enqueue_delivery
@@ -30,7 +31,7 @@ from reelbot.store.leases import live_workers
 from reelbot.store.progress import ProgressEvent, publish
 from reelbot.store.records import ACTIVE_TTL_S, JobRecord, RecordStore
 
-__all__ = ["GENERATE", "CancelOutcome", "JobQueue", "Submitted"]
+__all__ = ["GENERATE", "CancelOutcome", "JobQueue", "Submitted", "may_cancel"]
 
 GENERATE = "generate"
 """The arq function name of a generation job."""
@@ -90,6 +91,25 @@ class Submitted:
     record: JobRecord
     created: bool
     position: Position | None
+
+
+def _owns(requester: Requester, record: JobRecord) -> bool:
+    return (record.requester.platform, record.requester.user_id) == (
+        requester.platform,
+        requester.user_id,
+    )
+
+
+def may_cancel(requester: Requester, record: JobRecord) -> bool:
+    """The job's author; an admin of the server it came from (same platform); any owner."""
+    if requester.is_owner or _owns(requester, record):
+        return True
+    job = record.requester
+    return (
+        requester.is_admin
+        and requester.server_id is not None
+        and (requester.platform, requester.server_id) == (job.platform, job.server_id)
+    )
 
 
 class JobQueue:
@@ -253,14 +273,33 @@ class JobQueue:
     ) -> tuple[CancelOutcome, JobRecord]:
         """Cancel a job: a waiting one leaves the queue now, a running one stops at its next step.
 
-        ``requester`` limits it to the user's own jobs (admins may cancel any); None is the
-        operator. Raises ``JobNotFound`` for an unknown job or someone else's.
+        ``requester`` limits it to the user's own jobs, a server admin's to their server's, and
+        owners' to none (``may_cancel``); None is the operator. Raises ``JobNotFound`` for an
+        unknown job or one the requester may not cancel. Someone else's job cancelled by an
+        admin or owner goes to the audit log.
         """
         record = await self.records.require(job_id)
-        if requester is not None and not requester.is_admin:
-            mine = (record.requester.platform, record.requester.user_id)
-            if mine != (requester.platform, requester.user_id):
-                raise JobNotFound(f"You have no job {job_id!r}.")
+        if requester is None or _owns(requester, record):
+            return await self._stop(job_id, record)
+        if not may_cancel(requester, record):
+            raise JobNotFound(f"You have no job {job_id!r}.")
+        outcome, latest = await self._stop(job_id, record)
+        r = requester
+        name = f" ({r.display_name})" if r.display_name else ""
+        origin = f"{r.platform}:server:{r.server_id}" if r.server_id else f"{r.platform}:direct"
+        await audit.record(
+            self.redis,
+            f"{r.platform}:user:{r.user_id}{name}",
+            origin,
+            "job cancel",
+            server_scope(record.requester),
+            f"job {job_id} of {record.requester.platform}:user:{record.requester.user_id} "
+            f"({record.status.value})",
+            outcome,
+        )
+        return outcome, latest
+
+    async def _stop(self, job_id: str, record: JobRecord) -> tuple[CancelOutcome, JobRecord]:
         if record.finished:
             return "already_finished", record
         if record.status in (JobStatus.ENCODING, JobStatus.DELIVERING):

@@ -67,6 +67,7 @@ def requester_of(interaction: discord.Interaction[Any], owner_ids: tuple[str, ..
         role_ids=roles,
         display_name=user.display_name,
         is_admin=is_admin,
+        is_owner=f"{PLATFORM}:{user.id}" in owner_ids,
     )
 
 
@@ -259,7 +260,8 @@ class Intake:
             if not jobs:
                 raise JobNotFound("You have no queued or running jobs.")
             job_id = jobs[-1].job_id
-        if not await self.backend.cancel(job_id, requester.model_copy(update={"is_admin": False})):
+        own_only = requester.model_copy(update={"is_admin": False, "is_owner": False})
+        if not await self.backend.cancel(job_id, own_only):
             raise JobNotFound(f"No job {job_id} of yours is queued or running.")
         await interaction.followup.send(f"Cancelled job `{job_id}`.", ephemeral=True)
 

@@ -44,6 +44,7 @@ def requester_for(
         server_id=str(chat_id) if chat_id < 0 else None,
         display_name=display_name,
         is_admin=chat_admin or f"{PLATFORM}:{user_id}" in owner_ids,
+        is_owner=f"{PLATFORM}:{user_id}" in owner_ids,
     )
 
 

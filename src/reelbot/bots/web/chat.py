@@ -40,6 +40,7 @@ def requester(client: str, owner_ids: tuple[str, ...] = ()) -> Requester:
         user_id=client,
         display_name="you",
         is_admin=f"{PLATFORM}:{client}" in owner_ids,
+        is_owner=f"{PLATFORM}:{client}" in owner_ids,
     )
 
 
