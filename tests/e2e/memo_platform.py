@@ -14,6 +14,7 @@ from reelbot.catalog import Task
 from reelbot.chat.replies import Button, Reply, reply_for
 from reelbot.chat.service import ChatService, Context
 from reelbot.chat.surface import Conversation
+from reelbot.chat.texts import Status
 from reelbot.errors import InvalidPrompt
 from reelbot.jobs import ReplyAddress, Requester, parse_prompt
 from reelbot.store.records import JobRecord
@@ -41,6 +42,8 @@ class MemoChat:
     messages: dict[str, Message] = field(default_factory=dict)
     private: list[tuple[str, str]] = field(default_factory=list)
     inputs: dict[str, bytes] = field(default_factory=dict)
+    refuse: Exception | None = None
+    """What every upload raises, as a platform that refuses files would."""
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def new_id(self) -> str:
@@ -60,17 +63,19 @@ class MemoChat:
         self,
         reply: ReplyAddress,
         job_id: str,
-        text: str,
+        status: Status,
         preview: bytes | None,
         buttons: tuple[Button, ...],
     ) -> None:
         message = self.messages[reply.status_message_id or ""]
-        message.text, message.preview, message.buttons = text, preview, buttons
+        message.text, message.preview, message.buttons = status.text, preview, buttons
         message.edits += 1
 
     async def post_result(
         self, record: JobRecord, data: bytes, buttons: tuple[Button, ...]
     ) -> str | None:
+        if self.refuse is not None:
+            raise self.refuse
         message = Message(self.new_id(), record.request.reply.channel_id, record.params.summary())
         message.file, message.buttons = data, buttons
         self.messages[message.id] = message

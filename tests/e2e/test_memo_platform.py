@@ -130,3 +130,29 @@ async def test_imagine_jobs_cancel_through_the_real_queue_and_worker(
     # A bad flag is answered in words and queues nothing.
     await bot.say("ann", "room", "/imagine fox --sed 3", group=True)
     assert "--seed" in chat.private[-1][1]
+
+
+async def test_a_refused_upload_ends_the_status_in_words(
+    memo: tuple[MemoBot, Settings], discord_runner: Any
+) -> None:
+    bot, settings = memo
+    bot.chat.refuse = ValueError("400 Bad Request: file rejected")
+    stop = asyncio.Event()
+    worker = await start_worker(settings, discord_runner, stop)
+    try:
+        job = await bot.say("ann", "room", "/imagine a fox", group=True)
+        [status] = await until(
+            lambda: [m for m in bot.chat.in_chat("room") if "could not be posted" in m.text]
+        )
+        assert "Sending the result" not in status.text and status.buttons == ()
+        assert not [m for m in bot.chat.in_chat("room") if m.file]
+        redis = connect(settings.effective_redis_url)
+        try:
+            record = await RecordStore(redis, finished_ttl_s=60).require(job)
+        finally:
+            await redis.aclose(close_connection_pool=True)
+        assert record.status == JobStatus.FAILED and record.error_code == "undeliverable"
+    finally:
+        stop.set()
+        async with asyncio.timeout(30):
+            await worker

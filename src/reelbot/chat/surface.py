@@ -16,7 +16,7 @@ from typing import Protocol
 
 from reelbot.chat.replies import Button, Reply
 from reelbot.chat.service import ChatService, Update
-from reelbot.chat.texts import status_text
+from reelbot.chat.texts import Status, undeliverable_text
 from reelbot.chat.throttle import EditThrottle
 from reelbot.config import Settings
 from reelbot.jobs import JobStatus, ReplyAddress
@@ -39,11 +39,11 @@ class Surface(Protocol):
         self,
         reply: ReplyAddress,
         job_id: str,
-        text: str,
+        status: Status,
         preview: bytes | None,
         buttons: tuple[Button, ...],
     ) -> None:
-        """Edit the status message: text, a JPEG preview while it runs, the buttons."""
+        """Edit the status message: its state, a JPEG preview while it runs, the buttons."""
         ...
 
     async def post_result(
@@ -100,7 +100,9 @@ class Conversation:
             self.deliver,
             settings=settings,
             poll_delay_s=delivery_poll_s,
+            notice=self.notice,
         )
+        self.result_ttl_s = settings.result_ttl_s
 
     async def on_update(self, update: Update) -> None:
         """Show one progress event on the job's status message."""
@@ -109,7 +111,7 @@ class Conversation:
             # The delivery posts the end state; a late event must not race it.
             return
         request = update.request
-        text = status_text(
+        status = Status(
             event.status,
             request.text,
             step=event.step or None,
@@ -120,7 +122,7 @@ class Conversation:
         buttons = status_buttons(event.job_id, event.status)
 
         async def edit() -> None:
-            await self.surface.edit_status(request.reply, event.job_id, text, preview, buttons)
+            await self.surface.edit_status(request.reply, event.job_id, status, preview, buttons)
 
         await self.throttle.run(event.job_id, edit)
 
@@ -130,13 +132,31 @@ class Conversation:
         self.throttle.forget(record.id)
         if delivery.kind == "result" and delivery.data is not None:
             posted = await self.surface.post_result(record, delivery.data, result_buttons(record))
-            done = status_text(JobStatus.DELIVERED, record.request.text)
+            done = Status(JobStatus.DELIVERED, record.request.text)
             with contextlib.suppress(Exception):
                 await self.surface.edit_status(record.request.reply, record.id, done, None, ())
             return posted
-        text = status_text(record.status, record.request.text, message=record.error_message)
-        await self.surface.edit_status(record.request.reply, record.id, text, None, ())
+        # A failure that reached delivery has used the GPU and keeps its charge; any other
+        # failure refunded it (governance.quotas.settle_moved).
+        status = Status(
+            record.status,
+            record.request.text,
+            message=record.error_message,
+            credits_back=record.result is None,
+        )
+        await self.surface.edit_status(record.request.reply, record.id, status, None, ())
         return None
+
+    async def notice(self, record: JobRecord, attempt: int, final: bool) -> None:
+        """A post that keeps failing: say it is being retried, or that it could not be posted."""
+        if final:
+            status = Status(
+                JobStatus.FAILED, record.request.text, message=undeliverable_text(self.result_ttl_s)
+            )
+        else:
+            said = f"posting failed {attempt} times; still trying"
+            status = Status(JobStatus.DELIVERING, record.request.text, message=said)
+        await self.surface.edit_status(record.request.reply, record.id, status, None, ())
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow progress and consume deliveries until ``stop`` is set."""

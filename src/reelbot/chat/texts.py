@@ -3,11 +3,15 @@ the models list and the final states of a job. Platforms add their own markup ar
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from reelbot.catalog import Catalog, Task
 from reelbot.jobs import JobStatus
 
 __all__ = [
     "CANCEL_TEXT",
+    "Status",
     "clip",
     "eta_text",
     "final_text",
@@ -60,31 +64,57 @@ def final_text(status: JobStatus, message: str | None = None) -> str:
     return f"⚠️ Failed: {detail}"
 
 
-def status_text(
-    status: JobStatus,
-    prompt: str,
-    *,
-    position: int | None = None,
-    eta_s: float | None = None,
-    step: int | None = None,
-    total: int | None = None,
-    message: str | None = None,
-) -> str:
-    """A job's status as one plain line and the prompt, for platforms with no markup of their
-    own (the web chat and test platforms)."""
-    if status == JobStatus.QUEUED:
-        where = f" · position {position}" if position is not None else ""
-        head = f"⏳ Queued{where}{eta_text(eta_s)}"
-    elif status == JobStatus.RUNNING:
-        bar = f" {progress_bar(step, total)}" if step is not None and total else ""
-        head = f"🎨 Running{bar}{eta_text(eta_s)}"
-    elif status == JobStatus.ENCODING:
-        head = "🎞️ Encoding"
-    elif status == JobStatus.DELIVERING:
-        head = "📤 Sending the result"
-    else:
-        head = final_text(status, message)
-    return head + (f"\n> {clip(prompt, 1500)}" if prompt else "")
+@dataclass(frozen=True)
+class Status:
+    """A job's status message as values; each platform draws it in its own markup."""
+
+    status: JobStatus
+    prompt: str
+    position: int | None = None
+    eta_s: float | None = None
+    step: int | None = None
+    total: int | None = None
+    message: str | None = None
+    """Why it failed, or what a final state adds (kept for later, retrying)."""
+    credits_back: bool = False
+    """A failure that refunded the job's credits (every one before the result was made)."""
+
+    @property
+    def head(self) -> str:
+        """The first line, without markup: ``🎨 Running ▰▰▱▱ 2/4 · about 3 s``."""
+        if self.status == JobStatus.QUEUED:
+            where = f" · position {self.position}" if self.position is not None else ""
+            return f"⏳ Queued{where}{eta_text(self.eta_s)}"
+        if self.status == JobStatus.RUNNING:
+            bar = f" {progress_bar(self.step, self.total)}" if self.step and self.total else ""
+            return f"🎨 Running{bar}{eta_text(self.eta_s)}"
+        if self.status == JobStatus.ENCODING:
+            return "🎞️ Encoding"
+        if self.status == JobStatus.DELIVERING:
+            return "📤 Sending the result" + (f" · {self.message}" if self.message else "")
+        said = final_text(self.status, self.message)
+        if self.credits_back and self.status == JobStatus.FAILED:
+            said += " The credits are back."
+        return said
+
+    @property
+    def text(self) -> str:
+        """The whole message as plain text: the head and the prompt, quoted."""
+        return self.head + (f"\n> {clip(self.prompt, 1500)}" if self.prompt else "")
+
+
+def status_text(status: JobStatus, prompt: str, **fields: Any) -> str:
+    """``Status(...).text``, for platforms with no markup of their own."""
+    return Status(status, prompt, **fields).text
+
+
+def undeliverable_text(ttl_s: int) -> str:
+    """The final words of a result the platform would not take."""
+    hours = max(1, round(ttl_s / 3600))
+    return (
+        f"The result could not be posted here. It is kept for about {hours} h "
+        f"(/jobs and the web chat still know it)."
+    )
 
 
 def models_lines(catalog: Catalog) -> list[str]:

@@ -28,7 +28,8 @@ from redis.exceptions import RedisError
 
 from reelbot import logs, metrics
 from reelbot.config import Settings
-from reelbot.errors import RateLimited, TransientError
+from reelbot.errors import RateLimited, ResultExpired, TransientError, Undeliverable
+from reelbot.governance.quotas import settle_moved
 from reelbot.jobs import JobStatus
 from reelbot.store import keys
 from reelbot.store.leases import QueueWorker
@@ -93,6 +94,17 @@ async def _deliver(ctx: dict[str, object], job_id: str) -> None:
         raise Retry(defer=RETRY_BASE_S) from exc
 
 
+class Notice(Protocol):
+    """What the platform shows when a post keeps failing or has failed for good."""
+
+    async def __call__(self, record: JobRecord, attempt: int, final: bool) -> None: ...
+
+
+RETRY_NOTICE_FROM = 3
+"""Failed post attempts after which the user is told the result is being retried."""
+RETRY_MAX_S = 60.0
+
+
 class DeliveryConsumer(QueueWorker):
     """A platform's delivery queue consumer; hosted inside the platform process."""
 
@@ -109,6 +121,7 @@ class DeliveryConsumer(QueueWorker):
         max_concurrent: int = 4,
         worker_id: str | None = None,
         poll_delay_s: float = 0.5,
+        notice: Notice | None = None,
     ) -> None:
         super().__init__(
             [func(_deliver, name=DELIVER, max_tries=MAX_POST_TRIES)],
@@ -124,7 +137,10 @@ class DeliveryConsumer(QueueWorker):
         )
         self.platform = platform
         self.post = post
-        self.records = RecordStore(redis, finished_ttl_s=settings.result_ttl_s)
+        self.notice = notice
+        self.records = RecordStore(
+            redis, finished_ttl_s=settings.result_ttl_s, on_status=[settle_moved]
+        )
         self.results = results or RedisResultStore(redis, ttl_s=settings.result_ttl_s)
         self._unmarked: dict[str, str | None] = {}
         """Posted by this process, the mark not yet written (Redis failed right after the
@@ -151,9 +167,8 @@ class DeliveryConsumer(QueueWorker):
                 failed = await self.records.transition(
                     job_id,
                     JobStatus.FAILED,
-                    error_code="result_expired",
-                    error_message="The result expired before it could be posted. "
-                    "Please run it again.",
+                    error_code=ResultExpired.code,
+                    error_message=ResultExpired.default_message,
                 )
                 record = failed or record
         elif not record.finished:
@@ -171,16 +186,24 @@ class DeliveryConsumer(QueueWorker):
         try:
             async with asyncio.timeout(POST_TIMEOUT_S):
                 message_id = await self.post(delivery)
-        except RateLimited as exc:
-            metrics.DELIVERY_RETRIES.labels(self.platform, "rate_limited").inc()
-            raise Retry(defer=exc.retry_after or RETRY_BASE_S) from exc
-        except (TransientError, TimeoutError) as exc:
-            metrics.DELIVERY_RETRIES.labels(self.platform, "transient").inc()
+        except (RateLimited, TransientError, TimeoutError) as exc:
+            code = exc.code if isinstance(exc, TransientError) else TransientError.code
+            metrics.DELIVERY_RETRIES.labels(self.platform, code).inc()
             log.warning("delivery %s: attempt %d failed: %s", job_id, attempt, exc)
-            raise Retry(defer=RETRY_BASE_S * 2 ** (attempt - 1)) from exc
+            if attempt >= MAX_POST_TRIES:
+                # No retry left: give up now instead of waiting for a try that never comes.
+                await self._undeliverable(job_id, f"{type(exc).__name__}: {exc}", attempt)
+                return
+            if attempt >= RETRY_NOTICE_FROM:
+                await self._tell(record, attempt, final=False)
+            wait = RETRY_BASE_S * 2 ** (attempt - 1)
+            if isinstance(exc, RateLimited) and exc.retry_after:
+                wait = exc.retry_after
+            raise Retry(defer=min(wait, RETRY_MAX_S)) from exc
         except Exception as exc:
+            # A permanent refusal (a 4xx other than 429): final at once, and said so.
             log.exception("delivery %s: the platform refused the post", job_id)
-            await self._undeliverable(job_id, f"{type(exc).__name__}: {exc}")
+            await self._undeliverable(job_id, f"{type(exc).__name__}: {exc}", attempt)
             return
         metrics.DELIVERIES.labels(self.platform, kind).inc()
         self._unmarked[job_id] = message_id
@@ -206,18 +229,28 @@ class DeliveryConsumer(QueueWorker):
             event = ProgressEvent(job_id=job_id, status=record.status, at=now)
             await publish(self.pool, self.platform, event)
 
-    async def _undeliverable(self, job_id: str, detail: str) -> None:
+    async def _tell(self, record: JobRecord, attempt: int, *, final: bool) -> None:
+        """Tell the user (best effort): a notice that fails must not cost the delivery."""
+        if self.notice is None:
+            return
+        try:
+            await self.notice(record, attempt, final)
+        except Exception:
+            log.warning("delivery %s: could not tell the user", record.id, exc_info=True)
+
+    async def _undeliverable(self, job_id: str, detail: str, attempt: int = 0) -> None:
         log.error("delivery %s: giving up: %s", job_id, detail)
         failed = await self.records.transition(
             job_id,
             JobStatus.FAILED,
             only_from=[JobStatus.DELIVERING],
-            error_code="undeliverable",
-            error_message="The result could not be posted here.",
+            error_code=Undeliverable.code,
+            error_message=Undeliverable.default_message,
             note=detail[:300],
         )
         if failed is not None:
-            metrics.FAILURES.labels("undeliverable").inc()
+            metrics.FAILURES.labels(Undeliverable.code).inc()
+            await self._tell(failed, attempt, final=True)
 
     async def gave_up(self, job_id: str) -> None:
         """Too many failed post attempts: record it so the job does not look stuck."""
