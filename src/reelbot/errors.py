@@ -2,7 +2,8 @@
 
 Every error that crosses a process boundary carries a stable ``code`` (it travels on the wire
 inside a job outcome) and, where it is the user's business, a ``user_message`` fit to show in
-chat as it is::
+chat as it is. Every code that crosses the wire is a class's ``code``; ``ERROR_CODES`` maps it
+back to the class and ``error_from`` rebuilds the error from a stored outcome::
 
     ReelbotError                      code "internal"
     ├── UserError                     safe to show; never retried
@@ -17,14 +18,16 @@ chat as it is::
     │   ├── NotAllowed                an admin command from a non-admin
     │   ├── JobNotFound               no such job (or not yours)
     │   ├── Cancelled                 the job was cancelled
-    │   ├── JobTimeout                the job ran past its time limit
-    │   └── OutputTooLarge            no encoding fits the platform's upload limit
+    │   ├── JobTimeout                the job ran past its time limit; ``limit_s``
+    │   └── OutputTooLarge            no encoding fits the platform's upload limit; ``limit_bytes``
     ├── TransientError                worth a retry; ``retry_after`` where known
     │   ├── OutOfMemory               the accelerator ran out of memory
     │   ├── BackendUnavailable        Redis or a platform API cannot be reached
     │   ├── RateLimited               a platform said 429
-    │   └── WorkerLost                the worker died too often while running the job
+    │   ├── WorkerLost                the worker died too often while running the job
+    │   └── JobStalled                the pipeline made no step for too long; ``stall_s``
     ├── DeliveryFailed                the result could not be posted
+    │   ├── Undeliverable             the platform refused the post, or every try failed
     │   └── ResultExpired             the stored result expired before it was posted
     └── ConfigError                   stops start-up, with one line naming the setting
 """
@@ -39,6 +42,8 @@ class ReelbotError(Exception):
 
     code: ClassVar[str] = "internal"
     default_message: ClassVar[str] = "Something went wrong."
+    shown: str | None = None
+    """A message already written for the user (a stored outcome's, see ``error_from``)."""
 
     def __init__(self, message: str | None = None) -> None:
         self.message = message or self.default_message
@@ -47,7 +52,7 @@ class ReelbotError(Exception):
     @property
     def user_message(self) -> str:
         """Text fit to show to the person who asked."""
-        return self.default_message
+        return self.default_message if self.shown is None else self.shown
 
 
 class UserError(ReelbotError):
@@ -66,6 +71,7 @@ class InvalidOption(UserError):
     """A flag or option is unknown, malformed or outside its range."""
 
     code = "invalid_option"
+    option: str = ""
 
     def __init__(self, message: str, *, option: str) -> None:
         super().__init__(message)
@@ -110,6 +116,7 @@ class QuotaExceeded(UserError):
     """A budget is spent; ``retry_after`` says in how many seconds it resets."""
 
     code = "quota_exceeded"
+    retry_after: float | None = None
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -120,6 +127,7 @@ class Busy(UserError):
     """The queue is full; try again later."""
 
     code = "busy"
+    retry_after: float | None = None
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -146,16 +154,42 @@ class Cancelled(UserError):
 
 
 class JobTimeout(UserError):
-    """The job ran past the time its cost allows."""
+    """The job ran past the time its cost allows (the worker stops it at ``limit_s``)."""
 
     code = "timeout"
     default_message = "This job took too long and was stopped. Try fewer steps or frames."
+    limit_s: float | None = None
+
+    def __init__(self, *, limit_s: float | None = None) -> None:
+        message = None
+        if limit_s is not None:
+            message = (
+                f"This job ran past its {round(limit_s)}s limit and was stopped. "
+                "Try fewer steps, fewer frames or a smaller size."
+            )
+        super().__init__(message)
+        self.limit_s = limit_s
 
 
 class OutputTooLarge(UserError):
-    """No encoding of the result fits the platform's upload limit."""
+    """No encoding of the result fits the platform's upload limit of ``limit_bytes``."""
 
     code = "too_large"
+    default_message = (
+        "The result could not be made small enough for this chat's upload limit. "
+        "Try a shorter or smaller video."
+    )
+    limit_bytes: int | None = None
+
+    def __init__(self, *, limit_bytes: int | None = None) -> None:
+        message = None
+        if limit_bytes is not None:
+            message = (
+                "The result could not be made small enough for this chat's "
+                f"{limit_bytes // 1_000_000} MB upload limit. Try a shorter or smaller video."
+            )
+        super().__init__(message)
+        self.limit_bytes = limit_bytes
 
 
 class TransientError(ReelbotError):
@@ -163,6 +197,7 @@ class TransientError(ReelbotError):
 
     code = "transient"
     default_message = "A temporary problem stopped this job. Please try again in a minute."
+    retry_after: float | None = None
 
     def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -192,21 +227,57 @@ class RateLimited(TransientError):
 
 
 class WorkerLost(TransientError):
-    """The worker running the job died, more times than a retry allows."""
+    """The worker running the job died, more times than a retry allows (arq gave up on it)."""
 
     code = "worker_lost"
+    default_message = (
+        "This job stopped its worker several times and was given up. "
+        "Try fewer frames, fewer steps or a smaller size."
+    )
+
+
+class JobStalled(TransientError):
+    """The pipeline made no denoising step for ``stall_s``; the watchdog stopped the job."""
+
+    code = "stalled"
+    default_message = "This job made no progress and was stopped. Please try again."
+    stall_s: float | None = None
+
+    def __init__(self, *, stall_s: float | None = None) -> None:
+        message = None
+        if stall_s is not None:
+            message = (
+                f"This job made no progress for {round(stall_s)}s and was stopped. "
+                "Please try again."
+            )
+        super().__init__(message)
+        self.stall_s = stall_s
+
+    @property
+    def user_message(self) -> str:
+        """The message is built here from ``stall_s``, never from other text: shown as it is."""
+        return self.message
 
 
 class DeliveryFailed(ReelbotError):
     """The result could not be posted to the platform."""
 
+    code = "delivery_failed"
+    default_message = "The result could not be posted."
+
+
+class Undeliverable(DeliveryFailed):
+    """The platform refused the post, or every post attempt failed; the delivery gave up."""
+
     code = "undeliverable"
+    default_message = "The result could not be posted here."
 
 
 class ResultExpired(DeliveryFailed):
     """The stored result expired before it could be posted."""
 
     code = "result_expired"
+    default_message = "The result expired before it could be posted. Please run it again."
 
 
 class ConfigError(ReelbotError):
@@ -243,9 +314,26 @@ ERROR_CODES: dict[str, type[ReelbotError]] = {
         BackendUnavailable,
         RateLimited,
         WorkerLost,
+        JobStalled,
         DeliveryFailed,
+        Undeliverable,
         ResultExpired,
         ConfigError,
     )
 }
 """Stable wire code → class, for turning an outcome back into an error."""
+
+
+def error_from(code: str | None, message: str | None) -> ReelbotError:
+    """The error a stored outcome (``error_code``, ``error_message``) stands for.
+
+    The class is ``ERROR_CODES[code]``, a plain ``ReelbotError`` for a code this build does not
+    know. The stored message was written for the user, so it is the ``user_message`` too (the
+    class's default where none was stored). Details that are not stored (``retry_after``,
+    ``option``, ``limit_s`` …) are left at ``None`` or empty.
+    """
+    cls = ERROR_CODES.get(code or "", ReelbotError)
+    error = cls.__new__(cls)
+    ReelbotError.__init__(error, message)
+    error.shown = error.message
+    return error

@@ -19,7 +19,14 @@ from redis.exceptions import RedisError
 from reelbot import metrics
 from reelbot.catalog import Catalog
 from reelbot.config import Settings
-from reelbot.errors import BackendUnavailable, Busy, ContentRefused, JobNotFound, UserError
+from reelbot.errors import (
+    BackendUnavailable,
+    Busy,
+    Cancelled,
+    ContentRefused,
+    JobNotFound,
+    UserError,
+)
 from reelbot.governance import audit
 from reelbot.governance.policy import PolicyStore, server_scope
 from reelbot.governance.quotas import RESERVE_LUA, QuotaBook
@@ -218,7 +225,7 @@ class JobQueue:
             ],
         )
         if created == -1:
-            metrics.REFUSALS.labels(platform, "busy").inc()
+            metrics.REFUSALS.labels(platform, Busy.code).inc()
             raise await self._busy(int(detail), record)
         if created == -2:
             reason, amount = detail.decode(), float(extra[0])
@@ -320,8 +327,8 @@ class JobQueue:
             job_id,
             JobStatus.CANCELLED,
             only_from=[JobStatus.QUEUED],
-            error_code="cancelled",
-            error_message="Cancelled.",
+            error_code=Cancelled.code,
+            error_message=Cancelled.default_message,
         )
         if cancelled is None:
             # It left the queue some other way meanwhile (it ran, or it failed).

@@ -39,9 +39,14 @@ from reelbot.errors import (
     Cancelled,
     ContentRefused,
     InvalidImage,
+    JobStalled,
+    JobTimeout,
     OutOfMemory,
+    OutputTooLarge,
+    ReelbotError,
     TransientError,
     UserError,
+    WorkerLost,
 )
 from reelbot.governance.policy import PolicyStore
 from reelbot.jobs import GenerationParams, JobStatus
@@ -229,12 +234,11 @@ class GenerationWorker(QueueWorker):
         record = await self.records.transition(
             job_id,
             JobStatus.FAILED,
-            error_code="worker_lost",
-            error_message="This job stopped its worker several times and was given up. "
-            "Try fewer frames, fewer steps or a smaller size.",
+            error_code=WorkerLost.code,
+            error_message=WorkerLost.default_message,
         )
         if record is not None:
-            metrics.FAILURES.labels("worker_lost").inc()
+            metrics.FAILURES.labels(WorkerLost.code).inc()
             await self._announce(record)
 
     # -- a job -----------------------------------------------------------------------------------
@@ -515,20 +519,11 @@ class GenerationWorker(QueueWorker):
             if done is not None:
                 await self._announce(done)
         elif run.reason == "timeout":
-            limit = round(record.timeout_s or 0)
-            await self._fail(
-                record,
-                "timeout",
-                f"This job ran past its {limit}s limit and was stopped. "
-                "Try fewer steps, fewer frames or a smaller size.",
-            )
+            timeout = JobTimeout(limit_s=record.timeout_s or 0)
+            await self._fail(record, timeout.code, timeout.user_message)
         elif run.reason == "stall":
-            await self._fail(
-                record,
-                "stalled",
-                f"This job made no progress for {round(self.settings.stall_s)}s and was stopped. "
-                "Please try again.",
-            )
+            stalled = JobStalled(stall_s=self.settings.stall_s)
+            await self._fail(record, stalled.code, stalled.user_message)
         elif run.reason == "shutdown":
             raise _Shutdown
         elif run.reason == "lease":
@@ -553,7 +548,9 @@ class GenerationWorker(QueueWorker):
     async def _internal(self, record: JobRecord, exc: BaseException | None) -> None:
         ref = os.urandom(4).hex()
         log.error("job %s failed (ref %s)", record.id, ref, exc_info=exc)
-        await self._fail(record, "internal", f"Something went wrong (ref {ref}).", error_ref=ref)
+        await self._fail(
+            record, ReelbotError.code, f"Something went wrong (ref {ref}).", error_ref=ref
+        )
 
     async def _fail(self, record: JobRecord, code: str, message: str, **fields: Any) -> None:
         done = await self.records.transition(
@@ -607,12 +604,8 @@ class GenerationWorker(QueueWorker):
         except ValueError as exc:
             log.warning("job %s: %s", record.id, exc)
             scoring.cancel()  # nothing will be posted: its verdict does not matter
-            await self._fail(
-                record,
-                "too_large",
-                "The result could not be made small enough for this chat's "
-                f"{budget // 1_000_000} MB upload limit. Try a shorter or smaller video.",
-            )
+            too_large = OutputTooLarge(limit_bytes=budget)
+            await self._fail(record, too_large.code, too_large.user_message)
             return
         except asyncio.CancelledError:
             scoring.cancel()

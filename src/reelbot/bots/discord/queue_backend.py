@@ -11,7 +11,7 @@ from arq.connections import ArqRedis
 from reelbot.bots.discord.backend import Delivery, JobInfo, ProgressEvent, Ticket
 from reelbot.catalog import Catalog
 from reelbot.config import Settings
-from reelbot.errors import Cancelled, JobNotFound, UserError
+from reelbot.errors import Cancelled, JobNotFound, ReelbotError, error_from
 from reelbot.governance.admin import Admin, run_admin
 from reelbot.jobs import GenerationParams, GenerationRequest, JobStatus, Requester
 from reelbot.queue import delivery as queue_delivery
@@ -115,13 +115,13 @@ class QueueBackend:
 def to_delivery(item: queue_delivery.Delivery) -> Delivery:
     """The queue's delivery (a record and maybe bytes) as the poster wants it."""
     record = item.record
-    error: UserError | None = None
+    error: ReelbotError | None = None
     if item.data is None:
         if record.status == JobStatus.CANCELLED:
             error = Cancelled()
         else:
-            # The worker stores a message fit to show the user; the code stays in the record.
-            error = UserError(record.error_message or "The job failed.")
+            # The record keeps the error's code and a message fit to show the user.
+            error = error_from(record.error_code, record.error_message or "The job failed.")
     filename = None
     if record.result is not None:
         filename = f"reelbot-{record.id}.{record.result.ext}"

@@ -9,6 +9,7 @@ import logging
 import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
@@ -20,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
     JSONResponse,
+    PlainTextResponse,
     RedirectResponse,
     Response,
     StreamingResponse,
@@ -30,6 +32,7 @@ from reelbot.bots.web.chat import WebChat
 from reelbot.bots.web.hub import Hub
 from reelbot.bots.web.page import render_page
 from reelbot.errors import (
+    BackendUnavailable,
     Busy,
     InvalidImage,
     QuotaExceeded,
@@ -64,28 +67,61 @@ def _id(value: str | None, what: str) -> str:
     return value
 
 
-def _answer_error(exc: Exception) -> JSONResponse:
-    """The one error handler: the reply is picked by the error's class."""
-    if isinstance(exc, Busy):
-        retry = str(round(exc.retry_after or 10))
-        return _error(503, exc.code, exc.user_message, **{"Retry-After": retry})
-    if isinstance(exc, QuotaExceeded):
-        headers = {"Retry-After": str(round(exc.retry_after))} if exc.retry_after else {}
-        return _error(429, exc.code, exc.user_message, **headers)
-    if isinstance(exc, UserError):
-        return _error(400, exc.code, exc.user_message)
-    if isinstance(exc, HTTPException):
-        # A malformed or oversized form, as Starlette's parser judged it.
-        return _error(exc.status_code, "bad_request", str(exc.detail))
-    if isinstance(exc, TransientError | RedisError | OSError):
-        log.warning("web chat: the queue cannot be reached: %s", exc)
-        return _error(503, "unavailable", "The job queue cannot be reached; try again shortly.")
+# The app's one error handler, as Starlette's ``exception_handlers``: the reply is picked by
+# the error's class, the nearest in its MRO.
+
+
+async def _busy(_: Request, exc: Busy) -> Response:
+    retry = str(round(exc.retry_after or 10))
+    return _error(503, exc.code, exc.user_message, **{"Retry-After": retry})
+
+
+async def _over_quota(_: Request, exc: QuotaExceeded) -> Response:
+    headers = {"Retry-After": str(round(exc.retry_after))} if exc.retry_after else {}
+    return _error(429, exc.code, exc.user_message, **headers)
+
+
+async def _refused(_: Request, exc: UserError) -> Response:
+    return _error(400, exc.code, exc.user_message)
+
+
+async def _bad_form(_: Request, exc: HTTPException) -> Response:
+    if exc.status_code != 400:
+        # Routing's 404 and 405 keep Starlette's own plain answer.
+        return PlainTextResponse(str(exc.detail), exc.status_code, headers=exc.headers)
+    # A malformed form, as Starlette's parser judged it.
+    return _error(exc.status_code, "bad_request", str(exc.detail))
+
+
+async def _unreachable(_: Request, exc: Exception) -> Response:
+    log.warning("web chat: the queue cannot be reached: %s", exc)
+    message = "The job queue cannot be reached; try again shortly."
+    return _error(503, BackendUnavailable.code, message)
+
+
+async def _failed(_: Request, exc: Exception) -> Response:
     ref = secrets.token_hex(4)
     if isinstance(exc, ReelbotError):
         log.error("web chat: %s (ref %s)", exc.message, ref)
     else:
-        log.exception("web chat: unexpected error (ref %s)", ref)
-    return _error(500, "internal", f"Something went wrong (ref {ref}).")
+        log.error("web chat: unexpected error (ref %s)", ref, exc_info=exc)
+    return _error(500, ReelbotError.code, f"Something went wrong (ref {ref}).")
+
+
+ERROR_HANDLERS: dict[Any, Callable[[Request, Any], Awaitable[Response]]] = {
+    Busy: _busy,
+    QuotaExceeded: _over_quota,
+    UserError: _refused,
+    HTTPException: _bad_form,
+    TransientError: _unreachable,
+    RedisError: _unreachable,
+    OSError: _unreachable,
+    ReelbotError: _failed,
+    # Not ours, so a bug: Starlette answers it from its outermost middleware, then raises it
+    # again for the server to log.
+    Exception: _failed,
+}
+"""Error class → the handler that answers it (Starlette looks the error's MRO up here)."""
 
 
 def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> Starlette:
@@ -133,22 +169,19 @@ def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> 
         if _declared_length(request) > MAX_FORM_BYTES:
             # Refused from the header alone, before a byte of the body is read or spooled.
             return _error(413, "too_large", _TOO_BIG)
-        try:
-            client = _id(client, "client id")
-            async with request.form(max_files=1, max_fields=8) as form:
-                message_id = _id(_field(form.get("msg")), "message id")
-                action = _field(form.get("action"))
-                if action:
-                    answer = await chat.action(
-                        client, message_id, action, _field(form.get("job")) or ""
-                    )
-                else:
-                    image = await _upload(form.get("image"))
-                    answer = await chat.command(
-                        client, message_id, _field(form.get("text")) or "", image
-                    )
-        except Exception as exc:
-            return _answer_error(exc)
+        client = _id(client, "client id")
+        async with request.form(max_files=1, max_fields=8) as form:
+            message_id = _id(_field(form.get("msg")), "message id")
+            action = _field(form.get("action"))
+            if action:
+                answer = await chat.action(
+                    client, message_id, action, _field(form.get("job")) or ""
+                )
+            else:
+                image = await _upload(form.get("image"))
+                answer = await chat.command(
+                    client, message_id, _field(form.get("text")) or "", image
+                )
         if answer.get("type") == "job":
             hub.remember(str(answer["job_id"]), client)
         return JSONResponse(answer)
@@ -167,20 +200,14 @@ def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> 
         client = request.query_params.get("client")
         if client is None or not _ID.match(client):
             return _error(400, "bad_client", "The page sent no valid client id; reload it.")
-        try:
-            views = await chat.history(client)
-        except Exception as exc:
-            return _answer_error(exc)
+        views = await chat.history(client)
         for view in views:
             hub.remember(str(view["job_id"]), client)
         return JSONResponse({"jobs": views})
 
     async def media(request: Request) -> Response:
         job_id = str(request.path_params["job_id"])
-        try:
-            found = await chat.media(job_id)
-        except Exception as exc:
-            return _answer_error(exc)
+        found = await chat.media(job_id)
         if found is None:
             return _error(404, "not_found", "No such result (or it expired).")
         data, mime = found
@@ -196,7 +223,11 @@ def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> 
     # On loopback, a page on another site that resolves its own name to 127.0.0.1 (DNS
     # rebinding) would send its own Host header: refuse it.
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_HOSTS)]
-    return Starlette(routes=routes, middleware=middleware if loopback else [])
+    return Starlette(
+        routes=routes,
+        middleware=middleware if loopback else [],
+        exception_handlers=ERROR_HANDLERS,
+    )
 
 
 _TOO_BIG = "That image is over 20 MB. Send a PNG, JPEG or WEBP image under 20 MB."
