@@ -31,9 +31,9 @@ __all__ = [
     "Requester",
     "Task",
     "job_id_for",
-    "seed_for",
     "parse_prompt",
     "resolve",
+    "seed_for",
 ]
 
 MAX_PROMPT_CHARS = 1500
