@@ -3,7 +3,8 @@
 Serves ``/bot<token>/<method>`` and ``/file/bot<token>/<path>`` on 127.0.0.1 with the JSON
 shapes of the real Bot API (PTB parses them into objects), keeps chats, messages and uploaded
 files, hands out updates the test injects through ``getUpdates`` long polling, records every
-call with its time, and can answer the next N calls of a method with a 429.
+call with its time, and can answer the next N calls of any method with an error (a 5xx,
+a 4xx, or a 429 with ``retry_after``) in the Bot API's error shape.
 """
 
 from __future__ import annotations
@@ -41,6 +42,19 @@ _NOT_MODIFIED = (
     "exactly the same as a current content and reply markup of the message"
 )
 _TAG_RE = re.compile(r"<[^>]+>")
+_ERROR_DESCRIPTIONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    409: "Conflict",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+"""What the Bot API says with each status when the test gives no description."""
 
 
 class ApiError(Exception):
@@ -424,17 +438,31 @@ class TelegramEmulator:
         """Hand out an update again, same update_id and all (as after a lost confirmation)."""
         return self._push(json.loads(json.dumps(update)))
 
+    def fail(
+        self,
+        method: str,
+        status: int = 500,
+        times: int = 1,
+        description: str | None = None,
+        *,
+        retry_after: int | None = None,
+    ) -> None:
+        """Answer the next ``times`` calls of ``method`` with ``status`` and the Bot API's body:
+        ``{"ok": false, "error_code": status, "description": ...}`` (``parameters.retry_after``
+        too when given). The handler does not run, so nothing the call would change changes."""
+        if not 400 <= status <= 599:
+            raise ValueError(f"an error answer needs a 4xx or 5xx status, not {status}")
+        if description is None:
+            description = _ERROR_DESCRIPTIONS.get(status, f"Error {status}")
+            if status == 429 and retry_after is not None:
+                description = f"Too Many Requests: retry after {retry_after}"
+        parameters = {"retry_after": retry_after} if retry_after is not None else None
+        queue = self._failures.setdefault(method.lower(), [])
+        queue.extend([(status, description, parameters)] * times)
+
     def fail_next(self, method: str, times: int = 1, *, retry_after: int = 1) -> None:
         """Answer the next ``times`` calls of ``method`` with 429 and ``retry_after``."""
-        queue = self._failures.setdefault(method.lower(), [])
-        for _ in range(times):
-            queue.append(
-                (
-                    429,
-                    f"Too Many Requests: retry after {retry_after}",
-                    {"retry_after": retry_after},
-                )
-            )
+        self.fail(method, 429, times, retry_after=retry_after)
 
     # -- what a test reads ---------------------------------------------------------------------
 

@@ -556,3 +556,17 @@ async def test_commands_sync_to_one_guild_when_configured(
     names = {c["name"] for c in discord_emu.commands[discord_emu.guild_id]}
     assert {"imagine", "remix", "video", "animate", "admin"} <= names
     assert "global" not in discord_emu.commands
+
+
+async def test_a_failing_command_sync_is_retried_and_the_adapter_runs_on(
+    discord_emu: DiscordEmulator, start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reelbot.bots.discord import app as discord_app
+    from reelbot.runtime.supervise import Backoff
+
+    monkeypatch.setattr(discord_app, "SYNC_RETRY", Backoff(first_s=0.05, max_s=0.2))
+    # 503: discord.py retries 500/502/504 itself (for 25 s); a 503 reaches reelbot at once.
+    discord_emu.inject("PUT", r"^/applications/\d+/commands$", status=503, count=3)
+    await start()
+    assert discord_emu.connected and "global" not in discord_emu.commands
+    await discord_emu.wait_for(lambda: discord_emu.commands.get("global"), within=10)

@@ -554,3 +554,57 @@ async def test_a_failed_submit_ends_the_status_message(
     assert "reply_markup" not in emu.bot_messages(chat.id)[0]  # no Cancel for a job that isn't
     if reply_says:
         assert more and more[0].startswith(reply_says) and "exploded" not in more[0]
+
+
+async def test_the_emulator_answers_injected_errors_in_the_bot_api_shape(
+    telegram_emu: TelegramEmulator,
+) -> None:
+    emu = telegram_emu
+    emu.fail("getMe", 503, 1, "Service Unavailable: try later")
+    emu.fail("getMe", 403)
+    async with httpx.AsyncClient(base_url=f"{emu.root}/bot{TOKEN}", timeout=5) as http:
+        first, second, third = [await http.post("/getMe") for _ in range(3)]
+    assert first.status_code == 503
+    assert first.json() == {
+        "ok": False,
+        "error_code": 503,
+        "description": "Service Unavailable: try later",
+    }
+    assert second.status_code == 403 and second.json()["description"] == "Forbidden"
+    assert third.status_code == 200 and third.json()["result"]["username"] == "emu_bot"
+
+
+@pytest.mark.parametrize(("status", "times", "retried"), [(500, 5, True), (400, 1, False)])
+async def test_a_failing_command_menu_does_not_stop_the_bot(
+    telegram_emu: TelegramEmulator,
+    backend: MemoryBackend,
+    tiny_catalog: Catalog,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+    times: int,
+    retried: bool,
+) -> None:
+    from reelbot.bots.telegram import app as telegram_app
+    from reelbot.runtime.supervise import Backoff
+
+    monkeypatch.setattr(telegram_app, "STARTUP_RETRY", Backoff(first_s=0.05, max_s=0.2))
+    emu = telegram_emu
+    emu.fail("setMyCommands", status, times)
+    adapter = TelegramAdapter(
+        token=TOKEN, backend=backend, catalog=tiny_catalog, api_root=emu.root, poll_timeout=1
+    )
+    with caplog.at_level(logging.WARNING, logger="reelbot"):
+        async with adapter:
+            chat = emu.private_chat(ALICE)
+            (text,) = await replies_to(emu, emu.user_text(chat, ALICE, "/help"))
+            assert "/imagine" in text
+            if retried:
+                # Telegram recovers after five 500s; the menu arrives then.
+                await emu.wait_for(lambda: emu.commands, what="the command menu")
+            else:
+                await asyncio.sleep(0.5)  # a 400 will not get better: one try only
+    statuses = [c.status for c in emu.calls if c.method == "setMyCommands"]
+    assert statuses == [status] * times + ([200] if retried else [])
+    assert bool(emu.commands) == retried
+    assert "setMyCommands" in caplog.text

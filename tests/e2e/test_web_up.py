@@ -276,3 +276,80 @@ async def test_cancel_button_takes_a_waiting_job_out(web_up: WebUp) -> None:
             await p.wait(job["job_id"], _delivered)
         again = await p.send(action="cancel", job=last["job_id"])
         assert again.json()["notice"].startswith("Already finished")
+
+
+async def test_up_keeps_the_worker_and_web_chat_while_telegram_setup_fails(
+    telegram_emu: TelegramEmulator, tmp_path: Path, discord_data_dir: Path
+) -> None:
+    """Telegram answering 500 to ``setMyCommands`` takes nothing down: not the worker, not the
+    web chat, not even the Telegram bot, which answers while the menu call is retried."""
+    emu = telegram_emu
+    emu.fail("setMyCommands", 500, 10_000, "Internal Server Error")
+    home = tmp_path / "data"
+    home.mkdir()
+    (home / "tiny").symlink_to(discord_data_dir / "tiny", target_is_directory=True)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REELBOT_")} | {
+        "REELBOT_MODELS": "tiny",
+        "REELBOT_DATA_DIR": str(home),
+        "REELBOT_DEVICE": "cpu",
+        "REELBOT_WEB_PORT": str(port),
+        "REELBOT_TELEGRAM_TOKEN": TOKEN,
+        "REELBOT_TELEGRAM_API_URL": emu.root,
+    }
+    log = tmp_path / "up.log"
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "reelbot.cli", "up", env=env, stdout=out, stderr=out
+        )
+    url = f"http://127.0.0.1:{port}/"
+
+    async def chat_answers() -> bool:
+        assert proc.returncode is None, f"reelbot up exited:\n{log.read_text()[-3000:]}"
+        with contextlib.suppress(httpx.HTTPError):
+            async with httpx.AsyncClient(timeout=2) as http:
+                return (await http.get(url)).status_code == 200
+        return False
+
+    try:
+        async with asyncio.timeout(150):
+            while not await chat_answers():  # noqa: ASYNC110 (polls a subprocess over HTTP)
+                await asyncio.sleep(0.2)
+        await emu.wait_for(
+            lambda: (
+                proc.returncode is not None
+                or len([c for c in emu.calls if c.method == "setMyCommands"]) >= 2
+            ),
+            within=30,
+            what="a second try of setMyCommands",
+        )
+        assert proc.returncode is None, f"reelbot up exited:\n{log.read_text()[-3000:]}"
+        async with page(url) as p:
+            job = (await p.send("/imagine a lighthouse --seed 4")).json()
+            assert job["type"] == "job", job
+            await p.wait(job["job_id"], _delivered)
+        # The Telegram bot itself is up too and answers while its menu keeps failing.
+        chat = emu.private_chat(CAROL)
+        update = emu.user_text(chat, CAROL, "/help")
+        await emu.wait_for(
+            lambda: [
+                m
+                for m in emu.bot_messages(chat.id)
+                if m.get("reply_to_message", {}).get("message_id")
+                == update["message"]["message_id"]
+            ],
+            within=30,
+            what="the /help answer",
+        )
+        assert not emu.commands
+        assert await chat_answers()
+        assert "setMyCommands" in log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await proc.wait() == 0, log.read_text()[-3000:]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

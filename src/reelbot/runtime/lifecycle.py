@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import logging
 import os
@@ -14,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 from reelbot import metrics
 from reelbot.catalog import load_catalog
 from reelbot.config import Settings
+from reelbot.errors import ConfigError
 from reelbot.runtime.server import RedisServer
+from reelbot.runtime.supervise import supervise
 from reelbot.worker.worker import serve_generation
 
 if TYPE_CHECKING:
@@ -110,7 +113,9 @@ def run_up(
     """``reelbot up``: a private server if no Redis URL is set, a worker on both queues, and
     the given adapters (``"module:function"``), until SIGINT/SIGTERM; then all of it stops.
 
-    One /metrics endpoint serves every part (``metrics_queues``: the depths it reports).
+    Each part is supervised: one that crashes is logged and restarted with back-off while the
+    others keep serving; a configuration error stops them all. One /metrics endpoint serves
+    every part (``metrics_queues``: the depths it reports).
     """
     setup_logging()
     server: RedisServer | None = None
@@ -134,11 +139,25 @@ def run_up(
 
         async def serve(stop: asyncio.Event) -> None:
             nonlocal hung
+
+            async def worker() -> int:
+                return await serve_generation(settings, runner, queues, redis_url=url, stop=stop)
+
+            fatal = (ConfigError,)
             parts: list[Awaitable[Any]] = [
-                serve_generation(settings, runner, queues, redis_url=url, stop=stop)
+                supervise(target, functools.partial(adapter, settings, stop), stop, fatal=fatal)
+                for target, adapter in loaded
             ]
-            parts += [adapter(settings, stop) for _, adapter in loaded]
-            hung = (await asyncio.gather(*parts))[0]
+            # Every part winds down before a configuration error from one of them is raised.
+            worker_hung, *others = await asyncio.gather(
+                supervise("worker", worker, stop, fatal=fatal), *parts, return_exceptions=True
+            )
+            for result in others:
+                if isinstance(result, BaseException):
+                    raise result
+            if isinstance(worker_hung, BaseException):
+                raise worker_hung
+            hung = worker_hung or 0
 
         names = ", ".join(["worker", *(t for t, _ in loaded)])
         print(f"reelbot up: Redis at {url}; running {names}", file=sys.stderr, flush=True)

@@ -19,11 +19,15 @@ from reelbot.bots.discord.throttle import EditThrottle
 from reelbot.catalog import Catalog
 from reelbot.config import Settings
 from reelbot.errors import BackendUnavailable, ConfigError
+from reelbot.runtime.supervise import Backoff, BestEffort
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 8.0
+SYNC_RETRY = Backoff(first_s=2.0, max_s=300.0)
+"""Between tries of the command sync, which the bot can run without (the old commands stay)."""
+SYNC_ATTEMPTS = 12
 
 
 def point_at(api_url: str, gateway_url: str | None) -> None:
@@ -52,7 +56,11 @@ class DiscordAdapter:
             raise ConfigError("REELBOT_DISCORD_TOKEN: not set; the Discord adapter needs it")
         self.settings = settings
         guild = int(settings.discord_guild_id) if settings.discord_guild_id else None
-        self.client = ReelbotClient(guild_id=guild)
+        # The commands are synced after READY (see start), where a failure cannot stop login.
+        self.client = ReelbotClient(guild_id=guild, sync_commands=False)
+        self.extras = BestEffort(
+            retry_if=_worth_retrying, backoff=SYNC_RETRY, attempts=SYNC_ATTEMPTS
+        )
         self.poster = Poster(self.client, throttle=EditThrottle(edit_interval_s), view_for=view_for)
         self.intake = Intake(
             catalog=catalog,
@@ -81,7 +89,20 @@ class DiscordAdapter:
             raise BackendUnavailable(
                 f"cannot reach Discord at {self.settings.discord_api_url}: {exc}"
             ) from exc
+        # Discord keeps the commands of the last sync: a failed one is retried in the background.
+        await self.extras.call("Discord command sync", self._sync_commands)
         self._tasks.append(asyncio.create_task(self.intake.follow_progress(self._stop)))
+
+    async def _sync_commands(self) -> None:
+        """Publish the slash commands (to one guild when configured, where updates show at once)."""
+        tree = self.client.tree
+        if self.client.guild_id is None:
+            synced = await tree.sync()
+        else:
+            guild = discord.Object(self.client.guild_id)
+            tree.copy_global_to(guild=guild)
+            synced = await tree.sync(guild=guild)
+        log.info("synced %d commands", len(synced))
 
     async def deliver(self, delivery: Delivery) -> str | None:
         """Post a finished job; raises a transient error when it should be retried."""
@@ -90,6 +111,7 @@ class DiscordAdapter:
     async def stop(self) -> None:
         """Stop following progress and close the gateway connection, each within a bound."""
         self._stop.set()
+        await self.extras.aclose()
         await self.poster.aclose()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STOP_TIMEOUT_S):
@@ -116,3 +138,10 @@ class DiscordAdapter:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+def _worth_retrying(exc: Exception) -> bool:
+    """A 5xx, a rate limit or a network failure; a 4xx (a bad command tree) will not get better."""
+    if isinstance(exc, discord.HTTPException):
+        return exc.status >= 500 or exc.status == 429
+    return isinstance(exc, OSError | aiohttp.ClientError | TimeoutError | discord.RateLimited)

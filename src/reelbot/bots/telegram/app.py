@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from telegram import BotCommand, Update
-from telegram.error import Conflict, TelegramError
+from telegram.error import BadRequest, Conflict, NetworkError, RetryAfter, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -20,6 +20,7 @@ from telegram.ext import (
 )
 
 from reelbot.catalog import Catalog
+from reelbot.runtime.supervise import Backoff, BestEffort
 
 from .backend import JobBackend
 from .handlers import CommandLayer
@@ -39,6 +40,12 @@ RATE_LIMIT_RETRIES = 5
 CONCURRENT_UPDATES = 16
 """Updates handled at once, so one user's image download does not hold up everyone else."""
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
+STARTUP_RETRY = Backoff(first_s=2.0, max_s=300.0)
+"""Between tries of a start-up call the bot can run without (the command menu)."""
+STARTUP_ATTEMPTS = 12
+"""Tries of such a call before it is given up (about 25 minutes of 5xx answers)."""
+BOOTSTRAP_RETRIES = 5
+"""Retries of the webhook clean-up before polling (PTB waits a growing 1-5 s between them)."""
 
 CONFLICT_HELP = (
     "Telegram answered 409 Conflict: another process is polling getUpdates with this bot "
@@ -114,6 +121,9 @@ class TelegramAdapter:
         self.poll_timeout = poll_timeout
         self.conflicts = 0
         self.webhook: WebhookServer | None = None
+        self.extras = BestEffort(
+            retry_if=_worth_retrying, backoff=STARTUP_RETRY, attempts=STARTUP_ATTEMPTS
+        )
         app = self.application
         app.add_handler(
             MessageHandler(filters.COMMAND | filters.CaptionRegex(r"^/"), self.layer.on_message)
@@ -122,10 +132,15 @@ class TelegramAdapter:
         app.add_error_handler(on_error)
 
     async def start(self, webhook: WebhookConfig | None = None) -> None:
-        """Connect (getMe), register the command menu, then poll or register the webhook."""
+        """Connect (getMe), register the command menu, then poll or register the webhook.
+
+        The menu is a convenience: when Telegram fails it (5xx, 429s), the bot starts without it
+        and the call is retried in the background.
+        """
         await self.application.initialize()
         bot = self.application.bot
-        await bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS])
+        menu = [BotCommand(name, text) for name, text in COMMANDS]
+        await self.extras.call("setMyCommands", lambda: bot.set_my_commands(menu))
         await self.application.start()
         if webhook is None:
             assert self.application.updater is not None
@@ -133,6 +148,7 @@ class TelegramAdapter:
                 timeout=self.poll_timeout,
                 allowed_updates=ALLOWED_UPDATES,
                 error_callback=self._polling_error,
+                bootstrap_retries=BOOTSTRAP_RETRIES,
             )
         else:
             self.webhook = WebhookServer(
@@ -158,6 +174,7 @@ class TelegramAdapter:
 
     async def stop(self) -> None:
         """Stop polling and handlers, then close the HTTP client."""
+        await self.extras.aclose()
         updater = self.application.updater
         if updater is not None and updater.running:
             await updater.stop()
@@ -180,3 +197,10 @@ class TelegramAdapter:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+def _worth_retrying(exc: Exception) -> bool:
+    """A 5xx, a timeout or a 429 that outlasted the rate limiter; not a 400 or a bad token."""
+    if isinstance(exc, BadRequest):  # PTB's BadRequest is a NetworkError; a retry won't help
+        return False
+    return isinstance(exc, NetworkError | RetryAfter)
