@@ -207,7 +207,9 @@ def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> 
 
     async def media(request: Request) -> Response:
         job_id = str(request.path_params["job_id"])
-        found = await chat.media(job_id)
+        # An <img> sends no headers of ours: the page's client id comes in the query (views).
+        client = request.query_params.get("client") or ""
+        found = await chat.media(job_id, client=client) if _ID.match(client) else None
         if found is None:
             return _error(404, "not_found", "No such result (or it expired).")
         data, mime = found

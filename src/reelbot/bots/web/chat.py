@@ -207,10 +207,19 @@ class WebChat:
             return None
         return record.requester.user_id
 
-    async def media(self, job_id: str) -> tuple[bytes, str] | None:
-        """A job's stored result and its content type, while both live."""
+    async def media(self, job_id: str, *, client: str) -> tuple[bytes, str] | None:
+        """A web job's stored result and its content type, for its client or an owner.
+
+        Never another platform's job: a Telegram job id can be computed from the update id.
+        None (a 404 that says nothing of whether the job exists) for anything not served.
+        """
         record = await self.queue.records.get(job_id)
         if record is None or record.result is None:
+            return None
+        job, who = record.requester, requester(client, self.owner_ids)
+        if (job.platform, record.platform) != (PLATFORM, PLATFORM):
+            return None
+        if job.user_id != who.user_id and not who.is_owner:
             return None
         data = await self.results.get(record.result.ref)
         return None if data is None else (data, record.result.mime)

@@ -72,7 +72,7 @@ def job_view(
     if record.result is not None and status in (JobStatus.DELIVERING, JobStatus.DELIVERED):
         info = record.result
         media = {
-            "url": f"/media/{record.id}",
+            "url": f"/media/{record.id}?client={record.requester.user_id}",
             "mime": info.mime,
             "kind": "video" if info.mime.startswith("video/") else "image",
             "width": info.width,
