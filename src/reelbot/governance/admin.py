@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
 
 from reelbot.errors import InvalidOption, NotAllowed
 from reelbot.governance import audit
+from reelbot.governance.actor import Admin
+from reelbot.governance.policy import PolicyStore, run_policy
 from reelbot.governance.quotas import KEYS, QuotaBook, credits, parse_scope, parse_value
 from reelbot.jobs import Requester
 from reelbot.store.leases import live_workers
@@ -28,27 +29,6 @@ ADMIN_HELP = (
     "/admin policy … (content policy of this server; /admin policy help)"
 )
 _MENTION = re.compile(r"^<@(&?)!?(\d+)>$")
-
-
-@dataclass(frozen=True)
-class Admin:
-    """Who runs an admin command, and whether they own the deployment."""
-
-    requester: Requester
-    owner: bool
-
-    @property
-    def actor(self) -> str:
-        """The audit log's "who"."""
-        r = self.requester
-        name = f" ({r.display_name})" if r.display_name else ""
-        return f"{r.platform}:user:{r.user_id}{name}"
-
-    @property
-    def origin(self) -> str:
-        """The audit log's "where": the server the command came from."""
-        r = self.requester
-        return f"{r.platform}:server:{r.server_id}" if r.server_id else f"{r.platform}:direct"
 
 
 def scope_of(word: str, requester: Requester) -> str:
@@ -131,8 +111,6 @@ async def run_admin(book: QuotaBook, admin: Admin, text: str, *, now: float | No
         entries = await audit.entries(book.redis, limit=min(limit, 50), origin=origin)
         return "\n".join(e.line() for e in entries) or "No changes recorded yet."
     if words[0] == "policy":
-        from reelbot.governance.policy import PolicyStore, run_policy
-
         return await run_policy(PolicyStore(book.redis, book.settings), admin, words[1:], now=at)
     if words[0] != "quota" or len(words) < 2:
         raise InvalidOption(f"Unknown admin command. {ADMIN_HELP}", option="command")

@@ -11,7 +11,6 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
@@ -19,11 +18,9 @@ from reelbot.config import Settings
 from reelbot.content import Blocklist, OutputMode, ServerPolicy, check_pattern
 from reelbot.errors import ContentRefused, InvalidOption, NotAllowed
 from reelbot.governance import audit
+from reelbot.governance.actor import Admin
 from reelbot.jobs import Requester
 from reelbot.store import keys
-
-if TYPE_CHECKING:
-    from reelbot.governance.admin import Admin
 
 log = logging.getLogger(__name__)
 

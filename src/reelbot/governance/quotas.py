@@ -7,7 +7,8 @@ pool, charged alongside the user; its other keys apply to each member. The check
 fragment spliced into the submit script (``RESERVE_LUA``), so deduplication, the global cap and
 every budget are decided in one atomic step. The job's record moving to a final status settles
 the reservation exactly once (``settle``): delivered or being delivered keeps the charge, a
-failure or a cancel refunds it.
+failure or a cancel refunds it. ``settle_moved`` is the record store's hook that does it, given
+to every ``RecordStore`` that changes records.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from redis.asyncio import Redis
 from reelbot.config import Settings
 from reelbot.errors import InvalidOption, QuotaExceeded
 from reelbot.governance import audit
-from reelbot.jobs import Requester
+from reelbot.jobs import JobStatus, Requester
 from reelbot.store import keys
+from reelbot.store.records import JobRecord
 
 __all__ = [
     "KEYS",
@@ -35,6 +37,7 @@ __all__ = [
     "parse_scope",
     "parse_value",
     "settle",
+    "settle_moved",
     "window",
 ]
 
@@ -540,3 +543,16 @@ async def settle(redis: Redis, job_id: str, *, refund: bool) -> bool:
         _SETTLE, 1, reservation_key(job_id), job_id, "refund" if refund else "commit"
     )
     return bool(done)
+
+
+_REFUNDED = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
+# A result that reached delivery has used the GPU, so a failed post keeps the charge.
+_KEPT = frozenset({JobStatus.DELIVERING, JobStatus.DELIVERED})
+
+
+async def settle_moved(redis: Redis, before: JobRecord, after: JobRecord) -> None:
+    """The ``RecordStore`` hook: a job reaching delivery or a final status settles its quota."""
+    if after.status in _REFUNDED | _KEPT:
+        # Every path to a final status comes through a record store; the reservation's own
+        # marker makes a second settle (a re-delivery, a late cancel) a no-op.
+        await settle(redis, after.id, refund=after.status in _REFUNDED)

@@ -29,7 +29,7 @@ from reelbot.errors import (
 )
 from reelbot.governance import audit
 from reelbot.governance.policy import PolicyStore, server_scope
-from reelbot.governance.quotas import RESERVE_LUA, QuotaBook
+from reelbot.governance.quotas import RESERVE_LUA, QuotaBook, settle_moved
 from reelbot.jobs import GenerationRequest, JobStatus, Requester, job_id_for, resolve
 from reelbot.queue.delivery import enqueue_delivery
 from reelbot.store import keys, serializer
@@ -126,7 +126,9 @@ class JobQueue:
         self.redis = redis
         self.settings = settings
         self.catalog = catalog
-        self.records = RecordStore(redis, finished_ttl_s=settings.result_ttl_s)
+        self.records = RecordStore(
+            redis, finished_ttl_s=settings.result_ttl_s, on_status=[settle_moved]
+        )
         self.quotas = QuotaBook(redis, settings)
         self.policy = PolicyStore(redis, settings)
         self._submit = redis.register_script(_SUBMIT)

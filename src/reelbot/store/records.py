@@ -2,29 +2,34 @@
 
 Adapters, workers, delivery consumers and the operator CLI all read and change the same
 record; each change is a pure function of the current record, applied with an optimistic
-version check so that two writers never lose each other's update.
+version check so that two writers never lose each other's update. What must follow a change of
+status (settling the job's quota reservation) is the business of whoever owns it: a store is
+given ``on_status`` hooks, which run after each compare-and-set that moved a record.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 
 from reelbot.errors import JobNotFound
-from reelbot.governance import quotas
 from reelbot.jobs import GenerationParams, GenerationRequest, JobStatus, Requester
 from reelbot.store import keys
 
-__all__ = ["ACTIVE_TTL_S", "JobRecord", "RecordStore", "ResultInfo", "StaleRecord"]
+__all__ = [
+    "ACTIVE_TTL_S",
+    "JobRecord",
+    "RecordStore",
+    "ResultInfo",
+    "StaleRecord",
+    "StatusHook",
+]
 
 ACTIVE_TTL_S = 7 * 24 * 3600
-_REFUNDED = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
-# A result that reached delivery has used the GPU, so a failed post keeps the charge.
-_KEPT = frozenset({JobStatus.DELIVERING, JobStatus.DELIVERED})
 """A safety net: an unfinished record disappears after a week even if every process died."""
 _CAS_TRIES = 50
 
@@ -143,12 +148,22 @@ class JobRecord(BaseModel):
         return self.model_copy(update={"status": status, "times": times, **fields})
 
 
+class StatusHook(Protocol):
+    """Runs after a compare-and-set moved a record to another status (``quotas.settle_moved``)."""
+
+    async def __call__(self, redis: Redis, before: JobRecord, after: JobRecord) -> None: ...
+
+
 class RecordStore:
     """Read and change job records in Redis."""
 
-    def __init__(self, redis: Redis, *, finished_ttl_s: int) -> None:
+    def __init__(
+        self, redis: Redis, *, finished_ttl_s: int, on_status: Sequence[StatusHook] = ()
+    ) -> None:
         self.redis = redis
         self.finished_ttl_s = finished_ttl_s
+        self.on_status = tuple(on_status)
+        """Awaited in order after every change of status made through this store."""
 
     def ttl_for(self, record: JobRecord) -> int:
         """Finished records live as long as results; open ones have a long safety-net TTL."""
@@ -200,10 +215,9 @@ class RecordStore:
                 str(self.ttl_for(new)),
             )
             if done == 1:
-                if new.status != current.status and new.status in _REFUNDED | _KEPT:
-                    # Every path to a final status comes through here; the reservation's own
-                    # marker makes a second settle (a re-delivery, a late cancel) a no-op.
-                    await quotas.settle(self.redis, job_id, refund=new.status in _REFUNDED)
+                if new.status != current.status:
+                    for hook in self.on_status:
+                        await hook(self.redis, current, new)
                 return new
             if done == -1:
                 return None

@@ -18,22 +18,22 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from arq.connections import ArqRedis
 from arq.utils import timestamp_ms
 from PIL import Image
 
+from reelbot.config import Settings
 from reelbot.errors import Cancelled
 from reelbot.generation.batching import batch_key
 from reelbot.jobs import GenerationParams, JobStatus
 from reelbot.store import keys
 from reelbot.store.leases import SCAN_LIMIT
+from reelbot.store.records import JobRecord, RecordStore
+from reelbot.worker.ports import GenerationOutput, PipelineRunner
 
-if TYPE_CHECKING:
-    from reelbot.store.records import JobRecord
-    from reelbot.worker.worker import GenerationOutput, GenerationWorker, PipelineRunner
-
-__all__ = ["Batch", "BatchItem", "claim_batch"]
+__all__ = ["Batch", "BatchItem", "Claimer", "claim_batch"]
 
 # Statuses of a job in the queue that will run its pipeline (a re-run after its worker died
 # mid-job still says running or encoding); a delivering or finished one only re-enqueues.
@@ -58,7 +58,38 @@ return out
 """
 
 
-async def _compatible(worker: GenerationWorker, leader: JobRecord, limit: int) -> list[str]:
+class Claimer(Protocol):
+    """The worker as ``claim_batch`` uses it (``worker.GenerationWorker``)."""
+
+    @property
+    def pool(self) -> ArqRedis: ...
+    @property
+    def queue_name(self) -> str: ...
+    @property
+    def worker_id(self) -> str: ...
+    @property
+    def lease_ms(self) -> int: ...
+    @property
+    def max_jobs(self) -> int: ...
+    @property
+    def job_counter(self) -> int: ...
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def records(self) -> RecordStore: ...
+    @property
+    def runner(self) -> PipelineRunner: ...
+    @property
+    def pipeline_thread(self) -> Executor: ...
+    @property
+    def batches(self) -> dict[str, Batch]:
+        """The batch of each job claimed into one."""
+
+    async def start_claimed(self, job_id: str, score: int) -> None:
+        """Run a job claimed outside the poll as an ordinary arq job."""
+
+
+async def _compatible(worker: Claimer, leader: JobRecord, limit: int) -> list[str]:
     """Ids of jobs due in the queue, held by nobody, that can share the leader's call."""
     pool = worker.pool
     now = timestamp_ms()
@@ -77,7 +108,7 @@ async def _compatible(worker: GenerationWorker, leader: JobRecord, limit: int) -
     return [r.id for r in records if r.status in _RUNNABLE and batch_key(r.params) == key][:limit]
 
 
-async def claim_batch(worker: GenerationWorker, leader: JobRecord) -> Batch | None:
+async def claim_batch(worker: Claimer, leader: JobRecord) -> Batch | None:
     """Claim and start compatible waiting jobs to share the leader's call; None: it runs alone."""
     if leader.id in worker.batches or batch_key(leader.params) is None:
         return None

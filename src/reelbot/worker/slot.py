@@ -18,14 +18,11 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING
 
 from reelbot.catalog import Task, load_catalog
 from reelbot.config import Settings
 from reelbot.errors import ReelbotError
-
-if TYPE_CHECKING:
-    from reelbot.worker.worker import PipelineRunner
+from reelbot.worker.ports import PipelineRunner
 
 __all__ = ["PREFETCH_WINDOW_S", "GpuSlot", "preload_defaults"]
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from arq.connections import ArqRedis
 from arq.worker import Retry, func
@@ -32,7 +32,6 @@ from PIL import Image
 from redis.exceptions import RedisError
 
 from reelbot import logs, metrics
-from reelbot.catalog import Task
 from reelbot.config import Settings
 from reelbot.content import Verdict, decide
 from reelbot.errors import (
@@ -49,7 +48,8 @@ from reelbot.errors import (
     WorkerLost,
 )
 from reelbot.governance.policy import PolicyStore
-from reelbot.jobs import GenerationParams, JobStatus
+from reelbot.governance.quotas import settle_moved
+from reelbot.jobs import JobStatus
 from reelbot.queue.budgets import budget_for
 from reelbot.queue.delivery import enqueue_delivery
 from reelbot.queue.submit import GENERATE
@@ -60,6 +60,7 @@ from reelbot.store.progress import ProgressPublisher, StepProgress
 from reelbot.store.records import JobRecord, RecordStore, ResultInfo
 from reelbot.store.results import RedisResultStore, ResultStore, load_input
 from reelbot.worker.claiming import Batch, BatchItem, claim_batch
+from reelbot.worker.ports import GenerationOutput, PipelineRunner, Scorer
 from reelbot.worker.slot import GpuSlot, preload_defaults
 
 log = logging.getLogger(__name__)
@@ -84,44 +85,6 @@ and left to itself it would take every core from ffmpeg and the event loop."""
 StopReason = Literal["cancel", "timeout", "shutdown", "lease", "stall"]
 
 
-class GenerationOutput(Protocol):
-    """What a pipeline call returns (``reelbot.generation.runner.GenerationOutput``)."""
-
-    frames: list[Image.Image]
-    fps: int | None
-    seed: int
-    timings: dict[str, float]
-
-
-class Scorer(Protocol):
-    """The NSFW classifier (``reelbot.generation.safety.NsfwClassifier``); blocking."""
-
-    def __call__(self, images: Sequence[Image.Image]) -> list[float]: ...
-
-
-class PipelineRunner(Protocol):
-    """The generation engine (``reelbot.generation.runner.Runner``); blocking calls."""
-
-    def preload(self, model: str, task: Task | None = None) -> None: ...
-
-    def generate(
-        self,
-        params: GenerationParams,
-        image: Image.Image | None = None,
-        *,
-        on_progress: Callable[[Any], None] | None = None,
-        cancel: threading.Event | None = None,
-    ) -> GenerationOutput: ...
-
-    def generate_batch(
-        self,
-        items: Sequence[tuple[GenerationParams, Image.Image | None]],
-        *,
-        on_progress: Sequence[Callable[[Any], None] | None] | None = None,
-        cancel_events: Sequence[threading.Event | None] | None = None,
-    ) -> Sequence[GenerationOutput | BaseException]: ...
-
-
 @dataclass
 class _Run:
     """A job this worker holds: its cancel event and why it was stopped."""
@@ -142,6 +105,127 @@ class _Shutdown(Exception):
 
 class _Stalled(Exception):
     """Internal: the pipeline call made no step for ``stall_s`` (the watchdog)."""
+
+
+class _PipelineCall:
+    """One job's pipeline call: its hooks, the watchdog's clock, its deadline, its RUNNING mark.
+
+    The pipeline thread runs ``_call`` (or a batch runs the item's hooks) and reaches the event
+    loop only through ``call_soon_threadsafe``; everything else here runs on the loop.
+    """
+
+    def __init__(
+        self,
+        worker: GenerationWorker,
+        run: _Run,
+        record: JobRecord,
+        image: Image.Image | None,
+        *,
+        limit_s: float,
+        estimate: float | None,
+        publisher: ProgressPublisher,
+    ) -> None:
+        self.worker = worker
+        self.run = run
+        self.record = record
+        self.image = image
+        self.limit_s = limit_s
+        self.estimate = estimate
+        self.publisher = publisher
+        self.labels = (record.params.model, record.params.task.value)
+        self.loop = asyncio.get_running_loop()
+        self.last_step = 0.0
+        """When the call last stepped (0: its model is still loading); the watchdog's clock."""
+        self.run_s = 0.0
+        """The pipeline's seconds for this job (its share of a batch's call), once it returned."""
+        self.mark: asyncio.Task[JobRecord | None] | None = None
+        """The RUNNING transition, written beside the call once it starts."""
+        self.deadline = asyncio.timeout(None)
+        """No limit while it waits behind the running call, which has a limit of its own."""
+
+    def submit(self) -> asyncio.Future[GenerationOutput]:
+        """Queue the call behind the running one, or join the job's batch."""
+        batch = self.worker.batches.get(self.record.id)
+        if batch is None:
+            return self.loop.run_in_executor(self.worker.pipeline_thread, self._call)
+        item = BatchItem(
+            self.record.params,
+            self.image,
+            self.on_progress,
+            self.run.cancel,
+            started=lambda size: self.loop.call_soon_threadsafe(self._started, size),
+            loaded=lambda: self.loop.call_soon_threadsafe(self._loaded),
+            finished=self._batch_finished,
+        )
+        return batch.join(self.record.id, item)
+
+    def stalled(self, stall_s: float) -> bool:
+        """Whether the call has gone ``stall_s`` without a step (never while its model loads)."""
+        return bool(self.last_step) and time.monotonic() - self.last_step > stall_s
+
+    # -- in the pipeline thread ------------------------------------------------------------------
+
+    def on_progress(self, progress: StepProgress) -> None:
+        """A denoising step: feed the watchdog, the publisher and the GPU slot."""
+        self.last_step = time.monotonic()
+        self.publisher.on_progress(progress)
+        self.loop.call_soon_threadsafe(self.worker.gpu.stepped, progress.step, progress.total)
+
+    def _call(self) -> GenerationOutput:
+        # In the one pipeline thread. The next job's call waits in the executor's queue
+        # and starts the moment this one returns, with no trip through the event loop.
+        if self.run.cancel.is_set():
+            raise Cancelled()
+        self.loop.call_soon_threadsafe(self._started)
+        params = self.record.params
+        try:
+            self.worker.runner.preload(params.model, params.task)
+            # The job's own limit starts once its model is loaded: a cold load is not
+            # the job's fault.
+            self.loop.call_soon_threadsafe(self._loaded)
+            begun = time.perf_counter()
+            out = self.worker.runner.generate(
+                params, self.image, on_progress=self.on_progress, cancel=self.run.cancel
+            )
+            self.run_s = time.perf_counter() - begun
+            return out
+        finally:
+            self.loop.call_soon_threadsafe(self.worker.gpu.finished, self.record.id)
+
+    def _batch_finished(self, seconds: float | None) -> None:
+        if seconds is not None:
+            self.run_s = seconds
+        self.loop.call_soon_threadsafe(self.worker.gpu.finished, self.record.id)
+
+    # -- on the event loop -----------------------------------------------------------------------
+
+    def _extend(self, seconds: float) -> None:
+        if not self.deadline.expired():
+            with contextlib.suppress(RuntimeError):  # the wait already ended
+                self.deadline.reschedule(self.loop.time() + seconds)
+
+    def _loaded(self) -> None:
+        self.last_step = time.monotonic()
+        self._extend(self.limit_s)
+
+    def _started(self, size: int = 1) -> None:
+        # As the thread takes the job; Redis is written beside the call.
+        self._extend(LOAD_TIMEOUT_S)
+        worker, record = self.worker, self.record
+        worker.gpu.started(record.id, self.estimate)
+        metrics.observe_since(metrics.WAIT_SECONDS, record.created_at, *self.labels)
+        transition = worker.records.transition(
+            record.id,
+            JobStatus.RUNNING,
+            only_from=[JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.ENCODING],
+            attempts=record.attempts + 1,
+            batch_size=size,
+            worker_id=worker.worker_id,
+            timeout_s=self.limit_s,
+            note="",
+        )
+        self.mark = asyncio.create_task(transition)
+        self.publisher.status(JobStatus.RUNNING)
 
 
 async def _generate(ctx: dict[str, object], job_id: str) -> None:
@@ -185,7 +269,9 @@ class GenerationWorker(QueueWorker):
         self.runner = runner
         self.gpu = gpu
         self.pipeline_thread = pipeline_thread
-        self.records = RecordStore(redis, finished_ttl_s=settings.result_ttl_s)
+        self.records = RecordStore(
+            redis, finished_ttl_s=settings.result_ttl_s, on_status=[settle_moved]
+        )
         self.results = results or RedisResultStore(redis, ttl_s=settings.result_ttl_s)
         self.classifier = classifier
         self.policy = PolicyStore(redis, settings)
@@ -323,97 +409,17 @@ class GenerationWorker(QueueWorker):
         publisher: ProgressPublisher,
     ) -> GenerationOutput | None:
         """Hold the GPU for the pipeline call only; None when the job ended another way."""
-        loop = asyncio.get_running_loop()
-        params = record.params
-        labels = (params.model, params.task.value)
-
-        # The watchdog's clock: when the call last stepped (0: its model is still loading).
-        last_step = [0.0]
-
-        def on_progress(progress: StepProgress) -> None:
-            last_step[0] = time.monotonic()
-            publisher.on_progress(progress)
-            loop.call_soon_threadsafe(self.gpu.stepped, progress.step, progress.total)
-
-        run_s: list[float] = []
-        marks: list[asyncio.Task[JobRecord | None]] = []
-        # No limit while it waits behind the running call, which has a limit of its own.
-        deadline = asyncio.timeout(None)
-
-        def extend(seconds: float) -> None:
-            if not deadline.expired():
-                with contextlib.suppress(RuntimeError):  # the wait already ended
-                    deadline.reschedule(loop.time() + seconds)
-
-        def loaded() -> None:
-            last_step[0] = time.monotonic()
-            extend(limit_s)
-
-        def on_start(size: int = 1) -> None:
-            # On the loop as the thread takes the job; Redis is written beside the call.
-            extend(LOAD_TIMEOUT_S)
-            self.gpu.started(record.id, estimate)
-            metrics.observe_since(metrics.WAIT_SECONDS, record.created_at, *labels)
-            transition = self.records.transition(
-                record.id,
-                JobStatus.RUNNING,
-                only_from=[JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.ENCODING],
-                attempts=record.attempts + 1,
-                batch_size=size,
-                worker_id=self.worker_id,
-                timeout_s=limit_s,
-                note="",
-            )
-            marks.append(asyncio.create_task(transition))
-            publisher.status(JobStatus.RUNNING)
-
-        def call() -> GenerationOutput:
-            # In the one pipeline thread. The next job's call waits in the executor's queue
-            # and starts the moment this one returns, with no trip through the event loop.
-            if run.cancel.is_set():
-                raise Cancelled()
-            loop.call_soon_threadsafe(on_start)
-            try:
-                self.runner.preload(params.model, params.task)
-                # The job's own limit starts once its model is loaded: a cold load is not
-                # the job's fault.
-                loop.call_soon_threadsafe(loaded)
-                begun = time.perf_counter()
-                out = self.runner.generate(
-                    params, image, on_progress=on_progress, cancel=run.cancel
-                )
-                run_s.append(time.perf_counter() - begun)
-                return out
-            finally:
-                loop.call_soon_threadsafe(self.gpu.finished, record.id)
-
         if run.reason is not None:
             await self._stopped(run, record)
             return None
-        batch = self.batches.get(record.id)
-        if batch is None:
-            future = loop.run_in_executor(self.pipeline_thread, call)
-        else:
-
-            def finished(seconds: float | None) -> None:
-                if seconds is not None:
-                    run_s.append(seconds)
-                loop.call_soon_threadsafe(self.gpu.finished, record.id)
-
-            item = BatchItem(
-                params,
-                image,
-                on_progress,
-                run.cancel,
-                started=lambda size: loop.call_soon_threadsafe(on_start, size),
-                loaded=lambda: loop.call_soon_threadsafe(loaded),
-                finished=finished,
-            )
-            future = batch.join(record.id, item)
+        call = _PipelineCall(
+            self, run, record, image, limit_s=limit_s, estimate=estimate, publisher=publisher
+        )
+        future = call.submit()
         output: GenerationOutput | None = None
         try:
-            async with deadline:
-                output = await self._watch(future, last_step)
+            async with call.deadline:
+                output = await self._watch(future, call)
         except _Stalled:
             run.stop("stall")
             done, _ = await asyncio.wait({future}, timeout=STALL_GRACE_S)
@@ -422,7 +428,7 @@ class GenerationWorker(QueueWorker):
         except Retry:
             raise
         except TimeoutError:
-            if not deadline.expired():
+            if not call.deadline.expired():
                 raise
             run.stop("timeout")
             await self._settle(future)
@@ -431,24 +437,24 @@ class GenerationWorker(QueueWorker):
             # put back.
             run.stop("shutdown")
             await self._settle(future)
-            if marks:
-                await asyncio.wait(marks)
+            if call.mark is not None:
+                await asyncio.wait({call.mark})
             raise
         except Exception:
             pass  # read from the future by _after_stop
         finally:
             self.gpu.pending.discard(record.id)
-        if marks:
-            record = await marks[0] or record
+        if call.mark is not None:
+            record = await call.mark or record
         if output is not None:
-            await record_duration(self.pool, params.model, run_s[0], record.cost)
-            metrics.RUN_SECONDS.labels(*labels).observe(run_s[0])
+            await record_duration(self.pool, record.params.model, call.run_s, record.cost)
+            metrics.RUN_SECONDS.labels(*call.labels).observe(call.run_s)
             return output
         await self._after_stop(run, record, future)
         return None
 
     async def _watch(
-        self, future: asyncio.Future[GenerationOutput], last_step: list[float]
+        self, future: asyncio.Future[GenerationOutput], call: _PipelineCall
     ) -> GenerationOutput:
         """The call's output; ``_Stalled`` once it has gone ``stall_s`` without a step."""
         stall_s = self.settings.stall_s
@@ -459,7 +465,7 @@ class GenerationWorker(QueueWorker):
                     # Dropped from an abandoned pipeline thread's queue: run it again.
                     raise Retry(defer=0.5)
                 return future.result()
-            if last_step[0] and time.monotonic() - last_step[0] > stall_s:
+            if call.stalled(stall_s):
                 raise _Stalled
 
     def _abandon(self, job_id: str) -> None:

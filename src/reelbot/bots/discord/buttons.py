@@ -4,23 +4,35 @@ after the adapter restarts (``discord.ui.DynamicItem``)."""
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Protocol, Self
 
 import discord
 
 from reelbot.bots.discord.replies import send_error
 from reelbot.catalog import Task
 
-if TYPE_CHECKING:
-    from reelbot.bots.discord.intake import Intake
-
 # custom_id is limited to 100 characters by Discord; ours are "rb:<action>:<job id>".
 _JOB = r"(?P<job>[a-z0-9]{1,64})"
 
 
-def intake_of(interaction: discord.Interaction[Any]) -> Intake:
+class ButtonActions(Protocol):
+    """What the buttons ask of the adapter's logic (``intake.Intake``, hung on the client).
+
+    A protocol rather than an import: the intake imports this module for its views.
+    """
+
+    async def reroll(self, interaction: discord.Interaction[Any], job_id: str) -> None: ...
+
+    async def from_result(
+        self, interaction: discord.Interaction[Any], job_id: str, task: Task
+    ) -> None: ...
+
+    async def cancel_button(self, interaction: discord.Interaction[Any], job_id: str) -> None: ...
+
+
+def _actions_of(interaction: discord.Interaction[Any]) -> ButtonActions:
     """The adapter's logic, hung on the client at start."""
-    intake: Intake | None = getattr(interaction.client, "reelbot_intake", None)
+    intake: ButtonActions | None = getattr(interaction.client, "reelbot_intake", None)
     if intake is None:
         raise RuntimeError("the Discord client has no reelbot intake attached")
     return intake
@@ -49,11 +61,11 @@ class _JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"(?!)
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         """Run the action; errors get the adapter's one error reply, as commands do."""
         try:
-            await self.act(intake_of(interaction), interaction)
+            await self.act(_actions_of(interaction), interaction)
         except Exception as exc:
             await send_error(interaction, exc)
 
-    async def act(self, intake: Intake, interaction: discord.Interaction[Any]) -> None:
+    async def act(self, intake: ButtonActions, interaction: discord.Interaction[Any]) -> None:
         """What the button does."""
         raise NotImplementedError
 
@@ -74,7 +86,7 @@ class RerollButton(_JobButton, template=rf"rb:rr:{_JOB}"):
 
     action, label, emoji = "rr", "Re-roll", "🎲"
 
-    async def act(self, intake: Intake, interaction: discord.Interaction[Any]) -> None:
+    async def act(self, intake: ButtonActions, interaction: discord.Interaction[Any]) -> None:
         """Start the re-roll."""
         await intake.reroll(interaction, self.job_id)
 
@@ -84,7 +96,7 @@ class VariationsButton(_JobButton, template=rf"rb:var:{_JOB}"):
 
     action, label, emoji = "var", "Variations", "🔀"
 
-    async def act(self, intake: Intake, interaction: discord.Interaction[Any]) -> None:
+    async def act(self, intake: ButtonActions, interaction: discord.Interaction[Any]) -> None:
         """Start a remix of the image on this message."""
         await intake.from_result(interaction, self.job_id, Task.REMIX)
 
@@ -94,7 +106,7 @@ class AnimateButton(_JobButton, template=rf"rb:ani:{_JOB}"):
 
     action, label, emoji = "ani", "Animate", "🎬"
 
-    async def act(self, intake: Intake, interaction: discord.Interaction[Any]) -> None:
+    async def act(self, intake: ButtonActions, interaction: discord.Interaction[Any]) -> None:
         """Start an animation of the image on this message."""
         await intake.from_result(interaction, self.job_id, Task.ANIMATE)
 
@@ -105,7 +117,7 @@ class CancelButton(_JobButton, template=rf"rb:cx:{_JOB}"):
     action, label, emoji = "cx", "Cancel", "✖️"
     style = discord.ButtonStyle.danger
 
-    async def act(self, intake: Intake, interaction: discord.Interaction[Any]) -> None:
+    async def act(self, intake: ButtonActions, interaction: discord.Interaction[Any]) -> None:
         """Cancel the job."""
         await intake.cancel_button(interaction, self.job_id)
 

@@ -9,7 +9,7 @@ from discord import app_commands
 from discord.app_commands import Range
 
 from reelbot.bots.discord import render
-from reelbot.bots.discord.buttons import intake_of
+from reelbot.bots.discord.intake import Intake
 from reelbot.bots.discord.replies import send_error
 from reelbot.catalog import Task
 from reelbot.jobs import MAX_RAW_CHARS, MAX_SEED, Options
@@ -26,6 +26,15 @@ Guidance = Range[float, 0.0, 30.0]
 Strength = Range[float, 0.05, 1.0]
 Duration = Range[float, 0.1, 60.0]
 Fps = Range[int, 1, 60]
+
+
+def intake_of(interaction: Interaction) -> Intake:
+    """The adapter's logic, hung on the client at start."""
+    intake: Intake | None = getattr(interaction.client, "reelbot_intake", None)
+    if intake is None:
+        raise RuntimeError("the Discord client has no reelbot intake attached")
+    return intake
+
 
 _DESCRIBE = {
     "prompt": "what to make; flags like --ar 16:9 --seed 42 work here too",
