@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from arq.connections import ArqRedis
@@ -133,3 +134,36 @@ def keys_job_id(req: GenerationRequest) -> str:
 def server_url_settings(settings: Settings) -> Settings:
     """The test's settings with a global cap of 3 queued jobs."""
     return make_settings(settings.effective_redis_url, settings.data_dir, max_queued=3)
+
+
+async def test_a_cancel_after_the_last_step_wins_over_the_post(
+    queue: JobQueue,
+    redis: ArqRedis,
+    consumer: Posted,
+    start_workers: StartWorkers,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The race of a cancel with the last denoising step: the pipeline has returned, the cancel
+    is accepted ("stopping") before the result is encoded. The job must then end cancelled,
+    refunded and unposted, never with a result after the user was told it is stopping."""
+    from reelbot.worker.worker import GenerationWorker
+
+    answers: list[str] = []
+    finish = GenerationWorker._finish
+
+    async def cancel_then_finish(self: GenerationWorker, record: Any, *args: Any) -> None:
+        outcome, _ = await queue.cancel(record.id)
+        answers.append(outcome)
+        await finish(self, record, *args)
+
+    monkeypatch.setattr(GenerationWorker, "_finish", cancel_then_finish)
+    await start_workers()
+    job = await queue.submit(request(Task.IMAGINE, "a fox at the last step", "r-last-step"))
+    record = await wait_for_record(queue.records, job.record.id, lambda r: r.posted_at is not None)
+
+    assert answers == ["stopping"]
+    assert record.status == JobStatus.CANCELLED and record.result is None
+    assert [d.kind for d in consumer.for_job(job.record.id)] == ["notice"]
+    assert not await redis.exists(keys.result(job.record.id))
+    status = await queue.quotas.status(job.record.requester)
+    assert status.used == 0

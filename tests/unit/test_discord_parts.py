@@ -15,8 +15,8 @@ from reelbot.bots.discord.buttons import CancelButton, RerollButton, result_view
 from reelbot.bots.discord.intake import check_attachment, requester_of, seed_for
 from reelbot.bots.discord.poster import TOKEN_LIFETIME_S, Poster, size_limit
 from reelbot.bots.discord.replies import reply_for
-from reelbot.bots.discord.throttle import EditThrottle
 from reelbot.catalog import Task, load_catalog
+from reelbot.chat.throttle import EditThrottle
 from reelbot.errors import Busy, InvalidImage, InvalidOption, OutOfMemory, QuotaExceeded
 from reelbot.jobs import (
     GenerationRequest,

@@ -69,7 +69,7 @@ def _may_change(admin: Admin, scope: str) -> None:
     r = admin.requester
     if scope == f"{r.platform}:server:{r.server_id}" and r.server_id is not None:
         return
-    if r.platform == "discord" and scope.startswith("discord:role:") and r.server_id is not None:
+    if scope.startswith(f"{r.platform}:role:") and r.server_id is not None:
         return
     raise NotAllowed(
         f"Server admins manage their own server (and its roles); {scope} is the owners' to change."

@@ -360,11 +360,8 @@ class QuotaBook:
     async def limits(self, requester: Requester) -> Limits:
         """The requester's effective limits, most specific scope first."""
         server = server_scope(requester)
-        roles = (
-            [f"discord:role:{r}" for r in requester.role_ids]
-            if requester.platform == "discord"
-            else []
-        )
+        # Role tiers wherever the platform sends role ids (Discord does).
+        roles = [f"{requester.platform}:role:{r}" for r in requester.role_ids]
         scopes = ["default", requester.platform, server or "", *roles, user_scope(requester)]
         found = await self._many(scopes)
         base, platform, srv, role_sets, user = found[0], found[1], found[2], found[3:-1], found[-1]

@@ -30,7 +30,7 @@ from reelbot.errors import (
 from reelbot.governance import audit
 from reelbot.governance.policy import PolicyStore, server_scope
 from reelbot.governance.quotas import RESERVE_LUA, QuotaBook, settle_moved
-from reelbot.jobs import GenerationRequest, JobStatus, Requester, job_id_for, resolve
+from reelbot.jobs import GenerationRequest, JobStatus, Requester, job_id_for, resolve, seed_for
 from reelbot.queue.delivery import enqueue_delivery
 from reelbot.store import keys, serializer
 from reelbot.store.estimates import Position, estimate_s, queue_position, seconds_per_credit
@@ -176,7 +176,7 @@ class JobQueue:
                 self.catalog,
                 explicit=request.options,
                 has_image=request.image_ref is not None,
-                default_seed=int(job_id[-8:], 16),
+                default_seed=seed_for(job_id),
             )
         except UserError as exc:
             metrics.REFUSALS.labels(platform, exc.code).inc()

@@ -566,6 +566,23 @@ class GenerationWorker(QueueWorker):
             metrics.FAILURES.labels(code).inc()
             await self._announce(done)
 
+    async def _cancelled_meanwhile(self, record: JobRecord, states: list[JobStatus]) -> bool:
+        """A cancel that came after the last step (or during the encode) wins over the post:
+        the job ends cancelled and refunded, and nothing is posted."""
+        if not await self.pool.exists(keys.cancel_flag(record.id)):
+            return False
+        done = await self.records.transition(
+            record.id,
+            JobStatus.CANCELLED,
+            only_from=states,
+            error_code=Cancelled.code,
+            error_message=Cancelled.default_message,
+        )
+        await self.pool.delete(keys.cancel_flag(record.id))
+        if done is not None:
+            await self._announce(done)
+        return True
+
     async def _announce(self, record: JobRecord) -> None:
         """A final state: tell the adapter now and enqueue its notice delivery."""
         publisher = ProgressPublisher(self.pool, job_id=record.id, platform=record.platform)
@@ -588,6 +605,8 @@ class GenerationWorker(QueueWorker):
         from reelbot.generation.media import EncodedMedia, encode_image, encode_video
 
         params = record.params
+        if await self._cancelled_meanwhile(record, [JobStatus.RUNNING]):
+            return
         encoding = await self.records.transition(
             record.id, JobStatus.ENCODING, timings=dict(output.timings)
         )
@@ -627,6 +646,15 @@ class GenerationWorker(QueueWorker):
                 "The result was withheld by this server's content policy. "
                 "Your credits were returned.",
             )
+            await self.policy.withheld(
+                record.requester,
+                job_id=record.id,
+                prompt=record.params.prompt,
+                model=record.params.model,
+                score=verdict.score,
+            )
+            return
+        if await self._cancelled_meanwhile(record, [JobStatus.ENCODING]):
             return
         ref = await self.results.put(record.id, media.data, mime=media.mime)
         info = ResultInfo(

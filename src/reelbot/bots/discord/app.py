@@ -15,8 +15,8 @@ from reelbot.bots.discord.backend import Delivery, JobBackend
 from reelbot.bots.discord.client import ReelbotClient
 from reelbot.bots.discord.intake import Intake, view_for
 from reelbot.bots.discord.poster import Poster
-from reelbot.bots.discord.throttle import EditThrottle
 from reelbot.catalog import Catalog
+from reelbot.chat.throttle import EditThrottle
 from reelbot.config import Settings
 from reelbot.errors import BackendUnavailable, ConfigError
 from reelbot.runtime.supervise import Backoff, BestEffort
