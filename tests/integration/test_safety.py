@@ -6,6 +6,7 @@ result, and 1 flags none, so each mode is exercised on real scores without expli
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -121,6 +122,13 @@ async def test_block_withholds_and_refunds(
     (posted,) = consumer.for_job(done.id)
     assert posted.data is None
     assert await used(queue) == 0
+    # Admins see what was withheld, from whom, on which model and with what score.
+    log = await audit.entries(queue.redis, scope=SCOPE)
+    (entry,) = [e for e in log if e.action == "result withheld"]
+    assert (entry.actor, entry.origin) == (f"{PLATFORM}:user:u1 (u1)", SCOPE)
+    assert entry.before == "a calm lake"
+    assert done.id in entry.after and f"on {done.params.model}" in entry.after, entry.after
+    assert re.search(r"nsfw score (0|1)\.\d{3} ", entry.after), entry.after
 
 
 @pytest.mark.parametrize("task", ["imagine", "video"])

@@ -1,8 +1,8 @@
 """Each server's content policy in Redis, the prompt check at submit, and ``/admin policy``.
 
 The deployment's words, patterns and modes come from the settings; a server adds words and
-patterns of its own and may change its modes and threshold. Every change, and every refused
-prompt, goes to the audit log (``/admin audit``).
+patterns of its own and may change its modes and threshold. Every change, every refused
+prompt and every withheld result goes to the audit log (``/admin audit``).
 """
 
 from __future__ import annotations
@@ -135,6 +135,32 @@ class PolicyStore:
             now=now,
         )
         raise ContentRefused()
+
+    async def withheld(
+        self,
+        requester: Requester,
+        *,
+        job_id: str,
+        prompt: str,
+        model: str,
+        score: float | None,
+        now: float | None = None,
+    ) -> None:
+        """Log a result the classifier flagged and the policy withheld, for the server's admins."""
+        scope = server_scope(requester)
+        name = f" ({requester.display_name})" if requester.display_name else ""
+        # An unscored result is never flagged, so None only reads well, it is not expected.
+        said = "unscored" if score is None else f"nsfw score {score:.3f}"
+        await audit.record(
+            self.redis,
+            f"{requester.platform}:user:{requester.user_id}{name}",
+            scope,
+            "result withheld",
+            scope,
+            prompt[:_PROMPT_IN_AUDIT],
+            f"{said} on {model} (job {job_id})",
+            now=now,
+        )
 
     async def change(
         self,
