@@ -231,12 +231,13 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 def _serve_metrics(settings: Settings, *, gpu: bool = False) -> None:
     """Start this process's /metrics endpoint when a port is set."""
     from reelbot import metrics
+    from reelbot.store.readings import RedisCollector
 
+    url, queues = settings.effective_redis_url, watched_queues(settings)
     metrics.serve(
         settings.metrics_port,
         host=settings.metrics_host,
-        redis_url=settings.effective_redis_url,
-        queues=watched_queues(settings),
+        collectors={"redis": lambda: RedisCollector(url, queues)},
         gpu=gpu,
     )
 

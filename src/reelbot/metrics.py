@@ -9,15 +9,13 @@ already imported it: the chat adapters never load torch.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -27,7 +25,6 @@ log = logging.getLogger(__name__)
 __all__ = [
     "REGISTRY",
     "GpuMemoryCollector",
-    "RedisCollector",
     "serve",
 ]
 
@@ -95,58 +92,6 @@ LAST_HEARTBEAT = Gauge(
 )
 
 
-class RedisCollector(Collector):
-    """Queue depth (ZCARD) and live workers per queue, read from Redis at scrape time."""
-
-    def __init__(self, url: str, queues: Sequence[str], *, timeout_s: float = 2.0) -> None:
-        # A plain blocking client: the HTTP server calls collect() in its own thread.
-        self.client = redis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-        )
-        self.queues = list(dict.fromkeys(queues))
-
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        """One gauge family per reading; nothing at all when Redis does not answer."""
-        from reelbot.store import keys
-
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            for queue in self.queues:
-                pipe.zcard(queue)
-            pipe.smembers(keys.WORKERS)
-            *depths, members = pipe.execute()
-            ids = sorted(m.decode() for m in members)
-            raws: list[Any] = (
-                self.client.mget(  # type: ignore[assignment]
-                    [keys.worker(i) for i in ids]
-                )
-                if ids
-                else []
-            )
-        except (redis.RedisError, OSError) as exc:
-            # A failed scrape shows as missing series (an alert on absent()), not as zero.
-            log.warning("metrics: cannot read Redis: %s", exc)
-            return
-        depth = GaugeMetricFamily(
-            "reelbot_queue_depth", "Jobs waiting or running", labels=["queue"]
-        )
-        for queue, n in zip(self.queues, depths, strict=True):
-            depth.add_metric([queue], float(n))
-        yield depth
-
-        live: dict[str, int] = dict.fromkeys(self.queues, 0)
-        for raw in raws:
-            if raw is not None:
-                queue = str(json.loads(raw).get("queue", ""))
-                live[queue] = live.get(queue, 0) + 1
-        workers = GaugeMetricFamily(
-            "reelbot_workers_live", "Workers whose heartbeat has not lapsed", labels=["queue"]
-        )
-        for queue, n in live.items():
-            workers.add_metric([queue], float(n))
-        yield workers
-
-
 class GpuMemoryCollector(Collector):
     """CUDA memory allocated and reserved per device, when this process has loaded torch."""
 
@@ -185,21 +130,22 @@ def serve(
     port: int | None,
     *,
     host: str = "0.0.0.0",
-    redis_url: str | None = None,
-    queues: Sequence[str] = (),
+    collectors: Mapping[str, Callable[[], Collector]] | None = None,
     gpu: bool = False,
 ) -> int | None:
     """Serve ``/metrics`` on ``port`` (None: off) in a daemon thread; returns the bound port.
 
-    A second call in the same process (``reelbot up`` runs several parts) adds its collectors
-    and returns the port already served.
+    ``collectors`` are made and registered once per name (the caller's readings, such as
+    ``store.readings.RedisCollector``). A second call in the same process (``reelbot up`` runs
+    several parts) adds its collectors and returns the port already served.
     """
     if port is None:
         return None
     with _lock:
-        if redis_url is not None and queues and "redis" not in _served:
-            _served["redis"] = RedisCollector(redis_url, queues)
-            REGISTRY.register(_served["redis"])
+        for name, make in (collectors or {}).items():
+            if name not in _served:
+                _served[name] = make()
+                REGISTRY.register(_served[name])
         if gpu and "gpu" not in _served:
             _served["gpu"] = GpuMemoryCollector()
             REGISTRY.register(_served["gpu"])

@@ -13,15 +13,6 @@ from collections.abc import Callable, Iterable
 import grimp
 import pytest
 
-# A package-level cycle known and left for later, each with why; none at module level.
-KNOWN_PACKAGE_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"reelbot.metrics", "reelbot.store"}): (
-        "metrics.RedisCollector reads store.keys at scrape time while store.leases counts "
-        "heartbeats in metrics; the collector belongs in store/ once metrics.serve takes "
-        "its collectors from the caller"
-    ),
-}
-
 
 @pytest.fixture(scope="module")
 def graph() -> grimp.ImportGraph:
@@ -135,13 +126,5 @@ def test_no_package_imports_itself_back(graph: grimp.ImportGraph) -> None:
             and graph.direct_import_exists(importer=top, imported=other, as_packages=True)
         }
 
-    cycles = [c for c in _cycles(tops, imported_by) if frozenset(c) not in KNOWN_PACKAGE_CYCLES]
+    cycles = _cycles(tops, imported_by)
     assert not cycles, "package cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
-
-
-def test_known_package_cycles_are_still_there(graph: grimp.ImportGraph) -> None:
-    """An exception that no longer applies is taken off the list, so it cannot hide a new one."""
-    for pair in KNOWN_PACKAGE_CYCLES:
-        a, b = sorted(pair)
-        assert graph.direct_import_exists(importer=a, imported=b, as_packages=True), pair
-        assert graph.direct_import_exists(importer=b, imported=a, as_packages=True), pair

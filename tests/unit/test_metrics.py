@@ -9,10 +9,11 @@ import pytest
 
 from reelbot import metrics
 from reelbot.runtime.server import free_port
+from reelbot.store.readings import RedisCollector
 
 
 def test_an_unreachable_redis_gives_no_series_rather_than_zeros() -> None:
-    collector = metrics.RedisCollector(
+    collector = RedisCollector(
         f"redis://127.0.0.1:{free_port()}/0", ["reelbot:image"], timeout_s=0.5
     )
     assert list(collector.collect()) == []

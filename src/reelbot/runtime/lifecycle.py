@@ -18,6 +18,7 @@ from reelbot.config import Settings
 from reelbot.errors import ConfigError
 from reelbot.runtime.server import RedisServer
 from reelbot.runtime.supervise import supervise
+from reelbot.store.readings import RedisCollector
 from reelbot.worker.worker import serve_generation
 
 if TYPE_CHECKING:
@@ -129,8 +130,9 @@ def run_up(
         metrics.serve(
             settings.metrics_port,
             host=settings.metrics_host,
-            redis_url=url,
-            queues=metrics_queues,
+            collectors={"redis": lambda: RedisCollector(url, metrics_queues)}
+            if metrics_queues
+            else {},
             gpu=True,
         )
         runner = make_runner(settings)
