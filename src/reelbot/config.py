@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -25,6 +25,7 @@ from reelbot.errors import ConfigError
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 ENV_PREFIX = "REELBOT_"
+SectionT = TypeVar("SectionT", bound=BaseModel)
 
 
 def default_data_dir() -> Path:
@@ -33,24 +34,50 @@ def default_data_dir() -> Path:
     return Path(base) / "reelbot"
 
 
-class Settings(BaseSettings):
-    """Every setting reelbot reads, with its default."""
-
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        toml_file="reelbot.toml",
-        extra="forbid",
-        frozen=True,
-        case_sensitive=False,
-    )
+class CoreSection(BaseModel):
+    """The queue and its Redis, shared by every process."""
 
     redis_url: str | None = Field(
         default=None, description="Redis for jobs, quotas and results; unset: the default URL"
     )
+    data_dir: Path = Field(default_factory=default_data_dir)
+    owner_ids: Annotated[tuple[str, ...], NoDecode] = ()
+    image_queue: str = "reelbot:image"
+    video_queue: str = "reelbot:video"
+    max_queued: int = Field(default=500, ge=1, description="global queue cap")
+    result_ttl_s: int = Field(default=24 * 3600, ge=60)
+    heartbeat_s: float = Field(default=2.0, gt=0)
+    dead_worker_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("owner_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("owner_ids")
+    @classmethod
+    def _check_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            platform, _, user = item.partition(":")
+            if not platform or not user:
+                raise ValueError(f"{item!r} is not PLATFORM:ID (e.g. discord:123)")
+        return value
+
+
+class DiscordSection(BaseModel):
+    """``reelbot discord``: the Discord adapter."""
+
     discord_token: SecretStr | None = None
     discord_api_url: str = "https://discord.com/api/v10"
     discord_gateway_url: str | None = None
     discord_guild_id: str | None = Field(default=None, description="sync commands to one guild")
+
+
+class TelegramSection(BaseModel):
+    """``reelbot telegram``: the Telegram adapter."""
+
     telegram_token: SecretStr | None = None
     telegram_api_url: str = "https://api.telegram.org"
     telegram_webhook_url: str | None = Field(
@@ -63,23 +90,33 @@ class Settings(BaseSettings):
     telegram_max_upload_mb: int | None = Field(
         default=None, ge=1, le=2000, description="a local Bot API server takes up to 2000 MB"
     )
-    models: str = Field(default="default", description="tiny, default, or a TOML file")
-    styles_file: Path | None = None
-    device: str = "auto"
-    data_dir: Path = Field(default_factory=default_data_dir)
+
+    @field_validator("telegram_webhook_listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("use HOST:PORT, e.g. 127.0.0.1:8443")
+        return value
+
+
+class WebSection(BaseModel):
+    """``reelbot web``: the local web chat."""
+
     web_port: int = Field(default=8080, ge=1, le=65535)
     web_host: str = "127.0.0.1"
     web_token: SecretStr | None = Field(
         default=None, description="access token the web chat requires (bearer or cookie)"
     )
-    owner_ids: Annotated[tuple[str, ...], NoDecode] = ()
-    image_queue: str = "reelbot:image"
-    video_queue: str = "reelbot:video"
-    max_queued: int = Field(default=500, ge=1, description="global queue cap")
-    result_ttl_s: int = Field(default=24 * 3600, ge=60)
+
+
+class WorkerSection(BaseModel):
+    """``reelbot worker``: models, device and the GPU options."""
+
+    models: str = Field(default="default", description="tiny, default, or a TOML file")
+    styles_file: Path | None = None
+    device: str = "auto"
     job_timeout_factor: float = Field(default=4.0, gt=0)
-    heartbeat_s: float = Field(default=2.0, gt=0)
-    dead_worker_s: float = Field(default=10.0, gt=0)
     stall_s: float = Field(
         default=600.0, gt=0, description="no pipeline step for this long: the job is failed"
     )
@@ -98,6 +135,18 @@ class Settings(BaseSettings):
     )
     # 1 (off): bench/RESULTS.md shows batch 8 only 1-6 % faster per image at 1024² on an H200.
     batch_max: int = Field(default=1, ge=1, le=16, description="image jobs per pipeline call")
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if value not in ("auto", "cpu", "cuda", "mps") and not value.startswith("cuda:"):
+            raise ValueError("use auto, cpu, cuda or cuda:N")
+        return value
+
+
+class QuotaSection(BaseModel):
+    """Deployment-wide quota defaults (servers, roles and users refine them in Redis)."""
+
     quota_daily: float = Field(default=200.0, ge=0, description="credits a user may spend a day")
     quota_concurrent: int = Field(default=50, ge=0, description="jobs in flight per user")
     quota_cooldown_s: float = Field(default=0.0, ge=0, description="seconds between submits")
@@ -106,14 +155,11 @@ class Settings(BaseSettings):
     fair_spacing_s: float = Field(
         default=2.0, ge=0, description="queue gap between one server's jobs, for fair order"
     )
-    metrics_port: int | None = Field(
-        default=None, ge=0, le=65535, description="Prometheus /metrics port; unset: off"
-    )
-    metrics_host: str = Field(default="0.0.0.0", description="address /metrics binds")
-    log_format: Literal["text", "json"] = Field(
-        default="text", description="json: one JSON object per line, for log collectors"
-    )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class SafetySection(BaseModel):
+    """Content safety: prompt blocklist and the NSFW check of results."""
+
     blocked_words: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="words refused in every prompt (comma-separated)"
     )
@@ -147,36 +193,48 @@ class Settings(BaseSettings):
             check_pattern(pattern)
         return value
 
-    @field_validator("owner_ids", mode="before")
-    @classmethod
-    def _split_ids(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(v.strip() for v in value.split(",") if v.strip())
-        return value
 
-    @field_validator("owner_ids")
-    @classmethod
-    def _check_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for item in value:
-            platform, _, user = item.partition(":")
-            if not platform or not user:
-                raise ValueError(f"{item!r} is not PLATFORM:ID (e.g. discord:123)")
-        return value
+class OperationsSection(BaseModel):
+    """Metrics and logs."""
 
-    @field_validator("telegram_webhook_listen")
-    @classmethod
-    def _check_listen(cls, value: str) -> str:
-        host, _, port = value.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError("use HOST:PORT, e.g. 127.0.0.1:8443")
-        return value
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Prometheus /metrics port; unset: off"
+    )
+    metrics_host: str = Field(default="0.0.0.0", description="address /metrics binds")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object per line, for log collectors"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    @field_validator("device")
-    @classmethod
-    def _check_device(cls, value: str) -> str:
-        if value not in ("auto", "cpu", "cuda", "mps") and not value.startswith("cuda:"):
-            raise ValueError("use auto, cpu, cuda or cuda:N")
-        return value
+
+class Settings(
+    CoreSection,
+    DiscordSection,
+    TelegramSection,
+    WebSection,
+    WorkerSection,
+    QuotaSection,
+    SafetySection,
+    OperationsSection,
+    BaseSettings,
+):
+    """Every setting reelbot reads, with its default: the sections above, one flat namespace.
+
+    Each process reads its own section (noteburst's ``config/{base,frontend,worker}``); the
+    variable names stay ``REELBOT_<FIELD>`` and the same keys work in ``reelbot.toml``.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        toml_file="reelbot.toml",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    def section(self, kind: type[SectionT]) -> SectionT:
+        """One section's values as its own model, e.g. ``settings.section(TelegramSection)``."""
+        return kind.model_validate({name: getattr(self, name) for name in kind.model_fields})
 
     @classmethod
     def settings_customise_sources(

@@ -72,3 +72,33 @@ def test_model_sets_load_and_bad_files_fail_clearly(tmp_path: object) -> None:
         load_catalog(str(bad))
     with pytest.raises(ConfigError, match="file not found"):
         load_catalog("missing.toml")
+
+
+def test_settings_are_split_into_sections_with_the_same_names() -> None:
+    from pydantic import BaseModel
+
+    from reelbot import config
+    from reelbot.platforms import PLATFORMS
+
+    sections = [
+        cls
+        for cls in config.Settings.__mro__
+        if isinstance(cls, type) and cls.__name__.endswith("Section") and issubclass(cls, BaseModel)
+    ]
+    owners: dict[str, list[str]] = {}
+    for cls in sections:
+        for name in cls.model_fields:
+            owners.setdefault(name, []).append(cls.__name__)
+    assert set(owners) == set(config.Settings.model_fields)
+    assert all(len(found) == 1 for found in owners.values()), owners
+    # A platform's section holds exactly its prefixed variables (REELBOT_DISCORD_TOKEN, ...).
+    for name, platform in PLATFORMS.items():
+        [section] = [c for c in sections if c.__name__.lower() == f"{name}section"]
+        prefixed = {
+            f for f in config.Settings.model_fields if f.startswith(platform.settings_prefix)
+        }
+        assert set(section.model_fields) == prefixed
+    settings = config.Settings(telegram_token="1:x", telegram_webhook_listen="0.0.0.0:9000")
+    telegram = settings.section(config.TelegramSection)
+    assert telegram.telegram_webhook_listen == "0.0.0.0:9000"
+    assert telegram.telegram_token is not None
