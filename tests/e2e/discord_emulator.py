@@ -105,6 +105,19 @@ class Fault:
     remaining: int
     retry_after: float = 0.2
     via: bool = True
+    code: int | None = None
+    message: str | None = None
+
+
+# Discord's JSON error bodies for the statuses a test may inject ("code" is Discord's own error
+# code: https://discord.com/developers/docs/topics/opcodes-and-status-codes#json).
+FAULT_BODIES: dict[int, tuple[int, str]] = {
+    400: (50035, "Invalid Form Body"),
+    401: (0, "401: Unauthorized"),
+    403: (50013, "Missing Permissions"),
+    404: (10008, "Unknown Message"),
+    413: (40005, "Request entity too large"),
+}
 
 
 class _Session:
@@ -212,10 +225,23 @@ class DiscordEmulator:
         count: int = 1,
         retry_after: float = 0.2,
         via: bool = True,
+        code: int | None = None,
+        message: str | None = None,
     ) -> None:
-        """Answer the next ``count`` matching requests with ``status`` (429 carries retry_after)."""
+        """Answer the next ``count`` matching requests with ``status`` (429 carries retry_after;
+        a 4xx Discord's JSON error body, ``code`` and ``message`` as given or Discord's own for
+        that status). ``/cdn/…`` downloads can be refused the same way."""
         self._faults.append(
-            Fault(method.upper(), re.compile(path_regex), status, count, retry_after, via)
+            Fault(
+                method.upper(),
+                re.compile(path_regex),
+                status,
+                count,
+                retry_after,
+                via,
+                code,
+                message,
+            )
         )
 
     async def disconnect(self, code: int = 4000) -> None:
@@ -634,10 +660,18 @@ class DiscordEmulator:
     # -- REST -----------------------------------------------------------------------------
 
     async def _cdn(self, request: web.Request) -> web.StreamResponse:
+        path = f"/cdn/{request.match_info['name']}"
         found = self.cdn.get(request.match_info["name"])
-        if found is None:
-            return web.Response(status=404)
-        return web.Response(body=found[0], headers={"Content-Type": found[1]})
+        response = self._fault("GET", path)
+        if response is None:
+            response = (
+                web.Response(status=404)
+                if found is None
+                else web.Response(body=found[0], headers={"Content-Type": found[1]})
+            )
+        call = Call(self.clock.now(), "GET", path, response.status, None, None, [], {})
+        self.calls.append(call)
+        return response
 
     async def _rest(self, request: web.Request) -> web.StreamResponse:
         path = "/" + request.match_info["tail"]
@@ -681,7 +715,9 @@ class DiscordEmulator:
                         429,
                         headers,
                     )
-                return _json({"message": "Server error", "code": 0}, fault.status)
+                known = FAULT_BODIES.get(fault.status, (0, "Server error"))
+                body = {"message": fault.message or known[1], "code": fault.code or known[0]}
+                return _json(body, fault.status)
         return None
 
     async def _read_body(self, request: web.Request) -> tuple[Any, list[tuple[str, bytes]]]:

@@ -1,8 +1,9 @@
-"""The real Discord adapter (discord.py) against the local emulator, with an in-memory queue.
+"""The real Discord adapter (discord.py) against the local emulator, on the real queue and chat
+layer (a private Valkey, a real ``ChatService``), with no worker: the tests finish jobs themselves.
 
 These pin the platform side: acknowledgements within 3 s, option parsing, ephemeral errors with
 nothing queued, throttled status edits, result posting with buttons, the 15-minute token, 429s,
-5xx, gateway reconnects and restarts. The path through the real queue and worker is in
+5xx, gateway reconnects and restarts. The path through the real worker is in
 ``test_discord_e2e.py``.
 """
 
@@ -15,15 +16,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+import redis as sync_redis
 from discord_emulator import ADMIN_PERMISSIONS, DiscordEmulator, Interaction
 from PIL import Image
 
 from reelbot.bots.discord.app import DiscordAdapter
-from reelbot.bots.discord.backend import Delivery, JobInfo, ProgressEvent, Ticket
 from reelbot.catalog import load_catalog
+from reelbot.chat.service import ChatService
 from reelbot.config import Settings
-from reelbot.errors import Cancelled
-from reelbot.jobs import GenerationParams, GenerationRequest, JobStatus, Requester, job_id_for
+from reelbot.jobs import JobStatus, job_id_for
+from reelbot.queue.delivery import Delivery, enqueue_delivery
+from reelbot.store import keys
+from reelbot.store.connection import connect
+from reelbot.store.progress import ProgressEvent, publish
+from reelbot.store.records import JobRecord, RecordStore, ResultInfo
+from reelbot.store.results import RedisResultStore, load_input
 
 ALICE = "111111111111111111"
 BOB = "222222222222222222"
@@ -36,100 +43,103 @@ def png(width: int = 64, height: int = 64, color: str = "red") -> bytes:
     return buf.getvalue()
 
 
-class FakeQueue:
-    """An in-memory stand-in for the queue, recording what the adapter asked of it."""
+class Queue:
+    """The real queue's records, read back by the tests, and a stand-in for the worker's end."""
 
-    def __init__(self) -> None:
-        self.submitted: list[tuple[GenerationRequest, GenerationParams]] = []
-        self.inputs: dict[str, bytes] = {}
-        self.cancelled: list[str] = []
-        self.events: asyncio.Queue[ProgressEvent] = asyncio.Queue()
+    def __init__(self, url: str) -> None:
+        self.redis = connect(url)
+        self.records = RecordStore(self.redis, finished_ttl_s=600)
+        self.results = RedisResultStore(self.redis, ttl_s=600)
+        self.inters: list[Interaction] = []
+
+    def watch(self, inter: Interaction) -> Interaction:
+        """Remember a command (or click) whose job the test follows."""
+        self.inters.append(inter)
+        return inter
 
     def job_of(self, index: int) -> str:
-        request = self.submitted[index][0]
-        return job_id_for("discord", request.source_id)
+        return job_id_for("discord", self.inters[index].id)
 
-    async def store_input(self, data: bytes) -> str:
-        ref = f"in{len(self.inputs)}"
-        self.inputs[ref] = data
-        return ref
+    async def record(self, index: int) -> JobRecord | None:
+        return await self.records.get(self.job_of(index))
 
-    async def submit(self, request: GenerationRequest, params: GenerationParams) -> Ticket:
-        self.submitted.append((request, params))
-        return Ticket(job_id_for("discord", request.source_id), len(self.submitted), 4.0)
+    async def submitted(self) -> list[JobRecord]:
+        """The jobs the watched interactions made, in order."""
+        found = [await self.records.get(job_id_for("discord", i.id)) for i in self.inters]
+        return [r for r in found if r is not None]
 
-    async def request_of(self, job_id: str) -> GenerationRequest | None:
-        for request, _ in self.submitted:
-            if job_id_for("discord", request.source_id) == job_id:
-                return request
-        return None
+    async def wait_submitted(self, count: int) -> list[JobRecord]:
+        async with asyncio.timeout(10):
+            while len(records := await self.submitted()) < count:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        return records
 
-    async def cancel(self, job_id: str, requester: Requester) -> bool:
-        request = await self.request_of(job_id)
-        if request is None or job_id in self.cancelled:
-            return False
-        if not requester.is_admin and request.requester.user_id != requester.user_id:
-            return False
-        self.cancelled.append(job_id)
-        return True
+    async def input_keys(self) -> list[bytes]:
+        return list(await self.redis.keys(keys.input_image("*")))
 
-    async def jobs_of(self, requester: Requester) -> list[JobInfo]:
-        return [
-            JobInfo(job_id_for("discord", r.source_id), JobStatus.QUEUED, r.task.value, r.text)
-            for r, _ in self.submitted
-            if r.requester.user_id == requester.user_id
-            and job_id_for("discord", r.source_id) not in self.cancelled
-        ]
-
-    async def stats(self) -> dict[str, int]:
-        return {"queued": len(self.submitted) - len(self.cancelled)}
-
-    async def progress(self, stop: asyncio.Event) -> AsyncIterator[ProgressEvent]:
-        while not stop.is_set():
-            try:
-                async with asyncio.timeout(0.2):
-                    event = await self.events.get()
-            except TimeoutError:
-                continue
-            yield event
-
-    def result(self, index: int, data: bytes | None = None, **kw: Any) -> Delivery:
-        request, params = self.submitted[index]
-        name = "result.mp4" if params.task.is_video else "result.png"
-        return Delivery(
-            job_id=self.job_of(index),
-            request=request,
-            params=params,
-            data=data if data is not None else png(),
-            filename=name,
-            **kw,
+    async def delivering(self, index: int, data: bytes | None = None) -> JobRecord:
+        """Store a result for the job and move it to DELIVERING, as the worker does."""
+        job = self.job_of(index)
+        data = data if data is not None else png()
+        ref = await self.results.put(job, data, mime="image/png")
+        info = ResultInfo(ref=ref, mime="image/png", ext="png", size=len(data), width=64, height=64)
+        record = await self.records.update(
+            job, lambda r: r.moved(JobStatus.DELIVERING, result=info)
         )
+        assert record is not None
+        return record
+
+    async def finish(self, index: int, data: bytes | None = None, **ended: Any) -> None:
+        """End the job (a result, or ``status=FAILED/CANCELLED`` with an error) and enqueue its
+        delivery for the adapter's own consumer."""
+        if ended:
+            status = ended.pop("status")
+            record = await self.records.update(
+                self.job_of(index), lambda r: r.moved(status, **ended)
+            )
+            assert record is not None
+        else:
+            record = await self.delivering(index, data)
+        await enqueue_delivery(self.redis, record)
+
+    async def progress(self, index: int, **fields: Any) -> None:
+        event = ProgressEvent(job_id=self.job_of(index), at=0.0, **fields)
+        await publish(self.redis, "discord", event)
 
 
 Start = Callable[..., Awaitable[DiscordAdapter]]
 
 
 @pytest.fixture
-def queue() -> FakeQueue:
-    return FakeQueue()
+async def queue(discord_redis_url: str) -> AsyncIterator[Queue]:
+    """The real queue on a flushed private server."""
+    with sync_redis.Redis.from_url(discord_redis_url) as r:
+        r.flushall()
+    queue = Queue(discord_redis_url)
+    yield queue
+    await queue.redis.aclose(close_connection_pool=True)
 
 
 @pytest.fixture
-async def start(discord_emu: DiscordEmulator, queue: FakeQueue) -> AsyncIterator[Start]:
-    """Start (and at the end stop) Discord adapters on the emulator and the fake queue."""
+async def start(
+    discord_emu: DiscordEmulator, queue: Queue, discord_redis_url: str
+) -> AsyncIterator[Start]:
+    """Start (and at the end stop) Discord adapters on the emulator and the real queue."""
     running: list[DiscordAdapter] = []
     catalog = load_catalog("tiny")
 
     async def _start(edit_interval_s: float = 0.3, **settings: Any) -> DiscordAdapter:
         config = Settings(
+            redis_url=discord_redis_url,
             discord_token=discord_emu.bot_token,
             discord_api_url=discord_emu.api_url,
             discord_gateway_url=discord_emu.gateway_url,
             models="tiny",
             **settings,
         )
+        service = ChatService(queue.redis, config, catalog, platform="discord")
         adapter = DiscordAdapter(
-            config, catalog=catalog, backend=queue, edit_interval_s=edit_interval_s
+            config, service=service, edit_interval_s=edit_interval_s, delivery_poll_s=0.1
         )
         await adapter.start()
         running.append(adapter)
@@ -174,16 +184,19 @@ async def test_connects_and_syncs_commands(discord_emu: DiscordEmulator, start: 
 
 
 async def test_imagine_defers_parses_and_queues(
-    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+    discord_emu: DiscordEmulator, start: Start, queue: Queue
 ) -> None:
     await start()
-    inter = await discord_emu.slash(
-        "imagine", {"prompt": "a red fox --ar 16:9", "seed": 42, "steps": 3}
+    inter = queue.watch(
+        await discord_emu.slash(
+            "imagine", {"prompt": "a red fox --ar 16:9", "seed": 42, "steps": 3}
+        )
     )
     await answered(discord_emu, inter)
     assert inter.response_type == 5 and not inter.ephemeral
     await discord_emu.wait_for(lambda: "Queued" in content(discord_emu, inter))
-    request, params = queue.submitted[0]
+    [record] = await queue.submitted()
+    request, params = record.request, record.params
     assert (params.prompt, params.seed, params.steps) == ("a red fox", 42, 3)
     assert params.width > params.height
     assert request.reply.interaction_token == inter.token
@@ -208,19 +221,19 @@ async def test_imagine_defers_parses_and_queues(
 async def test_bad_options_answered_privately_nothing_queued(
     discord_emu: DiscordEmulator,
     start: Start,
-    queue: FakeQueue,
+    queue: Queue,
     options: dict[str, Any],
     needle: str,
 ) -> None:
     await start()
-    inter = await answered(discord_emu, await discord_emu.slash("imagine", options))
+    inter = await answered(discord_emu, queue.watch(await discord_emu.slash("imagine", options)))
     assert inter.response_type == 4 and inter.ephemeral
     assert needle in content(discord_emu, inter)
-    assert queue.submitted == []
+    assert await queue.submitted() == []
 
 
 async def test_remix_attachment_checks(
-    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+    discord_emu: DiscordEmulator, start: Start, queue: Queue
 ) -> None:
     await start()
     text = discord_emu.add_attachment("notes.txt", b"hello", "text/plain")
@@ -228,6 +241,7 @@ async def test_remix_attachment_checks(
         discord_emu, await discord_emu.slash("remix", {"prompt": "x"}, attachments={"image": text})
     )
     assert inter.ephemeral and "not an image" in content(discord_emu, inter)
+    queue.watch(inter)
 
     big = discord_emu.add_attachment("big.png", png(), "image/png")
     big["size"] = 30 * 1024 * 1024
@@ -235,6 +249,7 @@ async def test_remix_attachment_checks(
         discord_emu, await discord_emu.slash("remix", {"prompt": "x"}, attachments={"image": big})
     )
     assert inter.ephemeral and "under" in content(discord_emu, inter)
+    queue.watch(inter)
 
     # Claims to be a PNG, is not: found only after downloading, so the public placeholder is
     # replaced by a private answer.
@@ -242,37 +257,60 @@ async def test_remix_attachment_checks(
     inter = await answered(
         discord_emu, await discord_emu.slash("remix", {"prompt": "x"}, attachments={"image": fake})
     )
+    queue.watch(inter)
     await discord_emu.wait_for(lambda: discord_emu.followups(inter))
     followup = discord_emu.followups(inter)[0]
     assert followup["flags"] & 64 and "Send a PNG, JPEG or WEBP" in followup["content"]
     assert discord_emu.original(inter) is None
-    assert queue.submitted == [] and queue.inputs == {}
+    assert await queue.submitted() == [] and await queue.input_keys() == []
+
+
+@pytest.mark.parametrize("status", [404, 500])
+async def test_an_attachment_discord_will_not_hand_over_is_answered_in_words(
+    discord_emu: DiscordEmulator, start: Start, queue: Queue, status: int
+) -> None:
+    await start()
+    att = discord_emu.add_attachment("in.png", png())
+    discord_emu.inject("GET", r"^/cdn/", status=status, count=10)
+    inter = queue.watch(
+        await discord_emu.slash("remix", {"prompt": "waves"}, attachments={"image": att})
+    )
+    await answered(discord_emu, inter)
+    [followup] = await discord_emu.wait_for(lambda: discord_emu.followups(inter), within=40)
+    assert followup["flags"] & 64
+    assert "attachment" in followup["content"] and "Attach it again" in followup["content"]
+    assert "Something went wrong" not in followup["content"]
+    assert discord_emu.original(inter) is None
+    assert await queue.submitted() == []
 
 
 async def test_remix_and_animate_store_the_image(
-    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+    discord_emu: DiscordEmulator, start: Start, queue: Queue
 ) -> None:
     await start()
     image = png(80, 60)
     for name in ("remix", "animate"):
         att = discord_emu.add_attachment("in.png", image)
         inter = await discord_emu.slash(name, {"prompt": "waves"}, attachments={"image": att})
-        await answered(discord_emu, inter)
+        await answered(discord_emu, queue.watch(inter))
         await discord_emu.wait_for(lambda i=inter: "Queued" in content(discord_emu, i))
-    assert [r.task.value for r, _ in queue.submitted] == ["remix", "animate"]
-    assert all(r.image_ref in queue.inputs for r, _ in queue.submitted)
-    assert queue.inputs["in0"] == image
+    records = await queue.submitted()
+    assert [r.request.task.value for r in records] == ["remix", "animate"]
+    for record in records:
+        assert record.request.image_ref is not None
+        assert await load_input(queue.redis, record.request.image_ref) == image
 
 
 async def test_progress_edits_are_throttled(
-    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+    discord_emu: DiscordEmulator, start: Start, queue: Queue
 ) -> None:
     await start(edit_interval_s=0.5)
-    inter = await answered(discord_emu, await discord_emu.slash("video", {"prompt": "waves"}))
+    inter = queue.watch(await discord_emu.slash("video", {"prompt": "waves"}))
+    await answered(discord_emu, inter)
     await discord_emu.wait_for(lambda: "Queued" in content(discord_emu, inter))
-    job = queue.job_of(0)
+    await asyncio.sleep(0.5)  # the Queued edit's interval
     for step in range(1, 9):
-        await queue.events.put(ProgressEvent(job, JobStatus.RUNNING, step=step, total=8))
+        await queue.progress(0, status=JobStatus.RUNNING, step=step, total=8)
         await asyncio.sleep(0.05)
     await discord_emu.wait_for(lambda: "8/8" in content(discord_emu, inter), within=3)
     times = discord_emu.messages[inter.original_id or ""]["edit_times"]
@@ -283,51 +321,62 @@ async def test_progress_edits_are_throttled(
 
 
 async def test_result_posted_as_followup_with_buttons(
-    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+    discord_emu: DiscordEmulator, start: Start, queue: Queue
 ) -> None:
-    adapter = await start()
-    inter = await answered(
-        discord_emu, await discord_emu.slash("imagine", {"prompt": "a fox", "seed": 7})
-    )
-    await discord_emu.wait_for(lambda: queue.submitted)
-    await adapter.deliver(queue.result(0))
+    await start()
+    inter = queue.watch(await discord_emu.slash("imagine", {"prompt": "a fox", "seed": 7}))
+    await answered(discord_emu, inter)
+    await queue.wait_submitted(1)
+    await queue.finish(0)
     followups = await discord_emu.wait_for(lambda: discord_emu.followups(inter))
     msg = followups[0]
     assert "a fox" in msg["content"] and "--seed 7" in msg["content"]
     name, data = discord_emu.files_of(msg["id"])[0]
-    assert name == "result.png"
-    assert Image.open(io.BytesIO(data)).size == (64, 64)
     job = queue.job_of(0)
+    assert name == f"reelbot-{job}.png"
+    assert Image.open(io.BytesIO(data)).size == (64, 64)
     assert discord_emu.buttons(msg["id"]) == [f"rb:rr:{job}", f"rb:var:{job}", f"rb:ani:{job}"]
     await discord_emu.wait_for(lambda: "Done" in content(discord_emu, inter))
     assert discord_emu.buttons(inter.original_id or "") == []
+    record = await queue.record(0)
+    assert record is not None and record.status == JobStatus.DELIVERED
 
 
 async def test_failure_and_cancel_outcomes(
-    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+    discord_emu: DiscordEmulator, start: Start, queue: Queue
 ) -> None:
-    adapter = await start()
-    a = await answered(discord_emu, await discord_emu.slash("imagine", {"prompt": "one"}))
-    b = await answered(discord_emu, await discord_emu.slash("imagine", {"prompt": "two"}))
-    await discord_emu.wait_for(lambda: len(queue.submitted) == 2)
+    await start()
+    a = await answered(
+        discord_emu, queue.watch(await discord_emu.slash("imagine", {"prompt": "one"}))
+    )
+    b = await answered(
+        discord_emu, queue.watch(await discord_emu.slash("imagine", {"prompt": "two"}))
+    )
+    await queue.wait_submitted(2)
     from reelbot.errors import OutOfMemory
 
-    await adapter.deliver(queue.result(0, error=OutOfMemory(), data=b""))
-    await adapter.deliver(queue.result(1, error=Cancelled(), data=b""))
+    oom = OutOfMemory()
+    await queue.finish(
+        0, status=JobStatus.FAILED, error_code=oom.code, error_message=oom.user_message
+    )
+    await queue.finish(1, status=JobStatus.CANCELLED)
     await discord_emu.wait_for(lambda: "Failed" in content(discord_emu, a))
     await discord_emu.wait_for(lambda: "Cancelled" in content(discord_emu, b))
+    await discord_emu.wait_for(lambda: discord_emu.followups(a))
     assert "ran out of memory" in discord_emu.followups(a)[0]["content"]
     assert discord_emu.followups(b) == []
 
 
 async def test_expired_token_posts_to_channel_with_bot_token(
-    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+    discord_emu: DiscordEmulator, start: Start, queue: Queue
 ) -> None:
-    adapter = await start()
-    inter = await answered(discord_emu, await discord_emu.slash("imagine", {"prompt": "late"}))
+    await start()
+    inter = await answered(
+        discord_emu, queue.watch(await discord_emu.slash("imagine", {"prompt": "late"}))
+    )
     await discord_emu.wait_for(lambda: "Queued" in content(discord_emu, inter))
     discord_emu.clock.advance(16 * 60)
-    await adapter.deliver(queue.result(0))
+    await queue.finish(0)
     posted = await discord_emu.wait_for(
         lambda: [m for m in discord_emu.channel() if m["attachments"] and "webhook_id" not in m]
     )
@@ -343,20 +392,19 @@ async def test_expired_token_posts_to_channel_with_bot_token(
 
 
 async def test_reroll_and_cancel_buttons(
-    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+    discord_emu: DiscordEmulator, start: Start, queue: Queue
 ) -> None:
-    adapter = await start()
+    await start()
     inter = await answered(
-        discord_emu, await discord_emu.slash("imagine", {"prompt": "a fox --seed 5"})
+        discord_emu, queue.watch(await discord_emu.slash("imagine", {"prompt": "a fox --seed 5"}))
     )
-    await discord_emu.wait_for(lambda: queue.submitted)
-    await adapter.deliver(queue.result(0))
+    await queue.wait_submitted(1)
+    await queue.finish(0)
     result = (await discord_emu.wait_for(lambda: discord_emu.followups(inter)))[0]
 
-    reroll = await discord_emu.click(result["id"], f"rb:rr:{queue.job_of(0)}")
+    reroll = queue.watch(await discord_emu.click(result["id"], f"rb:rr:{queue.job_of(0)}"))
     await answered(discord_emu, reroll)
-    await discord_emu.wait_for(lambda: len(queue.submitted) == 2)
-    first, second = queue.submitted[0][1], queue.submitted[1][1]
+    first, second = (r.params for r in await queue.wait_submitted(2))
     assert second.prompt == first.prompt == "a fox"
     assert second.seed != first.seed == 5
     await discord_emu.wait_for(lambda: "Queued" in content(discord_emu, reroll))
@@ -367,44 +415,48 @@ async def test_reroll_and_cancel_buttons(
     bob = await answered(
         discord_emu, await discord_emu.click(status_id, f"rb:cx:{job}", user_id=BOB)
     )
-    assert bob.ephemeral and queue.cancelled == []
+    assert bob.ephemeral and (await queue.records.require(job)).status == JobStatus.QUEUED
     alice = await answered(discord_emu, await discord_emu.click(status_id, f"rb:cx:{job}"))
     assert alice.response_type == 7
-    assert queue.cancelled == [job]
+    assert (await queue.records.require(job)).status == JobStatus.CANCELLED
     assert "Cancelled" in discord_emu.messages[status_id]["content"]
     assert discord_emu.buttons(status_id) == []
 
 
-async def test_variations_button_remixes_the_result(
-    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+async def test_variations_button_remixes_the_stored_result(
+    discord_emu: DiscordEmulator, start: Start, queue: Queue
 ) -> None:
-    adapter = await start()
-    inter = await answered(discord_emu, await discord_emu.slash("imagine", {"prompt": "a fox"}))
-    await discord_emu.wait_for(lambda: queue.submitted)
-    await adapter.deliver(queue.result(0, data=png(color="blue")))
+    await start()
+    inter = await answered(
+        discord_emu, queue.watch(await discord_emu.slash("imagine", {"prompt": "a fox"}))
+    )
+    await queue.wait_submitted(1)
+    await queue.finish(0, data=png(color="blue"))
     result = (await discord_emu.wait_for(lambda: discord_emu.followups(inter)))[0]
-    click = await discord_emu.click(result["id"], f"rb:var:{queue.job_of(0)}")
+    downloads = len([c for c in discord_emu.calls if c.path.startswith("/cdn/")])
+    click = queue.watch(await discord_emu.click(result["id"], f"rb:var:{queue.job_of(0)}"))
     await answered(discord_emu, click)
-    await discord_emu.wait_for(lambda: len(queue.submitted) == 2)
-    request, params = queue.submitted[1]
+    request, params = (r := (await queue.wait_submitted(2))[1]).request, r.params
     assert params.task.value == "remix" and params.prompt == "a fox"
     assert request.image_ref is not None
-    stored = Image.open(io.BytesIO(queue.inputs[request.image_ref]))
+    stored = Image.open(io.BytesIO(await load_input(queue.redis, request.image_ref) or b""))
     assert stored.getpixel((0, 0)) == (0, 0, 255)
+    # From the stored result, not a download from Discord.
+    assert len([c for c in discord_emu.calls if c.path.startswith("/cdn/")]) == downloads
 
 
 async def test_admin_is_checked_at_run_time(
-    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+    discord_emu: DiscordEmulator, start: Start, queue: Queue
 ) -> None:
     await start()
-    await answered(discord_emu, await discord_emu.slash("imagine", {"prompt": "mine"}))
-    await discord_emu.wait_for(lambda: queue.submitted)
+    await answered(discord_emu, queue.watch(await discord_emu.slash("imagine", {"prompt": "mine"})))
+    await queue.wait_submitted(1)
     job = queue.job_of(0)
     # Discord would hide /admin from Bob, but a stale or crafted client can still send it.
     refused = await discord_emu.slash("admin", {"job": job}, subcommand="cancel", user_id=BOB)
     await answered(discord_emu, refused)
     assert refused.ephemeral and "Manage Server" in content(discord_emu, refused)
-    assert queue.cancelled == []
+    assert (await queue.records.require(job)).status == JobStatus.QUEUED
     status = await discord_emu.slash("admin", subcommand="status", user_id=BOB)
     await answered(discord_emu, status)
     assert "Manage Server" in content(discord_emu, status)
@@ -413,27 +465,78 @@ async def test_admin_is_checked_at_run_time(
         "admin", {"job": job}, subcommand="cancel", user_id=BOB, permissions=ADMIN_PERMISSIONS
     )
     await answered(discord_emu, allowed)
-    await discord_emu.wait_for(lambda: queue.cancelled == [job])
+    async with asyncio.timeout(10):
+        while (await queue.records.require(job)).status != JobStatus.CANCELLED:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+async def test_an_admin_cancels_a_members_job_with_plain_cancel(
+    discord_emu: DiscordEmulator, start: Start, queue: Queue
+) -> None:
+    await start()
+    await answered(discord_emu, queue.watch(await discord_emu.slash("imagine", {"prompt": "hers"})))
+    await queue.wait_submitted(1)
+    job = queue.job_of(0)
+    member = await answered(
+        discord_emu, await discord_emu.slash("cancel", {"job": job}, user_id=BOB)
+    )
+    await discord_emu.wait_for(
+        lambda: discord_emu.followups(member) or discord_emu.original(member)
+    )
+    assert (await queue.records.require(job)).status == JobStatus.QUEUED
+    admin = await answered(
+        discord_emu,
+        await discord_emu.slash("cancel", {"job": job}, user_id=BOB, permissions=ADMIN_PERMISSIONS),
+    )
+    [said] = await discord_emu.wait_for(lambda: discord_emu.followups(admin))
+    assert said["content"].startswith(f"`{job}`: Cancelled") and said["flags"] & 64
+    assert (await queue.records.require(job)).status == JobStatus.CANCELLED
 
 
 async def test_jobs_cancel_models_help_quota(
-    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+    discord_emu: DiscordEmulator, start: Start, queue: Queue
 ) -> None:
     await start()
-    await answered(discord_emu, await discord_emu.slash("imagine", {"prompt": "first"}))
-    await discord_emu.wait_for(lambda: queue.submitted)
+    await answered(
+        discord_emu, queue.watch(await discord_emu.slash("imagine", {"prompt": "first"}))
+    )
+    await queue.wait_submitted(1)
     jobs = await answered(discord_emu, await discord_emu.slash("jobs"))
     listing = (await discord_emu.wait_for(lambda: discord_emu.followups(jobs)))[0]
     assert queue.job_of(0) in listing["content"] and listing["flags"] & 64
     cancel = await answered(discord_emu, await discord_emu.slash("cancel"))
     await discord_emu.wait_for(lambda: discord_emu.followups(cancel))
-    assert queue.cancelled == [queue.job_of(0)]
+    assert (await queue.records.require(queue.job_of(0))).status == JobStatus.CANCELLED
     models = await answered(discord_emu, await discord_emu.slash("models"))
     assert "tiny-zimage" in content(discord_emu, models) and models.ephemeral
+    assert "Styles" in content(discord_emu, models) and "watercolor" in content(discord_emu, models)
     helped = await answered(discord_emu, await discord_emu.slash("help"))
     assert "/imagine" in content(discord_emu, helped)
     quota = await answered(discord_emu, await discord_emu.slash("quota"))
     assert quota.ephemeral
+
+
+async def test_redis_errors_read_temporarily_unavailable(
+    discord_emu: DiscordEmulator, start: Start, queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from reelbot.queue.submit import JobQueue
+
+    await start()
+
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        raise RedisConnectionError("Connection refused")
+
+    monkeypatch.setattr(JobQueue, "user_jobs", down)
+    monkeypatch.setattr(JobQueue, "cancel", down)
+    for name in ("jobs", "cancel"):
+        inter = await answered(
+            discord_emu, await discord_emu.slash(name, {"job": "di1"} if name == "cancel" else None)
+        )
+        [said] = await discord_emu.wait_for(lambda i=inter: discord_emu.followups(i))
+        assert "temporarily unavailable" in said["content"], said["content"]
+        assert "Something went wrong" not in said["content"]
 
 
 async def test_model_autocomplete(discord_emu: DiscordEmulator, start: Start) -> None:
@@ -446,14 +549,16 @@ async def test_model_autocomplete(discord_emu: DiscordEmulator, start: Start) ->
 
 
 async def test_rate_limits_and_server_errors_lose_nothing(
-    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+    discord_emu: DiscordEmulator, start: Start, queue: Queue
 ) -> None:
-    adapter = await start()
-    inter = await answered(discord_emu, await discord_emu.slash("imagine", {"prompt": "busy"}))
+    await start()
+    inter = await answered(
+        discord_emu, queue.watch(await discord_emu.slash("imagine", {"prompt": "busy"}))
+    )
     await discord_emu.wait_for(lambda: "Queued" in content(discord_emu, inter))
     discord_emu.inject("POST", r"^/webhooks/\d+/[^/]+$", status=429, retry_after=0.3)
     discord_emu.inject("POST", r"^/webhooks/\d+/[^/]+$", status=502)
-    await adapter.deliver(queue.result(0))
+    await queue.finish(0)
     followups = await discord_emu.wait_for(lambda: discord_emu.followups(inter), within=10)
     assert len(followups) == 1
     statuses = [
@@ -463,57 +568,63 @@ async def test_rate_limits_and_server_errors_lose_nothing(
 
 
 async def test_gateway_reconnect_resumes_and_replays(
-    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+    discord_emu: DiscordEmulator, start: Start, queue: Queue
 ) -> None:
-    adapter = await start()
-    await answered(discord_emu, await discord_emu.slash("imagine", {"prompt": "before"}))
+    await start()
+    await answered(
+        discord_emu, queue.watch(await discord_emu.slash("imagine", {"prompt": "before"}))
+    )
     await discord_emu.disconnect()
     # Sent while the bot is away: Discord keeps it for the session and replays it on RESUME.
-    during = await discord_emu.slash("imagine", {"prompt": "during"})
+    during = queue.watch(await discord_emu.slash("imagine", {"prompt": "during"}))
     await discord_emu.wait_for(lambda: discord_emu.resumes == 1, within=10)
     await answered(discord_emu, during)
-    await discord_emu.wait_for(lambda: len(queue.submitted) == 2)
+    await queue.wait_submitted(2)
     assert discord_emu.identifies == 1
-    await adapter.deliver(queue.result(0))
+    await queue.finish(0)
     await discord_emu.wait_for(lambda: any(m["attachments"] for m in discord_emu.channel()))
 
 
 async def test_buttons_work_after_restart(
-    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+    discord_emu: DiscordEmulator, start: Start, queue: Queue
 ) -> None:
     first = await start()
-    inter = await answered(discord_emu, await discord_emu.slash("imagine", {"prompt": "a fox"}))
-    await discord_emu.wait_for(lambda: queue.submitted)
-    await first.deliver(queue.result(0))
+    inter = await answered(
+        discord_emu, queue.watch(await discord_emu.slash("imagine", {"prompt": "a fox"}))
+    )
+    await queue.wait_submitted(1)
+    await queue.finish(0)
     result = (await discord_emu.wait_for(lambda: discord_emu.followups(inter)))[0]
-    pending = await answered(discord_emu, await discord_emu.slash("imagine", {"prompt": "later"}))
-    await discord_emu.wait_for(lambda: len(queue.submitted) == 2)
+    pending = await answered(
+        discord_emu, queue.watch(await discord_emu.slash("imagine", {"prompt": "later"}))
+    )
+    await queue.wait_submitted(2)
     await first.stop()
 
-    second = await start()
+    await start()
     assert discord_emu.identifies == 2
     click = await answered(
-        discord_emu, await discord_emu.click(result["id"], f"rb:rr:{queue.job_of(0)}")
+        discord_emu, queue.watch(await discord_emu.click(result["id"], f"rb:rr:{queue.job_of(0)}"))
     )
     assert click.response_type == 5
-    await discord_emu.wait_for(lambda: len(queue.submitted) == 3)
+    await queue.wait_submitted(3)
     # A job submitted before the restart is delivered by the new process.
-    await second.deliver(queue.result(1))
+    await queue.finish(1)
     await discord_emu.wait_for(lambda: discord_emu.followups(pending))
 
 
 async def test_dm_with_a_user_installed_app(
-    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+    discord_emu: DiscordEmulator, start: Start, queue: Queue
 ) -> None:
-    adapter = await start()
+    await start()
     inter = await answered(
-        discord_emu, await discord_emu.slash("imagine", {"prompt": "dm"}, dm=True)
+        discord_emu, queue.watch(await discord_emu.slash("imagine", {"prompt": "dm"}, dm=True))
     )
-    await discord_emu.wait_for(lambda: queue.submitted)
-    request = queue.submitted[0][0]
+    [record] = await queue.wait_submitted(1)
+    request = record.request
     assert request.requester.server_id is None and not request.requester.is_admin
     assert request.reply.channel_id == discord_emu.dm_channel_id
-    await adapter.deliver(queue.result(0))
+    await queue.finish(0)
     await discord_emu.wait_for(lambda: discord_emu.followups(inter))
     refused = await answered(
         discord_emu, await discord_emu.slash("admin", subcommand="status", dm=True)
@@ -522,30 +633,43 @@ async def test_dm_with_a_user_installed_app(
 
 
 async def test_a_repeated_late_delivery_posts_once(
-    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+    discord_emu: DiscordEmulator, start: Start, queue: Queue
 ) -> None:
     adapter = await start()
-    await answered(discord_emu, await discord_emu.slash("imagine", {"prompt": "twice"}))
-    await discord_emu.wait_for(lambda: queue.submitted)
+    await answered(
+        discord_emu, queue.watch(await discord_emu.slash("imagine", {"prompt": "twice"}))
+    )
+    await queue.wait_submitted(1)
     discord_emu.clock.advance(20 * 60)
+    record = await queue.delivering(0)
+    data = await queue.results.get(record.result.ref if record.result else "")
     # A delivery re-run after a crash between posting and recording it: same job, same nonce.
-    first = await adapter.deliver(queue.result(0))
-    second = await adapter.deliver(queue.result(0))
+    delivery = Delivery(
+        job_id=record.id, kind="result", record=record, data=data, idempotency_key="k"
+    )
+    first = await adapter.conversation.deliver(delivery)
+    second = await adapter.conversation.deliver(delivery)
     assert first == second
     assert len([m for m in discord_emu.channel() if m["attachments"]]) == 1
 
 
 async def test_a_429_without_via_is_handed_back_for_retry(
-    discord_emu: DiscordEmulator, start: Start, queue: FakeQueue
+    discord_emu: DiscordEmulator, start: Start, queue: Queue
 ) -> None:
     from reelbot.errors import RateLimited
 
     adapter = await start()
-    await answered(discord_emu, await discord_emu.slash("imagine", {"prompt": "banned"}))
-    await discord_emu.wait_for(lambda: queue.submitted)
+    await answered(
+        discord_emu, queue.watch(await discord_emu.slash("imagine", {"prompt": "banned"}))
+    )
+    await queue.wait_submitted(1)
+    record = await queue.delivering(0)
     discord_emu.inject("POST", r"^/webhooks/\d+/[^/]+$", status=429, via=False)
+    delivery = Delivery(
+        job_id=record.id, kind="result", record=record, data=png(), idempotency_key="k"
+    )
     with pytest.raises(RateLimited):
-        await adapter.deliver(queue.result(0))
+        await adapter.conversation.deliver(delivery)
 
 
 async def test_commands_sync_to_one_guild_when_configured(

@@ -11,21 +11,25 @@ from typing import Any
 import pytest
 
 from reelbot.bots.discord import render
-from reelbot.bots.discord.buttons import CancelButton, RerollButton, result_view, status_view
-from reelbot.bots.discord.intake import check_attachment, requester_of, seed_for
-from reelbot.bots.discord.poster import TOKEN_LIFETIME_S, Poster, size_limit
-from reelbot.bots.discord.replies import reply_for
+from reelbot.bots.discord.bot import check_attachment, error_text, requester_of
+from reelbot.bots.discord.buttons import CancelButton, RerollButton, view_of
+from reelbot.bots.discord.surface import TOKEN_LIFETIME_S, DiscordSurface, size_limit
 from reelbot.catalog import Task, load_catalog
+from reelbot.chat.surface import result_buttons, status_buttons
+from reelbot.chat.texts import Status, models_lines, progress_bar
 from reelbot.chat.throttle import EditThrottle
 from reelbot.errors import Busy, InvalidImage, InvalidOption, OutOfMemory, QuotaExceeded
 from reelbot.jobs import (
     GenerationRequest,
     JobStatus,
+    Options,
     ReplyAddress,
     Requester,
     job_id_for,
     resolve,
+    seed_for,
 )
+from reelbot.store.records import JobRecord, ResultInfo
 
 # A copy of a payload discord.py 2.7.1 accepted from a local server: the project's tests carry
 # their own copy rather than depending on the shared reference folder.
@@ -116,10 +120,23 @@ def _request(text: str = "a fox") -> GenerationRequest:
     )
 
 
+def _record(task: Task = Task.IMAGINE, **fields: Any) -> JobRecord:
+    params = resolve(task, "a fox", load_catalog("tiny"), default_seed=3)
+    return JobRecord(
+        id="di0123",
+        queue="q",
+        request=_request(),
+        params=params,
+        created_at=0.0,
+        updated_at=0.0,
+        **fields,
+    )
+
+
 def test_progress_bar() -> None:
-    assert render.progress_bar(0, 8, width=8) == "▱" * 8 + " 0/8"
-    assert render.progress_bar(4, 8, width=8) == "▰" * 4 + "▱" * 4 + " 4/8"
-    assert render.progress_bar(9, 8, width=8) == "▰" * 8 + " 8/8"
+    assert progress_bar(0, 8, width=8) == "▱" * 8 + " 0/8"
+    assert progress_bar(4, 8, width=8) == "▰" * 4 + "▱" * 4 + " 4/8"
+    assert progress_bar(9, 8, width=8) == "▰" * 8 + " 8/8"
 
 
 def test_texts_fit_discords_2000_characters() -> None:
@@ -129,12 +146,17 @@ def test_texts_fit_discords_2000_characters() -> None:
     caption = render.result_text(_request(long_prompt), params, mention=True, note="n" * 500)
     assert len(caption) <= 2000
     assert caption.startswith("<@42> **/imagine**") and "--seed 1" in caption
-    status = render.status_text(JobStatus.QUEUED, "p" * 5000, position=3, eta_s=75)
+    status = render.status_text(Status(JobStatus.QUEUED, "p" * 5000, position=3, eta_s=75))
     assert len(status) <= 2000 and "position 3" in status and "about 1 min" in status
-    running = render.status_text(JobStatus.RUNNING, "p", step=3, total=6)
-    assert "3/6" in running
+    assert status.startswith("⏳ **Queued**")
+    running = render.status_text(Status(JobStatus.RUNNING, "p", step=3, total=6))
+    assert "3/6" in running and "**Running**" in running
+    # A running job asked to stop is not called cancelled before the worker says so.
+    stopping = render.status_text(Status(JobStatus.RUNNING, "p", step=3, total=6), stopping=True)
+    assert "Cancelling" in stopping and "Cancelled" not in stopping
     assert len(render.failure_text(_request(), "m" * 5000, mention=True)) <= 2000
-    assert "tiny-zimage` (default)" in render.models_text(catalog)
+    models = "\n".join(models_lines(catalog))
+    assert "tiny-zimage (default)" in models and "Styles (--style)" in models
 
 
 async def test_throttle_keeps_one_edit_per_interval_and_the_latest_state() -> None:
@@ -175,28 +197,33 @@ async def test_throttle_keeps_one_edit_per_interval_and_the_latest_state() -> No
 
 
 def test_error_replies_by_class() -> None:
-    assert reply_for(InvalidOption("--steps 99 is out of range", option="steps")).startswith(
+    from discord import app_commands
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    assert error_text(InvalidOption("--steps 99 is out of range", option="steps")).startswith(
         "--steps 99"
     )
-    assert "Try again in 30 s" in reply_for(Busy("Busy.", retry_after=30))
-    assert "Try again in 2 min" in reply_for(QuotaExceeded("Spent.", retry_after=120))
-    assert "ran out of memory" in reply_for(OutOfMemory())
-    unknown = reply_for(KeyError("boom"))
+    assert "Try again in 30 s" in error_text(Busy("Busy.", retry_after=30))
+    assert "Try again in 2 min" in error_text(QuotaExceeded("Spent.", retry_after=120))
+    assert "ran out of memory" in error_text(OutOfMemory())
+    unknown = error_text(KeyError("boom"))
     assert unknown.startswith("Something went wrong (ref ") and "boom" not in unknown
+    # Redis failing anywhere reads as chat's words, not as a bug.
+    assert "temporarily unavailable" in error_text(RedisConnectionError("refused"))
+    assert error_text(app_commands.CheckFailure("no")).startswith("That option is not valid")
 
 
 def test_button_ids_are_short_and_parse_back() -> None:
     job = job_id_for("discord", "1" * 20)
-    ids = [
-        item.custom_id  # type: ignore[attr-defined]
-        for view in (result_view(job, Task.IMAGINE), status_view(job))
-        for item in view.children
-    ]
+    image = _record().model_copy(update={"id": job})
+    views = [view_of(result_buttons(image)), view_of(status_buttons(job, JobStatus.RUNNING))]
+    ids = [item.custom_id for view in views if view for item in view.children]  # type: ignore[attr-defined]
     assert ids == [f"rb:rr:{job}", f"rb:var:{job}", f"rb:ani:{job}", f"rb:cx:{job}"]
     assert all(len(i) <= 100 for i in ids)
-    assert [getattr(i, "custom_id", "") for i in result_view(job, Task.VIDEO).children] == [
-        f"rb:rr:{job}"
-    ]
+    video = view_of(result_buttons(_record(Task.VIDEO).model_copy(update={"id": job})))
+    assert video is not None
+    assert [getattr(i, "custom_id", "") for i in video.children] == [f"rb:rr:{job}"]
+    assert view_of(status_buttons(job, JobStatus.DELIVERED)) is None
     match = RerollButton.__discord_ui_compiled_template__.fullmatch(f"rb:rr:{job}")
     assert match is not None and match["job"] == job
     assert CancelButton.__discord_ui_compiled_template__.fullmatch(f"rb:rr:{job}") is None
@@ -212,7 +239,7 @@ def test_token_clock_and_size_limit() -> None:
         extra={"max_bytes": "26214400"},
     )
     now = [created]
-    poster = Poster(client=None, clock=lambda: now[0])  # type: ignore[arg-type]
+    poster = DiscordSurface(client=None, clock=lambda: now[0])  # type: ignore[arg-type]
     assert poster.token_alive(reply)
     now[0] = created + 14 * 60 + 30  # inside the last minute: too close to use
     assert not poster.token_alive(reply)
@@ -222,9 +249,16 @@ def test_token_clock_and_size_limit() -> None:
 
 
 def test_seed_matches_the_queues_default() -> None:
+    from reelbot.chat.service import ChatService
+
     job = job_id_for("discord", "1234")
-    # The queue derives the default seed from the last 8 hex digits of the job id.
+    # The queue derives the default seed from the last 8 hex digits of the job id, and so does
+    # the check a Discord command makes before its acknowledgement.
     assert seed_for(job) == int(job[-8:], 16)
+    service = ChatService.__new__(ChatService)
+    service.catalog, service.platform = load_catalog("tiny"), "discord"
+    planned = service.plan(Task.IMAGINE, "a fox", Options(), source_id="1234", has_image=False)
+    assert planned.seed == seed_for(job)
 
 
 @pytest.mark.parametrize(
@@ -262,43 +296,12 @@ def test_requester_from_a_recorded_payload() -> None:
     assert owner.is_admin
 
 
-def test_queue_delivery_becomes_a_post() -> None:
-    from reelbot.bots.discord.queue_backend import to_delivery
-    from reelbot.errors import Cancelled
-    from reelbot.queue.delivery import Delivery as QueueDelivery
-    from reelbot.store.records import JobRecord, ResultInfo
-
-    request = _request()
-    params = resolve(Task.IMAGINE, "a fox", load_catalog("tiny"), default_seed=3)
-    base = JobRecord(
-        id="di0123", queue="q", request=request, params=params, created_at=0.0, updated_at=0.0
-    )
+def test_a_finished_record_names_its_file_and_failure() -> None:
     info = ResultInfo(ref="redis:di0123", mime="image/png", ext="png", size=3, width=1, height=1)
-    done = to_delivery(
-        QueueDelivery(
-            job_id="di0123",
-            kind="result",
-            record=base.moved(JobStatus.DELIVERING, result=info),
-            data=b"png",
-            idempotency_key="k",
-        )
-    )
-    assert (done.filename, done.data, done.error) == ("reelbot-di0123.png", b"png", None)
-    failed = to_delivery(
-        QueueDelivery(
-            job_id="di0123",
-            kind="notice",
-            record=base.moved(JobStatus.FAILED, error_code="x", error_message="Out of time."),
-            idempotency_key="k",
-        )
-    )
-    assert failed.error is not None and failed.error.user_message == "Out of time."
-    cancelled = to_delivery(
-        QueueDelivery(
-            job_id="di0123",
-            kind="notice",
-            record=base.moved(JobStatus.CANCELLED),
-            idempotency_key="k",
-        )
-    )
-    assert isinstance(cancelled.error, Cancelled)
+    done = _record().moved(JobStatus.DELIVERING, result=info)
+    assert render.filename_of(done) == "reelbot-di0123.png"
+    spoiler = info.model_copy(update={"spoiler": True})
+    assert render.filename_of(done.model_copy(update={"result": spoiler})).startswith("SPOILER_")
+    failed = _record().moved(JobStatus.FAILED, error_code="x", error_message="Out of time.")
+    text = render.failure_text(failed.request, failed.error_message or "", mention=True)
+    assert text == "<@42> ⚠️ /imagine failed: Out of time."

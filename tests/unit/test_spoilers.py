@@ -37,12 +37,8 @@ def test_a_spoilered_result_is_marked_for_the_page() -> None:
 
 
 def test_discord_names_a_spoilered_file_spoiler() -> None:
-    from reelbot.bots.discord.queue_backend import to_delivery
-    from reelbot.queue.delivery import Delivery
+    from reelbot.bots.discord.render import filename_of
 
     for spoiler, name in ((True, "SPOILER_reelbot-we0123.png"), (False, "reelbot-we0123.png")):
         record = _delivered(spoiler).moved(JobStatus.DELIVERING)
-        item = Delivery(
-            job_id=record.id, kind="result", record=record, data=b"png", idempotency_key="k"
-        )
-        assert to_delivery(item).filename == name
+        assert filename_of(record) == name

@@ -11,12 +11,10 @@ import aiohttp
 import discord
 import yarl
 
-from reelbot.bots.discord.backend import Delivery, JobBackend
+from reelbot.bots.discord.bot import DiscordBot, DiscordConversation
 from reelbot.bots.discord.client import ReelbotClient
-from reelbot.bots.discord.intake import Intake, view_for
-from reelbot.bots.discord.poster import Poster
-from reelbot.catalog import Catalog
-from reelbot.chat.throttle import EditThrottle
+from reelbot.bots.discord.surface import DiscordSurface
+from reelbot.chat.service import ChatService
 from reelbot.config import Settings
 from reelbot.errors import BackendUnavailable, ConfigError
 from reelbot.runtime.supervise import Backoff, BestEffort
@@ -42,33 +40,34 @@ def point_at(api_url: str, gateway_url: str | None) -> None:
 
 
 class DiscordAdapter:
-    """The running Discord adapter: ``async with`` it; results go to ``deliver``."""
+    """The running Discord adapter: ``async with`` it; it follows progress and posts results."""
 
     def __init__(
         self,
         settings: Settings,
         *,
-        catalog: Catalog,
-        backend: JobBackend,
+        service: ChatService,
         edit_interval_s: float = 3.0,
+        delivery_poll_s: float = 0.5,
     ) -> None:
         if settings.discord_token is None or not settings.discord_token.get_secret_value():
             raise ConfigError("REELBOT_DISCORD_TOKEN: not set; the Discord adapter needs it")
         self.settings = settings
         guild = int(settings.discord_guild_id) if settings.discord_guild_id else None
         # The commands are synced after READY (see start), where a failure cannot stop login.
-        self.client = ReelbotClient(guild_id=guild, sync_commands=False)
+        self.client = ReelbotClient(guild_id=guild)
         self.extras = BestEffort(
             retry_if=_worth_retrying, backoff=SYNC_RETRY, attempts=SYNC_ATTEMPTS
         )
-        self.poster = Poster(self.client, throttle=EditThrottle(edit_interval_s), view_for=view_for)
-        self.intake = Intake(
-            catalog=catalog,
-            backend=backend,
-            poster=self.poster,
-            owner_ids=settings.owner_ids,
+        self.surface = DiscordSurface(self.client, edit_interval_s=edit_interval_s)
+        self.conversation = DiscordConversation(
+            service,
+            self.surface,
+            settings,
+            edit_interval_s=edit_interval_s,
+            delivery_poll_s=delivery_poll_s,
         )
-        self.client.reelbot_intake = self.intake
+        self.client.reelbot_bot = DiscordBot(service, self.conversation)
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
 
@@ -91,7 +90,7 @@ class DiscordAdapter:
             ) from exc
         # Discord keeps the commands of the last sync: a failed one is retried in the background.
         await self.extras.call("Discord command sync", self._sync_commands)
-        self._tasks.append(asyncio.create_task(self.intake.follow_progress(self._stop)))
+        self._tasks.append(asyncio.create_task(self.conversation.run(self._stop)))
 
     async def _sync_commands(self) -> None:
         """Publish the slash commands (to one guild when configured, where updates show at once)."""
@@ -104,20 +103,19 @@ class DiscordAdapter:
             synced = await tree.sync(guild=guild)
         log.info("synced %d commands", len(synced))
 
-    async def deliver(self, delivery: Delivery) -> str | None:
-        """Post a finished job; raises a transient error when it should be retried."""
-        return await self.intake.deliver(delivery)
-
     async def stop(self) -> None:
-        """Stop following progress and close the gateway connection, each within a bound."""
+        """Stop following progress and posting, and close the gateway, each within a bound.
+
+        A post in flight goes back to the delivery queue and is made after a restart.
+        """
         self._stop.set()
         await self.extras.aclose()
-        await self.poster.aclose()
+        await self.surface.aclose()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STOP_TIMEOUT_S):
                 await self.client.close()
         if self._tasks:
-            # The progress loop ends by itself within a poll; the gateway task ends with close().
+            # The conversation ends by itself within a poll; the gateway task ends with close().
             _, pending = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT_S)
             for task in pending:
                 task.cancel()

@@ -7,9 +7,9 @@ from typing import Any
 
 import discord
 
+from reelbot.bots.discord.bot import DiscordBot
 from reelbot.bots.discord.buttons import DYNAMIC_ITEMS, is_ours
 from reelbot.bots.discord.commands import Tree, build_tree
-from reelbot.bots.discord.intake import Intake
 
 log = logging.getLogger(__name__)
 
@@ -19,9 +19,9 @@ UNKNOWN_BUTTON = (
 
 
 class ReelbotClient(discord.Client):
-    """A gateway client that syncs the commands on start and dispatches them to the intake."""
+    """A gateway client that dispatches commands and buttons to the adapter's handlers."""
 
-    def __init__(self, *, guild_id: int | None = None, sync_commands: bool = True) -> None:
+    def __init__(self, *, guild_id: int | None = None) -> None:
         # Slash commands and buttons arrive as interactions, which need no intents at all.
         # Without the guilds intent no GUILD_CREATE follows READY, so discord.py's wait for them
         # (2 s by default) only delays start-up.
@@ -35,22 +35,11 @@ class ReelbotClient(discord.Client):
         )
         self.tree: Tree = build_tree(self)
         self.guild_id = guild_id
-        self.sync_commands = sync_commands
-        self.reelbot_intake: Intake | None = None
+        self.reelbot_bot: DiscordBot | None = None
 
     async def setup_hook(self) -> None:
-        """Register the persistent buttons and sync the commands (to one guild when configured,
-        where updates show at once)."""
+        """Register the persistent buttons (the commands are synced after READY, by the app)."""
         self.add_dynamic_items(*DYNAMIC_ITEMS)
-        if not self.sync_commands:
-            return
-        if self.guild_id is not None:
-            guild = discord.Object(self.guild_id)
-            self.tree.copy_global_to(guild=guild)
-            synced = await self.tree.sync(guild=guild)
-        else:
-            synced = await self.tree.sync()
-        log.info("synced %d commands", len(synced))
 
     async def on_interaction(self, interaction: discord.Interaction[discord.Client]) -> None:
         """A button no handler takes (an old message, a forged custom_id) still gets an answer;

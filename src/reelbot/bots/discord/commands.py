@@ -1,4 +1,4 @@
-"""The slash commands: typed options and thin handlers that hand over to the intake."""
+"""The slash commands: typed options and thin handlers that hand over to ``bot.DiscordBot``."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from discord import app_commands
 from discord.app_commands import Range
 
 from reelbot.bots.discord import render
-from reelbot.bots.discord.intake import Intake
-from reelbot.bots.discord.replies import send_error
+from reelbot.bots.discord.bot import DiscordBot, send_error
 from reelbot.catalog import Task
+from reelbot.chat.texts import clip
 from reelbot.jobs import MAX_RAW_CHARS, MAX_SEED, Options
 
 Aspect = Literal["1:1", "16:9", "9:16", "3:2", "2:3", "4:3", "3:4", "21:9"]
@@ -28,12 +28,12 @@ Duration = Range[float, 0.1, 60.0]
 Fps = Range[int, 1, 60]
 
 
-def intake_of(interaction: Interaction) -> Intake:
-    """The adapter's logic, hung on the client at start."""
-    intake: Intake | None = getattr(interaction.client, "reelbot_intake", None)
-    if intake is None:
-        raise RuntimeError("the Discord client has no reelbot intake attached")
-    return intake
+def bot_of(interaction: Interaction) -> DiscordBot:
+    """The adapter's handlers, hung on the client at start."""
+    bot: DiscordBot | None = getattr(interaction.client, "reelbot_bot", None)
+    if bot is None:
+        raise RuntimeError("the Discord client has no reelbot bot attached")
+    return bot
 
 
 _DESCRIBE = {
@@ -51,6 +51,11 @@ _DESCRIBE = {
 }
 
 
+def _options(given: dict[str, Any]) -> Options:
+    """The command's typed options that ``Options`` knows, from its arguments."""
+    return Options(**{k: v for k, v in given.items() if k in Options.model_fields})
+
+
 def _describe(*names: str) -> dict[str, str]:
     return {n: _DESCRIBE[n] for n in names}
 
@@ -64,10 +69,10 @@ async def model_autocomplete(
         task = Task(command.name if command is not None else "")
     except ValueError:
         return []
-    models = intake_of(interaction).catalog.for_task(task)
+    models = bot_of(interaction).service.catalog.for_task(task)
     wanted = current.lower()
     return [
-        app_commands.Choice(name=render.clip(f"{m.name} · {m.description}", 100), value=m.name)
+        app_commands.Choice(name=clip(f"{m.name} · {m.description}", 100), value=m.name)
         for m in models
         if wanted in m.name.lower()
     ][:25]
@@ -94,10 +99,7 @@ async def imagine(
     model: str | None = None,
 ) -> None:
     """/imagine: text to image."""
-    options = Options(
-        negative=negative, seed=seed, aspect=aspect, steps=steps, guidance=guidance, model=model
-    )
-    await intake_of(interaction).generate(interaction, Task.IMAGINE, prompt, options)
+    await bot_of(interaction).generate(interaction, Task.IMAGINE, prompt, _options(locals()))
 
 
 @app_commands.command(description="Change a picture with a prompt")
@@ -119,16 +121,7 @@ async def remix(
     strength: Strength | None = None,
 ) -> None:
     """/remix: image to image."""
-    options = Options(
-        negative=negative,
-        seed=seed,
-        aspect=aspect,
-        steps=steps,
-        guidance=guidance,
-        model=model,
-        strength=strength,
-    )
-    await intake_of(interaction).generate(interaction, Task.REMIX, prompt, options, image)
+    await bot_of(interaction).generate(interaction, Task.REMIX, prompt, _options(locals()), image)
 
 
 @app_commands.command(description="Make a short video from a prompt")
@@ -150,17 +143,7 @@ async def video(
     fps: Fps | None = None,
 ) -> None:
     """/video: text to video."""
-    options = Options(
-        negative=negative,
-        seed=seed,
-        aspect=aspect,
-        steps=steps,
-        guidance=guidance,
-        model=model,
-        duration=duration,
-        fps=fps,
-    )
-    await intake_of(interaction).generate(interaction, Task.VIDEO, prompt, options)
+    await bot_of(interaction).generate(interaction, Task.VIDEO, prompt, _options(locals()))
 
 
 @app_commands.command(description="Bring a picture to life as a short video")
@@ -183,17 +166,9 @@ async def animate(
     fps: Fps | None = None,
 ) -> None:
     """/animate: image to video."""
-    options = Options(
-        negative=negative,
-        seed=seed,
-        aspect=aspect,
-        steps=steps,
-        guidance=guidance,
-        model=model,
-        duration=duration,
-        fps=fps,
+    await bot_of(interaction).generate(
+        interaction, Task.ANIMATE, prompt or "", _options(locals()), image
     )
-    await intake_of(interaction).generate(interaction, Task.ANIMATE, prompt or "", options, image)
 
 
 @app_commands.command(description="Your queued and running jobs")
@@ -201,7 +176,7 @@ async def animate(
 @_installs
 async def jobs(interaction: Interaction) -> None:
     """/jobs."""
-    await intake_of(interaction).jobs(interaction)
+    await bot_of(interaction).jobs(interaction)
 
 
 @app_commands.command(description="Cancel one of your jobs (the latest if none is named)")
@@ -210,7 +185,7 @@ async def jobs(interaction: Interaction) -> None:
 @_installs
 async def cancel(interaction: Interaction, job: str | None = None) -> None:
     """/cancel [job]."""
-    await intake_of(interaction).cancel(interaction, job)
+    await bot_of(interaction).cancel(interaction, job)
 
 
 @app_commands.command(description="Your remaining budget")
@@ -218,7 +193,7 @@ async def cancel(interaction: Interaction, job: str | None = None) -> None:
 @_installs
 async def quota(interaction: Interaction) -> None:
     """/quota."""
-    await intake_of(interaction).quota(interaction)
+    await bot_of(interaction).quota(interaction)
 
 
 @app_commands.command(description="The models this deployment serves")
@@ -226,8 +201,7 @@ async def quota(interaction: Interaction) -> None:
 @_installs
 async def models(interaction: Interaction) -> None:
     """/models."""
-    text = render.models_text(intake_of(interaction).catalog)
-    await interaction.response.send_message(text, ephemeral=True)
+    await bot_of(interaction).models(interaction)
 
 
 @app_commands.command(name="help", description="How to use reelbot")
@@ -239,7 +213,7 @@ async def help_(interaction: Interaction) -> None:
 
 
 # Discord hides /admin from members without Manage Server, but does not stop a crafted or stale
-# client from sending it: every subcommand checks the permission again (Intake.require_admin).
+# client from sending it: every subcommand checks the permission again (DiscordBot.require_admin).
 admin = app_commands.Group(
     name="admin",
     description="Server settings and the queue (Manage Server)",
@@ -251,21 +225,21 @@ admin = app_commands.Group(
 @admin.command(name="status", description="Queue depth and workers")
 async def admin_status(interaction: Interaction) -> None:
     """/admin status."""
-    await intake_of(interaction).admin_status(interaction)
+    await bot_of(interaction).admin_words(interaction, "status")
 
 
-@admin.command(name="cancel", description="Cancel anyone's job")
+@admin.command(name="cancel", description="Cancel a job in this server (as /cancel does)")
 @app_commands.describe(job="the job id")
 async def admin_cancel(interaction: Interaction, job: str) -> None:
     """/admin cancel job."""
-    await intake_of(interaction).admin_cancel(interaction, job)
+    await bot_of(interaction).admin_cancel(interaction, job)
 
 
 @admin.command(name="audit", description="Recent quota and policy changes, refused prompts")
 @app_commands.describe(count="how many entries (default 10)")
 async def admin_audit(interaction: Interaction, count: int = 10) -> None:
     """/admin audit [count]."""
-    await intake_of(interaction).admin_words(interaction, f"audit {count}")
+    await bot_of(interaction).admin_words(interaction, f"audit {count}")
 
 
 @admin.command(name="policy", description="Content policy: blocked words, flagged results")
@@ -275,7 +249,7 @@ async def admin_audit(interaction: Interaction, count: int = 10) -> None:
 )
 async def admin_policy(interaction: Interaction, action: str = "show", value: str = "") -> None:
     """/admin policy [action] [value]."""
-    await intake_of(interaction).admin_words(interaction, f"policy {action} {value}".strip())
+    await bot_of(interaction).admin_words(interaction, f"policy {action} {value}".strip())
 
 
 admin_quota = app_commands.Group(
@@ -288,28 +262,28 @@ _SCOPE = "server, role:ID, user:ID, a @mention, or a full scope such as discord:
 @app_commands.describe(scope=_SCOPE, limits="KEY=VALUE … e.g. daily=50 cooldown=30")
 async def admin_quota_set(interaction: Interaction, scope: str, limits: str) -> None:
     """/admin quota set scope limits."""
-    await intake_of(interaction).admin_words(interaction, f"quota set {scope} {limits}")
+    await bot_of(interaction).admin_words(interaction, f"quota set {scope} {limits}")
 
 
 @admin_quota.command(name="show", description="The limits a scope sets")
 @app_commands.describe(scope=_SCOPE)
 async def admin_quota_show(interaction: Interaction, scope: str = "server") -> None:
     """/admin quota show [scope]."""
-    await intake_of(interaction).admin_words(interaction, f"quota show {scope}")
+    await bot_of(interaction).admin_words(interaction, f"quota show {scope}")
 
 
 @admin_quota.command(name="reset", description="Forget today's use of a scope")
 @app_commands.describe(scope=_SCOPE)
 async def admin_quota_reset(interaction: Interaction, scope: str) -> None:
     """/admin quota reset scope."""
-    await intake_of(interaction).admin_words(interaction, f"quota reset {scope}")
+    await bot_of(interaction).admin_words(interaction, f"quota reset {scope}")
 
 
 @admin_quota.command(name="usage", description="Credits used today")
 @app_commands.describe(scope=_SCOPE)
 async def admin_quota_usage(interaction: Interaction, scope: str = "server") -> None:
     """/admin quota usage [scope]."""
-    await intake_of(interaction).admin_words(interaction, f"quota usage {scope}")
+    await bot_of(interaction).admin_words(interaction, f"quota usage {scope}")
 
 
 COMMANDS: tuple[app_commands.Command[Any, ..., Any] | app_commands.Group, ...] = (

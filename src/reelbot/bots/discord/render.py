@@ -1,65 +1,26 @@
-"""Message text for Discord: status lines, progress bars, result captions, all within 2000 chars."""
+"""Discord's markup around the chat layer's words: bold states, captions, all within 2000 chars."""
 
 from __future__ import annotations
 
-from reelbot.catalog import Catalog, Task
-from reelbot.jobs import GenerationParams, GenerationRequest, JobStatus
+import re
+
+from reelbot.chat.texts import Status, clip
+from reelbot.jobs import GenerationParams, GenerationRequest
+from reelbot.store.records import JobRecord
 
 MAX_CONTENT = 2000
 """Discord's limit on a message's content."""
-BAR_WIDTH = 12
+STOPPING = "🛑 Cancelling… it stops at the next step"
+"""A running job that was asked to stop; "Cancelled" only once the worker confirms."""
+
+_STATE = re.compile(r"^(\S+ )(\w+)")
 
 
-def clip(text: str, limit: int) -> str:
-    """Shorten text to ``limit`` characters, marking the cut."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def progress_bar(step: int, total: int, width: int = BAR_WIDTH) -> str:
-    """A text progress bar, e.g. ``▰▰▰▱▱▱ 3/6``."""
-    total = max(total, 1)
-    step = min(max(step, 0), total)
-    filled = round(width * step / total)
-    return "▰" * filled + "▱" * (width - filled) + f" {step}/{total}"
-
-
-def _eta(eta_s: float | None) -> str:
-    if eta_s is None:
-        return ""
-    if eta_s < 60:
-        return f" · about {max(1, round(eta_s))} s"
-    return f" · about {round(eta_s / 60)} min"
-
-
-def status_text(
-    status: JobStatus,
-    prompt: str,
-    *,
-    position: int | None = None,
-    eta_s: float | None = None,
-    step: int | None = None,
-    total: int | None = None,
-    detail: str = "",
-) -> str:
-    """The status message for a job, as the original interaction response shows it."""
-    if status == JobStatus.QUEUED:
-        where = f" · position {position}" if position is not None else ""
-        head = f"⏳ **Queued**{where}{_eta(eta_s)}"
-    elif status == JobStatus.RUNNING:
-        bar = f" {progress_bar(step, total)}" if step is not None and total else ""
-        head = f"🎨 **Running**{bar}{_eta(eta_s)}"
-    elif status == JobStatus.ENCODING:
-        head = "🎞️ **Encoding**"
-    elif status == JobStatus.DELIVERING:
-        head = "📤 **Posting**"
-    elif status == JobStatus.DELIVERED:
-        head = "✅ **Done** · posted below"
-    elif status == JobStatus.CANCELLED:
-        head = "🚫 **Cancelled**"
-    else:
-        head = f"⚠️ **Failed**: {detail or 'something went wrong.'}"
-    quoted = f"\n> {clip(prompt, 1500)}" if prompt else ""
-    return clip(head + quoted, MAX_CONTENT)
+def status_text(status: Status, *, stopping: bool = False) -> str:
+    """The status message: ``⏳ **Queued** · position 1`` and the prompt, quoted."""
+    head = STOPPING if stopping and not status.status.finished else status.head
+    quoted = f"\n> {clip(status.prompt, 1500)}" if status.prompt else ""
+    return clip(_STATE.sub(r"\1**\2**", head, count=1) + quoted, MAX_CONTENT)
 
 
 def result_text(
@@ -82,18 +43,11 @@ def failure_text(request: GenerationRequest, message: str, *, mention: bool) -> 
     return clip(f"{who}⚠️ /{request.task.value} failed: {message}", MAX_CONTENT)
 
 
-def models_text(catalog: Catalog) -> str:
-    """The ``/models`` answer: each task with its models, the default first."""
-    lines = ["**Models on this deployment**"]
-    for task in Task:
-        models = catalog.for_task(task)
-        if not models:
-            continue
-        names = ", ".join(
-            f"`{m.name}`" + (" (default)" if i == 0 else "") for i, m in enumerate(models)
-        )
-        lines.append(f"/{task.value}: {names}")
-    return clip("\n".join(lines), MAX_CONTENT)
+def filename_of(record: JobRecord) -> str:
+    """``reelbot-<job>.png``; ``SPOILER_`` first hides it until clicked (Discord's convention)."""
+    ext = record.result.ext if record.result else ("mp4" if record.params.task.is_video else "png")
+    name = f"reelbot-{record.id}.{ext}"
+    return f"SPOILER_{name}" if record.result and record.result.spoiler else name
 
 
 HELP_TEXT = """**reelbot** makes images and videos from a prompt.

@@ -1,4 +1,4 @@
-"""``reelbot discord``: the adapter and the Discord delivery consumer on one Redis."""
+"""``reelbot discord``: the adapter, its progress stream and its delivery consumer on one Redis."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import logging
 import signal
 
 from reelbot.bots.discord.app import DiscordAdapter
-from reelbot.bots.discord.queue_backend import PLATFORM, QueueBackend, delivery_hook
+from reelbot.bots.discord.bot import PLATFORM
 from reelbot.catalog import load_catalog
+from reelbot.chat.service import ChatService
 from reelbot.config import Settings
-from reelbot.queue.delivery import DeliveryConsumer
 from reelbot.store.connection import connect
 
 log = logging.getLogger(__name__)
@@ -23,23 +23,11 @@ async def run_up(settings: Settings, stop: asyncio.Event) -> None:
     """Serve Discord until ``stop`` is set: commands in, progress shown, results posted."""
     catalog = load_catalog(settings.models, settings.styles_file)
     redis = connect(settings.effective_redis_url)
-    backend = QueueBackend(redis, settings, catalog)
+    service = ChatService(redis, settings, catalog, platform=PLATFORM)
     try:
-        async with DiscordAdapter(settings, catalog=catalog, backend=backend) as adapter:
-            consumer = DeliveryConsumer(
-                redis, PLATFORM, delivery_hook(adapter.deliver), settings=settings
-            )
-            task = asyncio.create_task(consumer.async_run())
+        async with DiscordAdapter(settings, service=service):
             log.info("reelbot discord is running")
-            try:
-                await stop.wait()
-            finally:
-                # A post in flight goes back to the delivery queue and is made after a restart.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                        await consumer.close()
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+            await stop.wait()
     finally:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CLOSE_TIMEOUT_S):

@@ -1,0 +1,288 @@
+"""From interactions to ``ChatService`` calls: acknowledge within 3 s, then Redis; the replies."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from reelbot.bots.discord import render
+from reelbot.bots.discord.surface import TOKEN_LIFETIME_S, DiscordSurface
+from reelbot.catalog import Task
+from reelbot.chat.replies import lookup, reply_for
+from reelbot.chat.service import ChatService, Context, Rerun
+from reelbot.chat.surface import Conversation, status_buttons
+from reelbot.chat.texts import Status, clip
+from reelbot.errors import InvalidImage, NotAllowed
+from reelbot.inputs import DEFAULT_MAX_BYTES
+from reelbot.jobs import JobStatus, Options, ReplyAddress, Requester
+from reelbot.queue.delivery import Delivery
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "discord"
+Interaction = discord.Interaction[Any]
+
+
+def requester_of(interaction: Interaction, owner_ids: tuple[str, ...]) -> Requester:
+    """Who asked, with admin rights from Manage Server or the configured owners."""
+    user = interaction.user
+    roles: tuple[str, ...] = ()
+    if isinstance(user, discord.Member):
+        # Discord sends the member's role ids with every interaction and discord.py keeps them
+        # as given (Member._roles), but Member.roles resolves them through the guild cache,
+        # which stays empty without the GUILDS intent (and after every re-IDENTIFY until
+        # GUILD_CREATE): read the raw ids. @everyone (id == guild id) is never a tier.
+        raw = getattr(user, "_roles", None)
+        ids = [r.id for r in user.roles] if raw is None else list(raw)
+        roles = tuple(str(i) for i in ids if i != interaction.guild_id)
+    # default_member_permissions only hides commands in Discord's UI; the permission that came
+    # with this interaction is what counts.
+    owner = f"{PLATFORM}:{user.id}" in owner_ids
+    is_admin = bool(interaction.permissions.manage_guild) and interaction.guild_id is not None
+    return Requester(
+        platform=PLATFORM,
+        user_id=str(user.id),
+        server_id=str(interaction.guild_id) if interaction.guild_id else None,
+        role_ids=roles,
+        display_name=user.display_name,
+        is_admin=is_admin or owner,
+        is_owner=owner,
+    )
+
+
+def check_attachment(attachment: discord.Attachment, size_limit: int) -> None:
+    """Refuse an attachment from its metadata alone, before anything is downloaded."""
+    limit = min(size_limit, DEFAULT_MAX_BYTES)
+    ctype = (attachment.content_type or "").split(";")[0].strip().lower()
+    if ctype and not ctype.startswith("image/"):
+        raise InvalidImage(
+            f"{attachment.filename} is not an image ({ctype}). Attach a PNG, JPEG or WEBP image."
+        )
+    if attachment.size > limit:
+        raise InvalidImage(
+            f"{attachment.filename} is {attachment.size / 1e6:.1f} MB; attach an image under "
+            f"{limit / 1e6:.0f} MB."
+        )
+
+
+def _option_words(exc: BaseException) -> str:
+    return f"That option is not valid: {exc}"
+
+
+_DISCORD_ERRORS: dict[type[BaseException], Callable[[BaseException], str]] = {
+    app_commands.TransformerError: _option_words,
+    app_commands.CheckFailure: _option_words,
+}
+
+
+def error_text(exc: BaseException) -> str:
+    """Chat's words for an error, out of discord.py's wrappers; discord.py's own option errors."""
+    while isinstance(exc, app_commands.CommandInvokeError):
+        exc = exc.original
+    handler = lookup(exc, _DISCORD_ERRORS)
+    return handler(exc) if handler is not None else reply_for(exc)
+
+
+async def send_error(interaction: Interaction, exc: BaseException) -> None:
+    """Answer with the error, ephemeral; after a public defer, replace the placeholder."""
+    text = error_text(exc)
+    try:
+        if not interaction.response.is_done():
+            await interaction.response.send_message(text, ephemeral=True)
+            return
+        if interaction.response.type == discord.InteractionResponseType.deferred_channel_message:
+            # The public "thinking…" placeholder would otherwise stay forever.
+            try:
+                await interaction.delete_original_response()
+            except discord.HTTPException:
+                log.debug("could not delete the placeholder", exc_info=True)
+        await interaction.followup.send(text, ephemeral=True)
+    except discord.HTTPException:
+        log.warning("could not tell the user about an error: %s", text, exc_info=True)
+
+
+_RERUNS: dict[str, Rerun] = {"reroll": "reroll", "vary": "vary", "animate": "animate"}
+
+
+class DiscordConversation(Conversation):
+    """Chat's conversation, plus Discord's habit of posting a failure under the command."""
+
+    surface: DiscordSurface
+
+    async def show(self, reply: ReplyAddress, job_id: str, status: Status) -> None:
+        """A status edit from a command, paced with the progress edits of the same message."""
+
+        async def edit() -> None:
+            buttons = status_buttons(job_id, status.status)
+            await self.surface.edit_status(reply, job_id, status, None, buttons)
+
+        await self.throttle.run(job_id, edit)
+
+    async def deliver(self, delivery: Delivery) -> str | None:
+        """Post the result, or end the status message and say in a post why the job failed."""
+        posted = await super().deliver(delivery)
+        record = delivery.record
+        if delivery.kind == "notice" and record.status == JobStatus.FAILED:
+            return await self.surface.post_text(record, record.error_message or "it failed.")
+        return posted
+
+
+class DiscordBot:
+    """The Discord adapter's handlers, called by the slash commands and the buttons."""
+
+    def __init__(self, service: ChatService, conversation: DiscordConversation) -> None:
+        self.service = service
+        self.conversation = conversation
+        self.owner_ids = service.owner_ids
+
+    def context(self, interaction: Interaction) -> Context:
+        """Who asked, in which channel."""
+        channel = str(interaction.channel_id) if interaction.channel_id else None
+        return Context(requester_of(interaction, self.owner_ids), channel_id=channel)
+
+    def reply_address(self, interaction: Interaction, status_message_id: str) -> ReplyAddress:
+        """Where the result goes: this interaction's token while it lives, then the channel."""
+        if interaction.channel_id is None:
+            raise NotAllowed("This command only works in a channel or a DM with the bot.")
+        return ReplyAddress(
+            platform=PLATFORM,
+            channel_id=str(interaction.channel_id),
+            message_id=status_message_id,
+            status_message_id=status_message_id,
+            interaction_token=interaction.token,
+            interaction_expires_at=interaction.created_at.timestamp() + TOKEN_LIFETIME_S,
+            nsfw_channel=bool(getattr(interaction.channel, "nsfw", False)),
+            extra={
+                "application_id": str(interaction.application_id),
+                "max_bytes": str(interaction.filesize_limit),
+            },
+        )
+
+    async def _acknowledge(self, interaction: Interaction) -> ReplyAddress:
+        """Defer with a public "thinking…" message, the job's status message from now on."""
+        callback = await interaction.response.defer(thinking=True)
+        message_id = callback.message_id if callback is not None else None
+        if message_id is None:
+            message_id = (await interaction.original_response()).id
+        return self.reply_address(interaction, str(message_id))
+
+    async def _queued(self, reply: ReplyAddress, job_id: str, prompt: str, ticket: Any) -> None:
+        status = Status(JobStatus.QUEUED, prompt, position=ticket.position, eta_s=ticket.eta_s)
+        await self.conversation.show(reply, job_id, status)
+
+    # -- generation ------------------------------------------------------------------------
+
+    async def generate(
+        self,
+        interaction: Interaction,
+        task: Task,
+        text: str,
+        options: Options,
+        attachment: discord.Attachment | None = None,
+    ) -> None:
+        """Check the request, acknowledge it, then download, store and queue; show its status."""
+        if attachment is not None:
+            check_attachment(attachment, interaction.filesize_limit)
+        # Cheap, pure checks before the acknowledgement, so a mistake gets a private answer.
+        source = str(interaction.id)
+        params = self.service.plan(
+            task, text, options, source_id=source, has_image=attachment is not None
+        )
+        reply = await self._acknowledge(interaction)
+        image = None
+        if attachment is not None:
+            image = await self.conversation.surface.fetch_input(attachment.url)
+        ticket = await self.service.generate(
+            self.context(interaction),
+            task,
+            text,
+            reply=reply,
+            source_id=source,
+            options=options,
+            image=image,
+        )
+        await self._queued(reply, ticket.job_id, params.prompt, ticket)
+
+    async def click(self, interaction: Interaction, action: str, job_id: str) -> None:
+        """A button: cancel from a status message, or re-roll, vary, animate a result."""
+        try:
+            if action == "cancel":
+                await self.cancel_button(interaction, job_id)
+                return
+            how = _RERUNS[action]
+            # Acknowledge before touching Redis: a slow lookup must not cost the 3 s window.
+            reply = await self._acknowledge(interaction)
+            ctx = self.context(interaction)
+            source = str(interaction.id)
+            ticket = await self.service.rerun(ctx, job_id, how, reply=reply, source_id=source)
+            await self._queued(reply, ticket.job_id, ticket.params.prompt, ticket)
+        except Exception as exc:
+            await send_error(interaction, exc)
+
+    async def cancel_button(self, interaction: Interaction, job_id: str) -> None:
+        """Cancel from the status message: it says "Cancelled" only once the job is."""
+        said = await self.service.cancel(self.context(interaction), job_id)
+        record = said.record
+        surface = self.conversation.surface
+        if said.outcome == "stopping":
+            surface.stopping[job_id] = None
+        elif said.done:
+            surface.ended(job_id)
+        else:
+            await interaction.response.send_message(said.text, ephemeral=True)
+            return
+        status = Status(record.status, record.request.text, credits_back=said.done)
+        await interaction.response.edit_message(
+            content=render.status_text(status, stopping=not said.done), view=None
+        )
+
+    # -- the rest of the commands -----------------------------------------------------------
+
+    async def _private(self, interaction: Interaction, text: str) -> None:
+        await interaction.followup.send(clip(text, render.MAX_CONTENT), ephemeral=True)
+
+    async def cancel(self, interaction: Interaction, job_id: str | None) -> None:
+        """``/cancel [job]`` (and ``/admin cancel job``): the queue decides who may."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        said = await self.service.cancel(self.context(interaction), job_id)
+        if said.outcome == "stopping":
+            self.conversation.surface.stopping[said.job_id] = None
+        await self._private(interaction, f"`{said.job_id}`: {said.text}")
+
+    async def jobs(self, interaction: Interaction) -> None:
+        """``/jobs``: the caller's queued and running jobs started in this channel (or DM)."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await self._private(interaction, await self.service.jobs_text(self.context(interaction)))
+
+    async def quota(self, interaction: Interaction) -> None:
+        """``/quota``: the caller's remaining credits and when they reset."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        requester = requester_of(interaction, self.owner_ids)
+        await self._private(interaction, await self.service.quota_text(requester))
+
+    async def models(self, interaction: Interaction) -> None:
+        """``/models``: the models per task and the style presets."""
+        text = "**Models on this deployment**\n" + self.service.models_text()
+        await interaction.response.send_message(clip(text, render.MAX_CONTENT), ephemeral=True)
+
+    def require_admin(self, interaction: Interaction) -> Requester:
+        """The requester if they hold Manage Server (or are an owner); NotAllowed otherwise."""
+        requester = requester_of(interaction, self.owner_ids)
+        if not requester.is_admin:
+            raise NotAllowed("Only server admins (Manage Server) can use /admin.")
+        return requester
+
+    async def admin_cancel(self, interaction: Interaction, job_id: str) -> None:
+        """``/admin cancel job``: an alias of ``/cancel job`` for those with Manage Server."""
+        self.require_admin(interaction)
+        await self.cancel(interaction, job_id)
+
+    async def admin_words(self, interaction: Interaction, words: str) -> None:
+        """``/admin status``, ``/admin quota …``, ``/admin audit``, ``/admin policy …``."""
+        requester = self.require_admin(interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await self._private(interaction, await self.service.admin(requester, words))

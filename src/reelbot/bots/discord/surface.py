@@ -1,0 +1,302 @@
+"""``Surface`` for Discord: status edits and posts from a stored reply address, with the
+interaction token while it lives (15 min) and the bot token after; attachment downloads."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import aiohttp
+import discord
+
+from reelbot.bots.discord import render
+from reelbot.bots.discord.buttons import view_of
+from reelbot.chat.replies import Button, Reply
+from reelbot.chat.texts import Status, clip
+from reelbot.errors import BackendUnavailable, InvalidImage, RateLimited
+from reelbot.jobs import ReplyAddress
+from reelbot.store.records import JobRecord
+
+log = logging.getLogger(__name__)
+
+TOKEN_LIFETIME_S = 15 * 60.0
+"""An interaction token works for 15 minutes."""
+TOKEN_MARGIN_S = 60.0
+"""Switch to the bot token this long before the token expires, so an upload never straddles it."""
+DEFAULT_SIZE_LIMIT = 10 * 1024 * 1024
+DOWNLOAD_TIMEOUT_S = 30.0
+_REMEMBERED = 10_000
+# Error codes that mean the interaction token is no longer usable: Invalid Webhook Token,
+# Unknown Webhook, Unknown Interaction.
+_TOKEN_GONE = {50027, 10015, 10062}
+_MISSING = discord.utils.MISSING
+
+
+def _token_gone(exc: discord.HTTPException) -> bool:
+    return exc.status == 401 or (exc.status == 404 and exc.code in _TOKEN_GONE)
+
+
+def size_limit(reply: ReplyAddress) -> int:
+    """The upload limit the interaction carried (``attachment_size_limit``)."""
+    try:
+        return int(reply.extra.get("max_bytes", DEFAULT_SIZE_LIMIT))
+    except ValueError:
+        return DEFAULT_SIZE_LIMIT
+
+
+@contextmanager
+def retryable() -> Iterator[None]:
+    """Discord's transient failures as the errors the delivery queue retries; a 4xx stays."""
+    try:
+        yield
+    except (discord.DiscordServerError, aiohttp.ClientError) as exc:
+        raise BackendUnavailable(f"Discord could not be reached: {exc}") from exc
+    except discord.RateLimited as exc:
+        # Longer than discord.py waits by itself: hand it back to the delivery queue.
+        raise RateLimited(retry_after=exc.retry_after) from exc
+    except discord.HTTPException as exc:
+        if exc.status != 429:
+            raise
+        # A 429 without Discord's Via header (a Cloudflare ban) is not retried by discord.py.
+        raise RateLimited(retry_after=60.0) from exc
+
+
+class DiscordSurface:
+    """The five ``Surface`` calls over discord.py's REST client."""
+
+    def __init__(
+        self,
+        client: discord.Client,
+        *,
+        edit_interval_s: float = 3.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.clock = clock
+        self.edit_interval_s = edit_interval_s
+        self._edited: dict[int, float] = {}
+        """When each live status message was last edited (the throttle paces progress; the
+        final edit comes from the delivery and is paced here, without holding the post)."""
+        self._late: set[asyncio.Task[None]] = set()
+        self._ended: dict[str, None] = {}
+        """Jobs whose status message shows its end: a late progress edit must not undo it."""
+        self.stopping: dict[str, None] = {}
+        """Jobs asked to stop while running: "Cancelling…" until the worker confirms."""
+
+    def token_alive(self, reply: ReplyAddress) -> bool:
+        """Whether the interaction token can still be used, with a margin."""
+        expires = reply.interaction_expires_at
+        return (
+            bool(reply.interaction_token)
+            and expires is not None
+            and (self.clock() < expires - TOKEN_MARGIN_S)
+        )
+
+    def _webhook(self, reply: ReplyAddress) -> discord.Webhook:
+        app_id = reply.extra.get("application_id") or str(self.client.application_id)
+        assert reply.interaction_token is not None
+        return discord.Webhook.partial(int(app_id), reply.interaction_token, client=self.client)
+
+    def _channel(self, reply: ReplyAddress) -> discord.PartialMessageable:
+        return self.client.get_partial_messageable(int(reply.channel_id))
+
+    def ended(self, job_id: str) -> None:
+        """The job's status message shows its end; later progress edits are dropped."""
+        self._remember(self._ended, job_id)
+
+    @staticmethod
+    def _remember(seen: dict[str, None], job_id: str) -> None:
+        seen[job_id] = None
+        if len(seen) > _REMEMBERED:
+            # Bounded memory in a long-running process; old jobs get no progress events.
+            for old in list(seen)[: _REMEMBERED // 2]:
+                seen.pop(old, None)
+
+    # -- Surface ---------------------------------------------------------------------------
+
+    async def post_status(self, reply: ReplyAddress, job_id: str, text: str) -> str | None:
+        """A status message in the channel (commands use their deferred response instead)."""
+        message = await self._channel(reply).send(clip(text, render.MAX_CONTENT))
+        return str(message.id)
+
+    async def edit_status(
+        self,
+        reply: ReplyAddress,
+        job_id: str,
+        status: Status,
+        preview: bytes | None,
+        buttons: tuple[Button, ...],
+    ) -> None:
+        """Show a job's state on its status message (the deferred response of the command).
+
+        Previews are not drawn: an attachment edit per step would cost more than it shows.
+        """
+        if reply.status_message_id is None:
+            return
+        if status.status.finished:
+            self._remember(self._ended, job_id)
+            self.stopping.pop(job_id, None)
+        elif job_id in self._ended:
+            return
+        stopping = job_id in self.stopping
+        content = render.status_text(status, stopping=stopping)
+        view = None if stopping else view_of(buttons)
+        message_id = int(reply.status_message_id)
+        wait = self._edited.get(message_id, -1e9) + self.edit_interval_s - time.monotonic()
+        if status.status.finished:
+            self._edited.pop(message_id, None)
+            if wait > 0:
+                task = asyncio.create_task(self._edit(reply, message_id, content, view, wait))
+                self._late.add(task)
+                task.add_done_callback(self._late.discard)
+                return
+        else:
+            self._edited[message_id] = time.monotonic()
+        await self._edit(reply, message_id, content, view)
+
+    async def _edit(
+        self,
+        reply: ReplyAddress,
+        message_id: int,
+        content: str,
+        view: discord.ui.View | None,
+        after_s: float = 0.0,
+    ) -> None:
+        await asyncio.sleep(after_s)
+        try:
+            if self.token_alive(reply):
+                try:
+                    await self._webhook(reply).edit_message(message_id, content=content, view=view)
+                    return
+                except discord.HTTPException as exc:
+                    if not _token_gone(exc):
+                        raise
+            # The status message is the bot's own, so the bot token can edit it after expiry.
+            await (
+                self._channel(reply)
+                .get_partial_message(message_id)
+                .edit(content=content, view=view)
+            )
+        except discord.NotFound:
+            log.info("status message %s is gone; not editing it", message_id)
+
+    async def post_result(
+        self, record: JobRecord, data: bytes, buttons: tuple[Button, ...]
+    ) -> str | None:
+        """Post the file with its caption and buttons; a result over the channel's upload limit
+        is said in words instead. Discord's transient failures raise errors worth a retry."""
+        reply, request = record.request.reply, record.request
+        limit = size_limit(reply)
+        with retryable():
+            if len(data) > limit:
+                said = (
+                    f"the result is {len(data) / 1e6:.1f} MB, over this channel's "
+                    f"{limit / 1e6:.0f} MB upload limit."
+                )
+                return await self.post_text(record, said)
+            note = record.result.note if record.result else ""
+            return await self._post(
+                reply,
+                request.requester.user_id,
+                render.result_text(request, record.params, mention=False, note=note),
+                view_of(buttons),
+                (data, render.filename_of(record)),
+                late=render.result_text(request, record.params, mention=True, note=note),
+                nonce=record.id,
+            )
+
+    async def post_text(self, record: JobRecord, message: str) -> str | None:
+        """Post what went wrong with a job, under its command."""
+        request = record.request
+        with retryable():
+            return await self._post(
+                request.reply,
+                request.requester.user_id,
+                render.failure_text(request, message, mention=False),
+                late=render.failure_text(request, message, mention=True),
+            )
+
+    async def answer(self, reply: ReplyAddress, answer: Reply) -> None:
+        """A private followup while the token lives, else a post in the channel."""
+        text = clip(answer.text, render.MAX_CONTENT)
+        if self.token_alive(reply):
+            await self._webhook(reply).send(text, ephemeral=answer.private, view=_MISSING)
+            return
+        await self._channel(reply).send(text)
+
+    async def fetch_input(self, ref: str) -> bytes:
+        """Download an attachment from Discord's CDN; a failure is said in words."""
+        try:
+            async with asyncio.timeout(DOWNLOAD_TIMEOUT_S):
+                return await self.client.http.get_from_cdn(ref)
+        except discord.HTTPException as exc:
+            raise InvalidImage(
+                f"Discord would not hand over the attachment (HTTP {exc.status}). Attach it again."
+            ) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise InvalidImage(
+                "The attachment could not be downloaded from Discord. Attach it again."
+            ) from exc
+
+    async def aclose(self) -> None:
+        """Drop the final edits still waiting for their turn."""
+        for task in list(self._late):
+            task.cancel()
+        await asyncio.gather(*self._late, return_exceptions=True)
+
+    # -- posting ---------------------------------------------------------------------------
+
+    async def _post(
+        self,
+        reply: ReplyAddress,
+        user_id: str,
+        content: str,
+        view: discord.ui.View | None = None,
+        file: tuple[bytes, str] | None = None,
+        *,
+        late: str,
+        nonce: str | None = None,
+    ) -> str | None:
+        def as_file() -> discord.File:
+            return discord.File(io.BytesIO(file[0]), filename=file[1]) if file else _MISSING
+
+        if self.token_alive(reply):
+            try:
+                sent = await self._webhook(reply).send(
+                    content,
+                    file=as_file(),
+                    view=view if view is not None else _MISSING,
+                    wait=True,
+                    allowed_mentions=discord.AllowedMentions.none(),
+                )
+                return str(sent.id)
+            except discord.HTTPException as exc:
+                if not _token_gone(exc):
+                    raise
+                log.info("interaction token gone; posting to channel %s", reply.channel_id)
+        # After 15 minutes only the bot token works: post in the channel, replying to the status
+        # message and mentioning the user (``late``) so they still get notified.
+        reference = _MISSING
+        if reply.status_message_id is not None:
+            reference = discord.MessageReference(
+                message_id=int(reply.status_message_id),
+                channel_id=int(reply.channel_id),
+                fail_if_not_exists=False,
+            )
+        message = await self._channel(reply).send(
+            late,
+            file=as_file(),
+            view=view if view is not None else _MISSING,
+            reference=reference,
+            # With a nonce Discord drops a second post of the same result (enforce_nonce), which
+            # covers a delivery re-run after a crash between posting and marking it posted.
+            nonce=nonce[-25:] if nonce else _MISSING,
+            allowed_mentions=discord.AllowedMentions(
+                everyone=False, roles=False, users=[discord.Object(int(user_id))]
+            ),
+        )
+        return str(message.id)
