@@ -60,10 +60,10 @@ async def http(chat: WebChat) -> AsyncIterator[httpx.AsyncClient]:
 
 async def finish(chat: WebChat, job_id: str) -> None:
     """What the worker does with a made result: store it, and the job is being delivered."""
-    records = chat.queue.records
+    records = chat.service.queue.records
     assert await records.transition(job_id, JobStatus.RUNNING)
     assert await records.transition(job_id, JobStatus.ENCODING)
-    ref = await chat.results.put(job_id, PICTURE, mime="image/png")
+    ref = await chat.service.results.put(job_id, PICTURE, mime="image/png")
     info = ResultInfo(ref=ref, mime="image/png", ext="png", size=len(PICTURE), width=8, height=8)
     assert await records.transition(job_id, JobStatus.DELIVERING, result=info)
 
@@ -107,7 +107,7 @@ async def test_discord_and_telegram_results_are_never_served(
             reply=ReplyAddress(platform=platform, channel_id="-100"),
             source_id="4242",
         )
-        job_id = (await chat.queue.submit(request)).record.id
+        job_id = (await chat.service.queue.submit(request)).record.id
         await finish(chat, job_id)
         # A Telegram job id is computable from the update id; a Discord user id is public.
         for client in (user, OWNER, ALICE):

@@ -270,12 +270,14 @@ async def test_cancel_button_takes_a_waiting_job_out(web_up: WebUp) -> None:
         assert last["actions"] == ["cancel"] and last["position"] >= 1, last
         cancelled = await p.send(action="cancel", job=last["job_id"])
         assert cancelled.status_code == 200, cancelled.text
-        assert cancelled.json()["notice"] == "Cancelled."
+        # The words every platform says (reelbot.chat.texts.CANCEL_TEXT): a waiting job is gone.
+        assert cancelled.json()["notice"] == "Cancelled; the credits are back."
+        assert cancelled.json()["status"] == "cancelled"
         await p.wait(last["job_id"], lambda e: e["status"] == "cancelled")
         for job in jobs[:-1]:
             await p.wait(job["job_id"], _delivered)
         again = await p.send(action="cancel", job=last["job_id"])
-        assert again.json()["notice"].startswith("Already finished")
+        assert again.json()["notice"] == "That job has finished already."
 
 
 async def test_up_keeps_the_worker_and_web_chat_while_telegram_setup_fails(

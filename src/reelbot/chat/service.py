@@ -252,14 +252,22 @@ class ChatService:
         *,
         reply: ReplyAddress,
         source_id: str,
+        same_chat: bool = False,
     ) -> Ticket:
         """A button on a result: re-roll it (fresh seed), vary or animate its image.
 
         The source image comes from the stored result, never from the platform, so a failed
-        platform download cannot lose the click.
+        platform download cannot lose the click. ``same_chat``: only a job that was started in
+        this chat of this platform (where a click carries nothing but a job id, as on the web
+        chat, whose job ids of other chats must not reveal their prompts); any other reads as
+        unknown.
         """
         async with reachable():
             old = await self.queue.records.get(job_id)
+        if old is not None and same_chat:
+            where = (old.request.reply.platform, old.request.reply.channel_id)
+            if where != (self.platform, ctx.channel_id):
+                old = None
         if old is None:
             raise JobNotFound("That job is too old to use again; run the command again.")
         prompt, from_text = parse_prompt(old.request.text)
@@ -360,8 +368,10 @@ class ChatService:
         async with reachable():
             outcome, record = await self.queue.cancel(job_id, requester=ctx.requester)
         said: CancelSaid = outcome
+        # A cancelled or failed job is posted too (its notice): only a result was "delivered".
         if outcome in ("already_finished", "too_late") and (
-            record.status == JobStatus.DELIVERED or record.posted_at is not None
+            record.status == JobStatus.DELIVERED
+            or (record.posted_at is not None and record.result is not None)
         ):
             said = "already_delivered"
         return CancelAnswer(job_id=job_id, outcome=said, record=record)

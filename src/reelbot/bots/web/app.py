@@ -7,7 +7,6 @@ import hmac
 import json
 import logging
 import re
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -31,6 +30,7 @@ from starlette.routing import Route
 from reelbot.bots.web.chat import WebChat
 from reelbot.bots.web.hub import Hub
 from reelbot.bots.web.page import render_page
+from reelbot.chat.replies import lookup, reply_for
 from reelbot.errors import (
     BackendUnavailable,
     Busy,
@@ -67,22 +67,22 @@ def _id(value: str | None, what: str) -> str:
     return value
 
 
-# The app's one error handler, as Starlette's ``exception_handlers``: the reply is picked by
-# the error's class, the nearest in its MRO.
+# The app's one error handler, as Starlette's ``exception_handlers``: the status code is picked
+# by the error's class, the nearest in its MRO; the words come from ``reelbot.chat.replies``.
 
 
 async def _busy(_: Request, exc: Busy) -> Response:
     retry = str(round(exc.retry_after or 10))
-    return _error(503, exc.code, exc.user_message, **{"Retry-After": retry})
+    return _error(503, exc.code, reply_for(exc), **{"Retry-After": retry})
 
 
 async def _over_quota(_: Request, exc: QuotaExceeded) -> Response:
     headers = {"Retry-After": str(round(exc.retry_after))} if exc.retry_after else {}
-    return _error(429, exc.code, exc.user_message, **headers)
+    return _error(429, exc.code, reply_for(exc), **headers)
 
 
 async def _refused(_: Request, exc: UserError) -> Response:
-    return _error(400, exc.code, exc.user_message)
+    return _error(400, exc.code, reply_for(exc))
 
 
 async def _bad_form(_: Request, exc: HTTPException) -> Response:
@@ -95,17 +95,13 @@ async def _bad_form(_: Request, exc: HTTPException) -> Response:
 
 async def _unreachable(_: Request, exc: Exception) -> Response:
     log.warning("web chat: the queue cannot be reached: %s", exc)
-    message = "The job queue cannot be reached; try again shortly."
-    return _error(503, BackendUnavailable.code, message)
+    # A bare OSError (a socket of ours) reads as the queue being away, as Redis's errors do.
+    said = reply_for(exc) if lookup(exc) else reply_for(BackendUnavailable())
+    return _error(503, BackendUnavailable.code, said)
 
 
 async def _failed(_: Request, exc: Exception) -> Response:
-    ref = secrets.token_hex(4)
-    if isinstance(exc, ReelbotError):
-        log.error("web chat: %s (ref %s)", exc.message, ref)
-    else:
-        log.error("web chat: unexpected error (ref %s)", ref, exc_info=exc)
-    return _error(500, ReelbotError.code, f"Something went wrong (ref {ref}).")
+    return _error(500, ReelbotError.code, reply_for(exc, where=" in the web chat"))
 
 
 ERROR_HANDLERS: dict[Any, Callable[[Request, Any], Awaitable[Response]]] = {
@@ -182,8 +178,6 @@ def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> 
                 answer = await chat.command(
                     client, message_id, _field(form.get("text")) or "", image
                 )
-        if answer.get("type") == "job":
-            hub.remember(str(answer["job_id"]), client)
         return JSONResponse(answer)
 
     async def events(request: Request) -> Response:
@@ -200,10 +194,7 @@ def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> 
         client = request.query_params.get("client")
         if client is None or not _ID.match(client):
             return _error(400, "bad_client", "The page sent no valid client id; reload it.")
-        views = await chat.history(client)
-        for view in views:
-            hub.remember(str(view["job_id"]), client)
-        return JSONResponse({"jobs": views})
+        return JSONResponse({"jobs": await chat.history(client)})
 
     async def media(request: Request) -> Response:
         job_id = str(request.path_params["job_id"])

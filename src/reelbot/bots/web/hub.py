@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,27 +11,14 @@ __all__ = ["Hub"]
 
 QUEUE_SIZE = 256
 """Events a slow browser may fall behind by; older progress is dropped, it is redrawn anyway."""
-_JOB_CACHE = 4096
 
 
 class Hub:
-    """Browsers listening per client id, and which client each known job belongs to."""
+    """Browsers listening per client id."""
 
     def __init__(self) -> None:
         self._listeners: dict[str, set[asyncio.Queue[dict[str, Any] | None]]] = {}
-        self._owners: OrderedDict[str, str] = OrderedDict()
         self.closed = False
-
-    def remember(self, job_id: str, client: str) -> None:
-        """Note the client a job belongs to (progress events name only the job)."""
-        self._owners[job_id] = client
-        self._owners.move_to_end(job_id)
-        while len(self._owners) > _JOB_CACHE:
-            self._owners.popitem(last=False)
-
-    def owner(self, job_id: str) -> str | None:
-        """The client of a job seen by this process, if any."""
-        return self._owners.get(job_id)
 
     def clients(self) -> list[str]:
         """The client ids with a page open now."""

@@ -1,4 +1,4 @@
-"""``reelbot web``: the web chat's HTTP server, its progress listener and delivery consumer."""
+"""``reelbot web``: the web chat's HTTP server and its ``Conversation`` (progress, deliveries)."""
 
 from __future__ import annotations
 
@@ -13,26 +13,23 @@ from collections.abc import Generator
 
 import uvicorn
 from arq.connections import ArqRedis
-from redis.exceptions import RedisError
 
 from reelbot.bots.web.app import build_app
-from reelbot.bots.web.chat import WebChat, requester
+from reelbot.bots.web.chat import WebChat
 from reelbot.bots.web.hub import Hub
-from reelbot.bots.web.views import PLATFORM, event_view, job_view, position_view
+from reelbot.bots.web.surface import WebConversation, WebSurface
+from reelbot.bots.web.views import position_view
 from reelbot.catalog import load_catalog
 from reelbot.config import Settings
-from reelbot.errors import ConfigError
+from reelbot.errors import BackendUnavailable, ConfigError
 from reelbot.jobs import JobStatus
-from reelbot.queue.delivery import Delivery, DeliveryConsumer
 from reelbot.store.connection import connect
-from reelbot.store.progress import ProgressSubscription
 
 log = logging.getLogger(__name__)
 
 __all__ = ["WebService", "is_loopback", "run_up", "run_web", "serve_web"]
 
 CLOSE_TIMEOUT_S = 8.0
-RESUBSCRIBE_MAX_S = 5.0
 POSITION_EVERY_S = 1.0
 """How often a waiting job's place in line is redrawn."""
 
@@ -82,61 +79,26 @@ class WebService:
     """The web chat on one Redis: page and API, progress to the pages, results delivered."""
 
     def __init__(self, settings: Settings, redis: ArqRedis) -> None:
-        self.settings = settings
-        self.redis = redis
         self.chat = WebChat(redis, settings, load_catalog(settings.models, settings.styles_file))
         self.hub = Hub()
         token = settings.web_token.get_secret_value() if settings.web_token else None
         self.app = build_app(
             self.chat, self.hub, token=token, loopback=is_loopback(settings.web_host)
         )
-        self.consumer = DeliveryConsumer(redis, PLATFORM, self.post, settings=settings)
+        self.conversation = WebConversation(self.chat.service, WebSurface(self.hub), settings)
 
-    async def _client(self, job_id: str) -> str | None:
-        client = self.hub.owner(job_id)
-        if client is None:
-            client = await self.chat.client_of(job_id)
-            if client is not None:
-                self.hub.remember(job_id, client)
-        return client
-
-    async def post(self, delivery: Delivery) -> str | None:
-        """Show a finished job on its pages; it stays in the history for those not open now."""
-        record = delivery.record
-        view = job_view(record, delivered=delivery.kind == "result")
-        self.hub.remember(record.id, record.requester.user_id)
-        self.hub.push(record.requester.user_id, view)
-        return record.id
-
-    async def listen_progress(self) -> None:
-        """Progress events of web jobs onto their pages; reconnects after a Redis blip."""
-        backoff = 0.1
-        while True:
-            try:
-                async with ProgressSubscription(self.redis, PLATFORM) as events:
-                    async for event in events:
-                        backoff = 0.1
-                        client = await self._client(event.job_id)
-                        if client is not None:
-                            self.hub.push(client, event_view(event))
-            except (RedisError, OSError) as exc:
-                # Progress is lossy by design; the next event redraws the card.
-                log.warning("progress subscription lost (%s); retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, RESUBSCRIBE_MAX_S)
-
-    async def tick_positions(self) -> None:
+    async def tick_positions(self, stop: asyncio.Event) -> None:
         """Redraw the place in line of the jobs that wait, for the pages that are open."""
-        while True:
-            await asyncio.sleep(POSITION_EVERY_S)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(POSITION_EVERY_S):
+                    await stop.wait()
             for client in self.hub.clients():
                 try:
-                    for record in await self.chat.queue.user_jobs(requester(client), limit=10):
-                        if record.status == JobStatus.QUEUED:
-                            pos = await self.chat.queue.position(record)
-                            if pos is not None:
-                                self.hub.push(client, position_view(record.id, pos))
-                except (RedisError, OSError) as exc:
+                    for job in await self.chat.service.jobs(self.chat.context(client)):
+                        if job.status == JobStatus.QUEUED and job.position is not None:
+                            self.hub.push(client, position_view(job))
+                except BackendUnavailable as exc:
                     log.debug("queue positions not redrawn: %s", exc)
 
     async def serve(self, stop: asyncio.Event, sock: socket.socket) -> None:
@@ -150,27 +112,25 @@ class WebService:
             timeout_graceful_shutdown=3,
         )
         server = _Server(config)
+        done = asyncio.Event()
+        http = asyncio.create_task(server.serve(sockets=[sock]), name="web-http")
         tasks = [
-            asyncio.create_task(server.serve(sockets=[sock]), name="web-http"),
-            asyncio.create_task(self.listen_progress(), name="web-progress"),
-            asyncio.create_task(self.tick_positions(), name="web-positions"),
-            asyncio.create_task(self.consumer.async_run(), name="web-delivery"),
+            asyncio.create_task(self.conversation.run(done), name="web-conversation"),
+            asyncio.create_task(self.tick_positions(done), name="web-positions"),
         ]
         try:
             await stop.wait()
         finally:
             self.hub.close()
             server.should_exit = True
+            done.set()
             # A post in flight goes back to the delivery queue and is made after a restart.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                    await self.consumer.close()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                    await asyncio.wait([tasks[0]])
-            for task in tasks:
+                    await asyncio.wait([http, *tasks])
+            for task in (http, *tasks):
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(http, *tasks, return_exceptions=True)
 
 
 def announce(settings: Settings, sock: socket.socket) -> None:

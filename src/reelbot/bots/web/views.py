@@ -1,23 +1,25 @@
-"""What the page shows: job records and events as JSON for the browser, and the text answers."""
+"""What the page shows: job cards and their partial updates as JSON, and the web's own texts."""
 
 from __future__ import annotations
 
+import base64
 import difflib
 from typing import Any
 
-from reelbot.catalog import Catalog, Task
+from reelbot.catalog import Task
+from reelbot.chat.replies import Button
+from reelbot.chat.service import JobView
+from reelbot.chat.surface import result_buttons, status_buttons
+from reelbot.chat.texts import Status
 from reelbot.jobs import JobStatus
-from reelbot.store.estimates import Position
-from reelbot.store.progress import ProgressEvent
 from reelbot.store.records import JobRecord
 
 __all__ = [
     "HELP_TEXT",
-    "command_of",
-    "event_view",
+    "PLATFORM",
     "job_view",
-    "models_text",
     "position_view",
+    "status_view",
     "unknown_command",
 ]
 
@@ -31,40 +33,31 @@ HELP_TEXT = """reelbot makes images and videos from a prompt.
 Flags: --ar 16:9 --seed 42 --no text --steps 4 --guidance 3.5 --model NAME --strength 0.6 \
 --duration 4 --fps 24 --style NAME
 /jobs your jobs · /cancel [job] stop one · /models what runs here · /quota your budget"""
+"""The web's own help: its images are attached to the command, not replied to."""
 
-COMMANDS = (
-    "imagine",
-    "remix",
-    "video",
-    "animate",
-    "jobs",
-    "cancel",
-    "models",
-    "help",
-    "quota",
-    "admin",
-)
+COMMANDS = (*(t.value for t in Task), "jobs", "cancel", "models", "help", "quota", "admin")
+NAMES = {"vary": "variations"}
+"""Chat button actions by the names the page's buttons carry."""
 
 
-def command_of(record: JobRecord) -> str:
-    """The command as the user typed it."""
-    text = record.request.text
-    return f"/{record.request.task.value} {text}".strip()
+def actions(buttons: tuple[Button, ...]) -> list[str]:
+    """The page's names of a message's buttons."""
+    return [NAMES.get(b.action, b.action) for b in buttons]
 
 
 def _actions(record: JobRecord, status: JobStatus) -> list[str]:
-    """The buttons a job card has: cancel while it waits or runs, then re-roll and friends."""
-    if status in (JobStatus.QUEUED, JobStatus.RUNNING):
-        return ["cancel"]
     if status in (JobStatus.DELIVERING, JobStatus.DELIVERED) and record.result is not None:
-        if record.params.task.is_video:
-            return ["reroll"]
-        return ["reroll", "variations", "animate"]
-    return ["reroll"] if status == JobStatus.FAILED else []
+        return actions(result_buttons(record))
+    # A failed job can be tried again from its card.
+    return ["reroll"] if status == JobStatus.FAILED else actions(status_buttons(record.id, status))
 
 
 def job_view(
-    record: JobRecord, *, position: Position | None = None, delivered: bool = False
+    record: JobRecord,
+    *,
+    position: int | None = None,
+    eta_s: float | None = None,
+    delivered: bool = False,
 ) -> dict[str, Any]:
     """A whole job card: command, status, place in line, result and its parameters."""
     status = JobStatus.DELIVERED if delivered else record.status
@@ -84,7 +77,7 @@ def job_view(
     view: dict[str, Any] = {
         "type": "job",
         "job_id": record.id,
-        "command": command_of(record),
+        "command": f"/{record.request.task.value} {record.request.text}".strip(),
         "task": record.params.task.value,
         "prompt": record.params.prompt,
         "summary": record.params.summary(),
@@ -92,57 +85,52 @@ def job_view(
         "model": record.params.model,
         "status": status.value,
         "message": record.error_message,
+        "notice": "",
         "media": media,
         "actions": _actions(record, status),
         "created_at": record.created_at,
     }
     if position is not None:
-        view["position"] = position.position
-        view["eta_s"] = round(position.eta_s, 1)
+        view["position"] = position
+        view["eta_s"] = round(eta_s or 0.0, 1)
     return view
 
 
-def position_view(job_id: str, position: Position) -> dict[str, Any]:
+def position_view(job: JobView) -> dict[str, Any]:
     """A waiting job's place in line and ETA, as a partial update of its card."""
     return {
         "type": "job",
-        "job_id": job_id,
+        "job_id": job.job_id,
         "status": JobStatus.QUEUED.value,
-        "position": position.position,
-        "eta_s": round(position.eta_s, 1),
+        "position": job.position,
+        "eta_s": round(job.eta_s or 0.0, 1),
     }
 
 
-def event_view(event: ProgressEvent) -> dict[str, Any]:
-    """A progress or status event as a partial update of a job card."""
+def status_view(
+    job_id: str,
+    status: Status,
+    preview: bytes | None,
+    buttons: tuple[Button, ...],
+    stage: str | None = None,
+) -> dict[str, Any]:
+    """A status message's state as a partial update of the job's card."""
     view: dict[str, Any] = {
         "type": "job",
-        "job_id": event.job_id,
-        "status": event.status.value,
-        "stage": event.stage,
-        "step": event.step,
-        "total": event.total,
+        "job_id": job_id,
+        "status": status.status.value,
+        "stage": stage,
+        "step": status.step or 0,
+        "total": status.total or 0,
+        "actions": actions(buttons),
     }
-    if event.status == JobStatus.RUNNING:
-        view["actions"] = ["cancel"]
-    if event.message:
-        view["message"] = event.message
-    if event.preview_jpeg_b64:
-        view["preview"] = f"data:image/jpeg;base64,{event.preview_jpeg_b64}"
+    if status.message:
+        view["message"] = status.message
+        if status.status == JobStatus.DELIVERING:
+            view["notice"] = status.message
+    if preview:
+        view["preview"] = "data:image/jpeg;base64," + base64.b64encode(preview).decode()
     return view
-
-
-def models_text(catalog: Catalog) -> str:
-    """The ``/models`` answer: each task with its models, the default first."""
-    lines = [f"Models on this deployment ({catalog.set_name}):"]
-    for task in Task:
-        models = catalog.for_task(task)
-        if models:
-            names = ", ".join(
-                m.name + (" (default)" if i == 0 else "") for i, m in enumerate(models)
-            )
-            lines.append(f"/{task.value}: {names}")
-    return "\n".join(lines)
 
 
 def unknown_command(name: str) -> str:
