@@ -7,43 +7,44 @@ import re
 
 import pytest
 
-from reelbot.bots.telegram.plan import plan_job, reply_for, requester_for
+from reelbot.bots.telegram.handlers import requester_for
+from reelbot.bots.telegram.parse import check_prompt_text
 from reelbot.bots.telegram.render import (
     CALLBACK_DATA_LIMIT,
     CAPTION_LIMIT,
-    Action,
-    ButtonPress,
+    PREFIX,
     caption_html,
     decode_button,
     encode_button,
-    progress_bar,
-    result_keyboard,
+    keyboard,
     status_text,
     utf16_len,
 )
 from reelbot.catalog import Catalog, Task
+from reelbot.chat.replies import Button
+from reelbot.chat.texts import Status
 from reelbot.errors import InvalidPrompt, MissingImage
-from reelbot.jobs import MAX_PROMPT_CHARS, JobStatus, job_id_for
+from reelbot.jobs import (
+    MAX_PROMPT_CHARS,
+    GenerationParams,
+    JobStatus,
+    job_id_for,
+    resolve,
+    seed_for,
+)
 
 
-def _params(catalog: Catalog, text: str, task: Task = Task.IMAGINE) -> object:
-    return plan_job(
-        task,
-        text,
-        catalog,
-        requester=requester_for(user_id=1, chat_id=1),
-        reply=reply_for(chat_id=1, message_id=1),
-        source_id="1:1",
-        has_image=task.needs_image,
-    )[2]
+def _params(catalog: Catalog, text: str, task: Task = Task.IMAGINE) -> GenerationParams:
+    job_id = job_id_for("telegram", "1:1")
+    return resolve(task, text, catalog, has_image=task.needs_image, default_seed=seed_for(job_id))
 
 
-@pytest.mark.parametrize("action", list(Action))
-def test_callback_data_round_trips_within_64_bytes(action: Action) -> None:
+@pytest.mark.parametrize("action", list(PREFIX))
+def test_callback_data_round_trips_within_64_bytes(action: str) -> None:
     job_id = job_id_for("telegram", "-1001234567890:123456")
     data = encode_button(action, job_id)
     assert len(data.encode()) <= CALLBACK_DATA_LIMIT
-    assert decode_button(data) == ButtonPress(action, job_id)
+    assert decode_button(data) == (action, job_id)
 
 
 @pytest.mark.parametrize("data", [None, "", "regen:5", "rr:", "rr:../../x", "zz:abc", "rr"])
@@ -52,10 +53,13 @@ def test_foreign_callback_data_is_ignored(data: str | None) -> None:
 
 
 def test_result_buttons_per_task() -> None:
-    image = [b.callback_data for b in result_keyboard("te1", Task.IMAGINE).inline_keyboard[0]]
-    video = [b.callback_data for b in result_keyboard("te1", Task.VIDEO).inline_keyboard[0]]
-    assert image == ["rr:te1", "va:te1", "an:te1"]
-    assert video == ["rr:te1"]
+    image = (Button("reroll", "te1", "Re-roll"), Button("vary", "te1", "Variations"))
+    image += (Button("animate", "te1", "Animate"),)
+    markup = keyboard(image)
+    assert markup is not None
+    assert [b.callback_data for b in markup.inline_keyboard[0]] == ["rr:te1", "va:te1", "an:te1"]
+    assert markup.inline_keyboard[0][0].text == "🔁 Re-roll"
+    assert keyboard(()) is None
 
 
 def _visible(caption: str) -> str:
@@ -80,54 +84,37 @@ def test_a_long_prompt_is_cut_to_the_caption_limit(tiny_catalog: Catalog) -> Non
 
 
 def test_progress_bar_and_status_lines() -> None:
-    assert progress_bar(0, 10) == "▱" * 10
-    assert progress_bar(5, 10) == "▰" * 5 + "▱" * 5
-    assert progress_bar(10, 10) == "▰" * 10
-    running = status_text(Task.IMAGINE, "fox", JobStatus.RUNNING, step=3, total=4)
+    def bar(step: int, total: int) -> str:
+        return status_text(Status(JobStatus.RUNNING, "x", step=step, total=total), None)
+
+    assert bar(0, 10).startswith("🎨 Starting")
+    assert bar(5, 10).startswith("🎨 " + "▰" * 5 + "▱" * 5)
+    assert bar(10, 10).startswith("🎨 " + "▰" * 10 + " ")
+    running = status_text(Status(JobStatus.RUNNING, "fox", step=3, total=4), Task.IMAGINE)
     assert "step 3/4" in running and "fox" in running
-    queued = status_text(Task.VIDEO, "sea", JobStatus.QUEUED, position=3, eta_s=75)
+    queued = status_text(Status(JobStatus.QUEUED, "sea", position=3, eta_s=75), Task.VIDEO)
     assert "#3 in line" in queued and "about 1 min" in queued
-    failed = status_text(Task.IMAGINE, "x", JobStatus.FAILED, message="Out of memory.")
+    failed = status_text(Status(JobStatus.FAILED, "x", message="Out of memory."), Task.IMAGINE)
     assert "Out of memory." in failed
-
-
-def test_plan_derives_the_job_id_and_a_reroll_changes_the_seed(tiny_catalog: Catalog) -> None:
-    kwargs = {
-        "requester": requester_for(user_id=5, chat_id=-100),
-        "reply": reply_for(chat_id=-100, message_id=9),
-        "has_image": False,
-    }
-    job_a, request, params = plan_job(
-        Task.IMAGINE, "fox --seed 42", tiny_catalog, source_id="-100:9", **kwargs
-    )
-    job_b, _, _ = plan_job(
-        Task.IMAGINE, "fox --seed 42", tiny_catalog, source_id="-100:9", **kwargs
-    )
-    assert job_a == job_b == job_id_for("telegram", "-100:9")
-    assert params.seed == 42 and request.requester.server_id == "-100"
-    _, _, rerolled = plan_job(
-        Task.IMAGINE, "fox --seed 42", tiny_catalog, source_id="cb:77", new_seed=True, **kwargs
-    )
-    assert rerolled.seed != 42
-
-
-def test_plan_refuses_bad_input(tiny_catalog: Catalog) -> None:
-    kwargs = {
-        "requester": requester_for(user_id=5, chat_id=5),
-        "reply": reply_for(chat_id=5, message_id=1),
-        "source_id": "5:1",
-    }
-    with pytest.raises(InvalidPrompt):
-        plan_job(Task.IMAGINE, "", tiny_catalog, has_image=False, **kwargs)
-    with pytest.raises(MissingImage):
-        plan_job(Task.REMIX, "blue", tiny_catalog, has_image=False, **kwargs)
-    with pytest.raises(InvalidPrompt):
-        plan_job(Task.IMAGINE, "🦊 --seed 1", tiny_catalog, has_image=False, **kwargs)
+    notice = Status(JobStatus.DELIVERING, "x", message="posting failed 3 times; still trying")
+    assert "still trying" in status_text(notice, Task.IMAGINE)
 
 
 def test_owners_are_admins() -> None:
-    assert requester_for(user_id=7, chat_id=7, owner_ids=("telegram:7",)).is_admin
-    assert not requester_for(user_id=7, chat_id=7, owner_ids=("discord:7",)).is_admin
+    assert requester_for(user_id=7, chat_id=7, owner=True).is_admin
+    assert not requester_for(user_id=7, chat_id=7).is_admin
     # Owners also say so: a chat admin's rights stop at their chat, an owner's do not.
-    assert requester_for(user_id=7, chat_id=-5, owner_ids=("telegram:7",)).is_owner
-    assert not requester_for(user_id=7, chat_id=-5, chat_admin=True).is_owner
+    assert requester_for(user_id=7, chat_id=-5, owner=True).is_owner
+    assert not requester_for(user_id=7, chat_id=-5, admin=True).is_owner
+    assert requester_for(user_id=7, chat_id=-5).server_id == "-5"
+
+
+def test_plan_keeps_a_given_seed_and_refuses_bad_input(tiny_catalog: Catalog) -> None:
+    assert _params(tiny_catalog, "fox --seed 42").seed == 42
+    assert _params(tiny_catalog, "fox").seed == seed_for(job_id_for("telegram", "1:1"))
+    with pytest.raises(InvalidPrompt):
+        _params(tiny_catalog, "")
+    with pytest.raises(MissingImage):
+        resolve(Task.REMIX, "blue", tiny_catalog, has_image=False)
+    with pytest.raises(InvalidPrompt):
+        check_prompt_text("🦊")

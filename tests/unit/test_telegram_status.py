@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Any
 
@@ -10,9 +11,10 @@ import pytest
 from telegram import Update
 from telegram.error import BadRequest
 
-from reelbot.bots.telegram.render import cancel_keyboard
+from reelbot.bots.telegram.render import keyboard
 from reelbot.bots.telegram.replies import on_error
 from reelbot.bots.telegram.status import StatusBoard
+from reelbot.chat.replies import Button
 from reelbot.errors import InvalidOption, QuotaExceeded
 
 
@@ -30,6 +32,10 @@ class FakeBot:
             raise BadRequest("Message is not modified")
         self.shown[(chat_id, message_id)] = text
         self.edits.append((chat_id, message_id, text))
+
+
+def cancel_keyboard(job_id: str) -> Any:
+    return keyboard((Button("cancel", job_id, "Cancel"),))
 
 
 class Clock:
@@ -165,5 +171,47 @@ async def test_anything_else_gets_a_reference_and_is_logged(
         await on_error(FakeUpdate(replies), Context(KeyError("secret detail")))  # type: ignore[arg-type]
     (text,) = replies.texts
     assert text.startswith("Something went wrong (ref ") and "secret" not in text
-    ref = text.split("ref ")[1].rstrip(").")
+    ref = text.split("ref ")[1].split(")")[0]
     assert any(ref in r.getMessage() for r in caplog.records)
+
+
+class BrokenReplies(Replies):
+    async def reply_text(self, text: str, **_: Any) -> None:
+        raise RuntimeError("the reply itself failed")
+
+
+async def test_a_failing_error_reply_does_not_raise_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        await on_error(FakeUpdate(BrokenReplies()), Context(KeyError("x")))  # type: ignore[arg-type]
+    assert "could not send the error reply" in caplog.text
+
+
+class FlakyBot(FakeBot):
+    """Fails one delayed edit with something that is not a Telegram error."""
+
+    fail = True
+
+    async def edit_message_text(self, text: str, **kw: Any) -> None:
+        if self.fail:
+            self.fail = False
+            raise RuntimeError("boom")
+        await super().edit_message_text(text, **kw)
+
+
+async def test_a_failing_delayed_edit_is_logged_with_its_job_and_the_board_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bot = FlakyBot()
+    board = StatusBoard(bot, group_interval=0.1)  # type: ignore[arg-type]
+    board.remember(-100, 7, "queued", None)
+    with caplog.at_level(logging.WARNING):
+        await board.show(-100, 7, "step 1/5", None, job_id="te42")
+        await asyncio.sleep(0.3)
+        gc.collect()  # a task that died unretrieved would complain here
+        await board.show(-100, 7, "step 2/5", None, job_id="te42")
+        await asyncio.sleep(0.3)
+    assert [e[2] for e in bot.edits] == ["step 2/5"]
+    assert "te42" in caplog.text and "never retrieved" not in caplog.text
+    await board.close()

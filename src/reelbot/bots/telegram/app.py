@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Collection
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from types import TracebackType
+from typing import Any
 
 from telegram import BotCommand, Update
 from telegram.error import BadRequest, Conflict, NetworkError, RetryAfter, TelegramError
@@ -15,21 +15,20 @@ from telegram.ext import (
     Application,
     ApplicationBuilder,
     CallbackQueryHandler,
+    ContextTypes,
     MessageHandler,
     filters,
 )
 
-from reelbot.catalog import Catalog
 from reelbot.runtime.supervise import Backoff, BestEffort
 
-from .backend import JobBackend
-from .handlers import CommandLayer
 from .render import COMMANDS
 from .replies import on_error
-from .status import GROUP_INTERVAL_S, PRIVATE_INTERVAL_S, StatusBoard
 from .webhook import WebhookServer
 
 log = logging.getLogger(__name__)
+
+Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
 
 DEFAULT_API_ROOT = "https://api.telegram.org"
 POLL_TIMEOUT_S = 10
@@ -72,20 +71,10 @@ def bot_api_urls(api_root: str) -> tuple[str, str]:
 
 
 class TelegramAdapter:
-    """The bot: handlers on a PTB application that polls getUpdates."""
+    """A PTB application that polls getUpdates (or takes a webhook) for one bot token."""
 
     def __init__(
-        self,
-        *,
-        token: str,
-        backend: JobBackend,
-        catalog: Catalog,
-        api_root: str = DEFAULT_API_ROOT,
-        owner_ids: Collection[str] = (),
-        max_upload_bytes: int | None = None,
-        poll_timeout: int = POLL_TIMEOUT_S,
-        private_interval: float = PRIVATE_INTERVAL_S,
-        group_interval: float = GROUP_INTERVAL_S,
+        self, *, token: str, api_root: str = DEFAULT_API_ROOT, poll_timeout: int = POLL_TIMEOUT_S
     ) -> None:
         # PTB 22 warns on every RetryAfter (even inside its own rate limiter) until a program
         # opts in to timedelta durations; reelbot never reads the int form, so it opts in.
@@ -105,30 +94,19 @@ class TelegramAdapter:
             .get_updates_read_timeout(poll_timeout + CALL_TIMEOUT_S)
             .build()
         )
-        self.board = StatusBoard(
-            self.application.bot,
-            private_interval=private_interval,
-            group_interval=group_interval,
-        )
-        self.layer = CommandLayer(
-            self.application.bot,
-            backend,
-            catalog,
-            self.board,
-            owner_ids=owner_ids,
-            max_upload_bytes=max_upload_bytes,
-        )
+        self.bot = self.application.bot
         self.poll_timeout = poll_timeout
         self.conflicts = 0
         self.webhook: WebhookServer | None = None
         self.extras = BestEffort(
             retry_if=_worth_retrying, backoff=STARTUP_RETRY, attempts=STARTUP_ATTEMPTS
         )
+
+    def route(self, on_message: Handler, on_button: Handler) -> None:
+        """Commands in texts and photo captions (``CommandHandler`` ignores captions), buttons."""
         app = self.application
-        app.add_handler(
-            MessageHandler(filters.COMMAND | filters.CaptionRegex(r"^/"), self.layer.on_message)
-        )
-        app.add_handler(CallbackQueryHandler(self.layer.on_button))
+        app.add_handler(MessageHandler(filters.COMMAND | filters.CaptionRegex(r"^/"), on_message))
+        app.add_handler(CallbackQueryHandler(on_button))
         app.add_error_handler(on_error)
 
     async def start(self, webhook: WebhookConfig | None = None) -> None:
@@ -183,20 +161,7 @@ class TelegramAdapter:
             self.webhook = None
         if self.application.running:
             await self.application.stop()
-        await self.board.close()
         await self.application.shutdown()
-
-    async def __aenter__(self) -> TelegramAdapter:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 def _worth_retrying(exc: Exception) -> bool:

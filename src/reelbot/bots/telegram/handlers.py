@@ -1,290 +1,88 @@
-"""The PTB handlers: parse, submit, acknowledge; the logic they share lives in ``plan``."""
+"""The PTB handlers: parse a message or a button press into a ``ChatService`` call and answer."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable
 
-from telegram import Bot, CallbackQuery, Message, Update
+from telegram import Message, Update
+from telegram import User as TgUser
 from telegram.constants import ChatMemberStatus, ChatType
-from telegram.error import BadRequest, TelegramError
+from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
-from reelbot.catalog import Catalog, Task
-from reelbot.errors import (
-    InvalidImage,
-    JobNotFound,
-    MissingImage,
-    NotAllowed,
-    TransientError,
-    UserError,
-)
-from reelbot.inputs import probe_image
-from reelbot.jobs import JobStatus, Options, ReplyAddress, Requester
+from reelbot.catalog import Task
+from reelbot.chat.replies import Reply, reply_for
+from reelbot.chat.service import ChatService, Context, JobView, Rerun, Ticket
+from reelbot.chat.surface import status_buttons
+from reelbot.chat.texts import Status, eta_text
+from reelbot.errors import JobNotFound, MissingImage, NotAllowed, TransientError, UserError
+from reelbot.jobs import JobStatus, Options, ReplyAddress, Requester, job_id_for, parse_prompt
 
-from .backend import JobBackend, JobInfo, Progress
-from .parse import DOWNLOAD_LIMIT, ImageSource, command_of, find_image
-from .plan import PLATFORM, TASK_COMMANDS, plan_job, reply_for, requester_for
-from .render import (
-    Action,
-    cancel_keyboard,
-    decode_button,
-    eta_text,
-    help_text,
-    models_text,
-    prompt_of,
-    status_text,
-)
-from .status import StatusBoard
+from .parse import check_prompt_text, command_of, find_image
+from .render import decode_button, help_text, keyboard, prompt_of, status_text, truncate
+from .surface import REPLY_TIMEOUT_S, TelegramSurface
 
 log = logging.getLogger(__name__)
 
-DOWNLOAD_TIMEOUT_S = 60.0
+PLATFORM = "telegram"
 SUBMIT_GRACE_S = 1.0
-REPLY_TIMEOUT_S = 15.0
+"""A Cancel press this soon after the status message may come before the job is queued."""
+ALERT_LIMIT = 200
+"""answerCallbackQuery shows at most 200 characters."""
+ACK = {"reroll": "Re-rolling…", "vary": "Making variations…", "animate": "Animating…"}
+RERUN_TASK = {"vary": Task.REMIX, "animate": Task.ANIMATE}
+HOW: dict[str, Rerun] = {"reroll": "reroll", "vary": "vary", "animate": "animate"}
+
+
+def requester_for(
+    *, user_id: int, chat_id: int, display_name: str = "", owner: bool = False, admin: bool = False
+) -> Requester:
+    """Who asked; a group chat is the "server" that quotas and queue depth are counted in."""
+    return Requester(
+        platform=PLATFORM,
+        user_id=str(user_id),
+        server_id=str(chat_id) if chat_id < 0 else None,
+        display_name=display_name,
+        is_admin=admin or owner,
+        is_owner=owner,
+    )
+
+
+def jobs_text(views: list[JobView]) -> str:
+    """``/jobs`` in Telegram's words: id, command and prompt, where it is."""
+    if not views:
+        return "You have no queued or running jobs here."
+    lines = []
+    for v in views:
+        state = "running" if v.position == 0 else v.status.value
+        if v.position:
+            state = f"queued #{v.position}{eta_text(v.eta_s)}"
+        prompt = truncate(prompt_of(v.request), 40)
+        lines.append(f"{v.job_id} · /{v.request.task.value} {prompt} · {state}")
+    return "\n".join(lines)
 
 
 class CommandLayer:
     """Everything the bot does for a message or a button press."""
 
     def __init__(
-        self,
-        bot: Bot,
-        backend: JobBackend,
-        catalog: Catalog,
-        board: StatusBoard,
-        *,
-        owner_ids: Collection[str] = (),
-        max_upload_bytes: int | None = None,
+        self, service: ChatService, surface: TelegramSurface, *, max_upload_bytes: int | None
     ) -> None:
-        self.bot = bot
-        self.backend = backend
-        self.catalog = catalog
-        self.board = board
-        self.owner_ids = frozenset(owner_ids)
-        self.max_upload_bytes = max_upload_bytes
+        self.service, self.surface, self.bot = service, surface, surface.bot
+        self.extra = {"max_bytes": str(max_upload_bytes)} if max_upload_bytes else {}
+        """For a local Bot API server, which takes far bigger files; the worker encodes to it."""
 
-    @property
-    def username(self) -> str:
-        """The bot's @username (known after ``Application.initialize``)."""
-        return self.bot.username
+    # -- who and where ---------------------------------------------------------------------
 
-    # -- messages --------------------------------------------------------------------------
-
-    async def on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Route a command in a message text or photo caption."""
-        message = update.effective_message
-        if message is None or message.from_user is None:
-            return
-        command = command_of(message, self.username)
-        if command is None:
-            return
-        if command.name in TASK_COMMANDS:
-            await self.start_task(message, TASK_COMMANDS[command.name], command.args)
-        elif command.name in ("help", "start"):
-            await self._reply(message, help_text(self.username))
-        elif command.name == "models":
-            await self._reply(message, models_text(self.catalog))
-        elif command.name == "jobs":
-            await self._reply(message, await self.jobs_text(self._requester(message)))
-        elif command.name == "quota":
-            await self._reply(message, await self.backend.quota_text(self._requester(message)))
-        elif command.name == "cancel":
-            await self.cancel_command(message, command.args)
-        elif command.name == "admin":
-            await self.admin_command(message, command.args)
-        elif message.chat.type == ChatType.PRIVATE:
-            # In groups other bots' commands come through as well; only answer in private.
-            await self._reply(message, f"I don't know /{command.name}. See /help.")
-
-    def _requester(self, message: Message, *, chat_admin: bool = False) -> Requester:
-        user = message.from_user
-        assert user is not None
-        return requester_for(
-            user_id=user.id,
-            chat_id=message.chat.id,
-            display_name=user.full_name,
-            owner_ids=self.owner_ids,
-            chat_admin=chat_admin,
+    async def _ctx(self, chat_id: int, user: TgUser, *, ask_admin: bool = False) -> Context:
+        owner = self.service.is_owner(Requester(platform=PLATFORM, user_id=str(user.id)))
+        admin = ask_admin and not owner and await self._is_admin(chat_id, user.id)
+        requester = requester_for(
+            user_id=user.id, chat_id=chat_id, display_name=user.full_name, owner=owner, admin=admin
         )
-
-    async def _reply(self, message: Message, text: str) -> Message:
-        return await message.reply_text(
-            text, do_quote=True, read_timeout=REPLY_TIMEOUT_S, write_timeout=REPLY_TIMEOUT_S
-        )
-
-    async def start_task(self, message: Message, task: Task, text: str) -> None:
-        """A generation command: check it, fetch its image, show a status message, submit."""
-        requester = self._requester(message)
-        source_id = f"{message.chat.id}:{message.message_id}"
-        image = find_image(message) if task.needs_image else None
-        if task.needs_image and image is None:
-            raise MissingImage(
-                f"/{task.value} needs an image: send a photo with /{task.value} as its caption, "
-                f"or reply to a photo with /{task.value}."
-            )
-        await self.submit(
-            message,
-            task,
-            text,
-            requester=requester,
-            source_id=source_id,
-            image=image,
-            thread_id=message.message_thread_id if message.is_topic_message else None,
-        )
-
-    async def submit(
-        self,
-        reply_to: Message,
-        task: Task,
-        text: str,
-        *,
-        requester: Requester,
-        source_id: str,
-        image: ImageSource | None = None,
-        image_ref: str | None = None,
-        explicit: Options | None = None,
-        new_seed: bool = False,
-        thread_id: int | None = None,
-    ) -> str | None:
-        """Plan, check, post the status message and enqueue; None for a duplicated update."""
-        chat_id = reply_to.chat.id
-        reply = reply_for(
-            chat_id=chat_id,
-            message_id=reply_to.message_id,
-            thread_id=thread_id,
-            max_upload_bytes=self.max_upload_bytes,
-        )
-        has_image = image is not None or image_ref is not None
-        job_id, request, params = plan_job(
-            task,
-            text,
-            self.catalog,
-            requester=requester,
-            reply=reply,
-            source_id=source_id,
-            has_image=has_image,
-            image_ref=image_ref,
-            explicit=explicit,
-            new_seed=new_seed,
-        )
-        # Telegram re-sends updates that were not confirmed before a restart: one job per update.
-        if await self.backend.exists(job_id):
-            log.info("duplicate update for job %s ignored", job_id)
-            return None
-        if image is not None:
-            image_ref = await self.backend.store_input(await self.download(image))
-        prompt = prompt_of(request)
-        queued = status_text(task, prompt, JobStatus.QUEUED)
-        status = await reply_to.reply_text(
-            queued,
-            do_quote=True,
-            reply_markup=cancel_keyboard(job_id),
-            message_thread_id=thread_id,
-            read_timeout=REPLY_TIMEOUT_S,
-            write_timeout=REPLY_TIMEOUT_S,
-        )
-        self.board.remember(chat_id, status.message_id, queued, cancel_keyboard(job_id))
-        request = request.model_copy(
-            update={
-                "image_ref": image_ref,
-                "reply": reply.model_copy(update={"status_message_id": str(status.message_id)}),
-            }
-        )
-        try:
-            submitted = await self.backend.submit(request, params)
-        except Exception as exc:
-            # The status message already says "queued"; it must not go on saying so.
-            why = "This job could not be queued."
-            if isinstance(exc, (UserError, TransientError)):
-                why = exc.user_message
-            await self.board.show(chat_id, status.message_id, f"⚠️ {why}", final=True)
-            if isinstance(exc, UserError):
-                return None
-            raise
-        if submitted.duplicate:
-            await status.delete()
-            return None
-        text_now = status_text(
-            task, prompt, JobStatus.QUEUED, position=submitted.position, eta_s=submitted.eta_s
-        )
-        await self.board.show(chat_id, status.message_id, text_now, cancel_keyboard(job_id))
-        return job_id
-
-    async def download(self, image: ImageSource) -> bytes:
-        """An input image's bytes, checked from its header before anything is queued."""
-        try:
-            file = await self.bot.get_file(
-                image.file_id, read_timeout=DOWNLOAD_TIMEOUT_S, write_timeout=REPLY_TIMEOUT_S
-            )
-            data = bytes(await file.download_as_bytearray(read_timeout=DOWNLOAD_TIMEOUT_S))
-        except BadRequest as exc:
-            if "too big" in exc.message.lower():
-                raise InvalidImage(
-                    "That image is over the 20 MB bots can download. Send it as a photo "
-                    "(Telegram shrinks photos) or a smaller file."
-                ) from exc
-            raise
-        probe_image(data, max_bytes=DOWNLOAD_LIMIT)
-        return data
-
-    # -- jobs and cancel -------------------------------------------------------------------
-
-    async def jobs_text(self, requester: Requester) -> str:
-        """The requester's queued and running jobs."""
-        jobs = await self.backend.jobs_of(requester)
-        if not jobs:
-            return "You have no queued or running jobs."
-        return "\n".join(_job_line(job) for job in jobs)
-
-    async def cancel_command(self, message: Message, args: str) -> None:
-        """``/cancel [job]``: the named job, else the requester's newest unfinished one."""
-        user_id = message.from_user.id if message.from_user else 0
-        admin = await self._is_admin(message.chat.id, user_id)
-        requester = self._requester(message, chat_admin=admin)
-        job_id = args.split()[0] if args.split() else None
-        if job_id is None:
-            jobs = await self.backend.jobs_of(requester)
-            if not jobs:
-                raise JobNotFound("You have no queued or running jobs to cancel.")
-            job_id = jobs[-1].job_id
-        await self._cancel(job_id, requester)
-        await self._reply(message, f"Cancelling {job_id}.")
-
-    async def _cancel(self, job_id: str, requester: Requester) -> None:
-        info = await self.backend.job(job_id)
-        if info is None:
-            # The status message (and its Cancel button) goes out just before the submit.
-            await asyncio.sleep(SUBMIT_GRACE_S)
-            info = await self.backend.job(job_id)
-        if info is None:
-            raise JobNotFound(f"There is no job {job_id[:40]} (it may have expired).")
-        if info.request.requester.user_id != requester.user_id and not requester.is_admin:
-            raise JobNotFound("That is not your job; only its owner or a chat admin can cancel it.")
-        if not await self.backend.cancel(job_id, requester):
-            raise JobNotFound(f"Job {job_id} has already finished.")
-        reply = info.request.reply
-        if reply.status_message_id is not None:
-            text = status_text(info.request.task, prompt_of(info.request), JobStatus.CANCELLED)
-            await self.board.show(
-                int(reply.channel_id), int(reply.status_message_id), text, final=True
-            )
-
-    async def admin_command(self, message: Message, args: str) -> None:
-        """``/admin …``: group administrators (asked live) and the deployment's owners."""
-        user_id = message.from_user.id if message.from_user else 0
-        owner = f"{PLATFORM}:{user_id}" in self.owner_ids
-        admin = owner or await self._is_admin(message.chat.id, user_id)
-        if not admin:
-            raise NotAllowed("Only this group's administrators can use /admin.")
-        requester = self._requester(message, chat_admin=True)
-        words = args.split()
-        if words[:1] == ["cancel"] and len(words) == 2:
-            await self._cancel(words[1], requester)
-            await self._reply(message, f"Cancelling {words[1]}.")
-            return
-        await self._reply(message, await self.backend.admin(requester, args, owner=owner))
+        return Context(requester, channel_id=str(chat_id))
 
     async def _is_admin(self, chat_id: int, user_id: int) -> bool:
         """Whether the user administers this group (asked live, never cached); never in private."""
@@ -295,6 +93,121 @@ class CommandLayer:
         except TelegramError:
             return False
         return member.status in (ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.OWNER)
+
+    def _address(self, message: Message, thread_id: str | None = None) -> ReplyAddress:
+        if thread_id is None and message.is_topic_message and message.message_thread_id:
+            thread_id = str(message.message_thread_id)
+        return ReplyAddress(
+            platform=PLATFORM,
+            channel_id=str(message.chat.id),
+            message_id=str(message.message_id),
+            thread_id=thread_id,
+            extra=self.extra,
+        )
+
+    async def _say(self, message: Message, text: str) -> None:
+        await self.surface.answer(self._address(message), Reply(text, private=False))
+
+    # -- messages --------------------------------------------------------------------------
+
+    async def on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Route a command in a message text or photo caption."""
+        message = update.effective_message
+        if message is None or message.from_user is None:
+            return
+        command = command_of(message, self.bot.username)
+        if command is None:
+            return
+        name, args, user, chat_id = command.name, command.args, message.from_user, message.chat.id
+        if name in {t.value for t in Task}:
+            await self.start_task(message, await self._ctx(chat_id, user), Task(name), args)
+        elif name in ("help", "start"):
+            await self._say(message, help_text(self.bot.username))
+        elif name == "models":
+            await self._say(message, self.service.models_text())
+        elif name == "jobs":
+            await self._say(
+                message, jobs_text(await self.service.jobs(await self._ctx(chat_id, user)))
+            )
+        elif name == "quota":
+            ctx = await self._ctx(chat_id, user)
+            await self._say(message, await self.service.quota_text(ctx.requester))
+        elif name == "cancel":
+            ctx = await self._ctx(chat_id, user, ask_admin=True)
+            said = await self.service.cancel(ctx, args.split()[0] if args.split() else None)
+            await self._say(message, f"{said.job_id}: {said.text}")
+        elif name == "admin":
+            await self.admin(message, user, args)
+        elif message.chat.type == ChatType.PRIVATE:
+            # In groups other bots' commands come through as well; only answer in private.
+            await self._say(message, f"I don't know /{name}. See /help.")
+
+    async def start_task(self, message: Message, ctx: Context, task: Task, text: str) -> None:
+        """A generation command: check it, fetch its image, show a status message, submit."""
+        image = find_image(message) if task.needs_image else None
+        if task.needs_image and image is None:
+            raise MissingImage(
+                f"/{task.value} needs an image: send a photo with /{task.value} as its caption, "
+                f"or reply to a photo with /{task.value}."
+            )
+        source_id = f"{message.chat.id}:{message.message_id}"
+        prompt = parse_prompt(text)[0]
+        check_prompt_text(prompt)
+        self.service.plan(task, text, Options(), source_id=source_id, has_image=bool(image))
+        job_id = job_id_for(PLATFORM, source_id)
+        # Telegram re-sends updates that were not confirmed before a restart: one job per update.
+        if await self.service.request_of(job_id) is not None:
+            log.info("duplicate update for job %s ignored", job_id)
+            return
+        data = await self.surface.fetch_input(image.file_id) if image else None
+
+        def run(reply: ReplyAddress) -> Awaitable[Ticket]:
+            return self.service.generate(
+                ctx, task, text, reply=reply, source_id=source_id, image=data
+            )
+
+        await self._queue(self._address(message), job_id, task, prompt, run)
+
+    async def _queue(
+        self,
+        where: ReplyAddress,
+        job_id: str,
+        task: Task,
+        prompt: str,
+        run: Callable[[ReplyAddress], Awaitable[Ticket]],
+    ) -> None:
+        """Post the status message at once, then queue; a refusal ends the status in words."""
+        queued = status_text(Status(JobStatus.QUEUED, prompt), task)
+        status_id = await self.surface.post_status(where, job_id, queued)
+        chat, sid, board = int(where.channel_id), int(status_id or 0), self.surface.board
+        try:
+            ticket = await run(where.model_copy(update={"status_message_id": status_id}))
+        except Exception as exc:
+            # The status message already says "queued"; it must not go on saying so.
+            ours = isinstance(exc, UserError | TransientError)
+            why = reply_for(exc) if ours else "This job could not be queued."
+            await board.show(chat, sid, f"⚠️ {why}", final=True, job_id=job_id)
+            if isinstance(exc, UserError):
+                return
+            raise
+        if ticket.duplicate:
+            await self.bot.delete_message(chat, sid)
+            return
+        now = Status(JobStatus.QUEUED, prompt, position=ticket.position, eta_s=ticket.eta_s)
+        markup = keyboard(status_buttons(job_id, JobStatus.QUEUED))
+        await board.show(chat, sid, status_text(now, task), markup, job_id=job_id)
+
+    async def admin(self, message: Message, user: TgUser, args: str) -> None:
+        """``/admin …``: group administrators (asked live) and the deployment's owners."""
+        ctx = await self._ctx(message.chat.id, user, ask_admin=True)
+        if not ctx.requester.is_admin:
+            raise NotAllowed("Only this group's administrators can use /admin.")
+        words = args.split()
+        if words[:1] == ["cancel"] and len(words) == 2:
+            said = await self.service.cancel(ctx, words[1])
+            await self._say(message, f"{said.job_id}: {said.text}")
+            return
+        await self._say(message, await self.service.admin(ctx.requester, args))
 
     # -- buttons ---------------------------------------------------------------------------
 
@@ -308,110 +221,29 @@ class CommandLayer:
         if press is None or not isinstance(message, Message):
             await query.answer("This button no longer works; send the command again.")
             return
-        requester = requester_for(
-            user_id=query.from_user.id,
-            chat_id=message.chat.id,
-            display_name=query.from_user.full_name,
-            owner_ids=self.owner_ids,
-        )
-        if press.action == Action.CANCEL:
-            if requester.server_id is not None and not requester.is_admin:
-                admin = await self._is_admin(message.chat.id, query.from_user.id)
-                requester = requester.model_copy(update={"is_admin": admin})
-            await self._cancel(press.job_id, requester)
-            await query.answer("Cancelled.")
+        action, job_id = press
+        ctx = await self._ctx(message.chat.id, query.from_user, ask_admin=action == "cancel")
+        if action == "cancel":
+            try:
+                said = await self.service.cancel(ctx, job_id)
+            except JobNotFound:
+                await asyncio.sleep(SUBMIT_GRACE_S)  # the button goes out just before the submit
+                said = await self.service.cancel(ctx, job_id)
+            await query.answer(said.text[:ALERT_LIMIT])
             return
-        info = await self.backend.job(press.job_id)
-        if info is None:
+        old = await self.service.request_of(job_id)
+        if old is None:
             await query.answer("That job has expired; send the command again.", show_alert=True)
             return
-        await query.answer(_ACK[press.action])
-        await self._button_job(query, message, press.action, info, requester)
-
-    async def _button_job(
-        self,
-        query: CallbackQuery,
-        message: Message,
-        action: Action,
-        info: JobInfo,
-        requester: Requester,
-    ) -> None:
-        original = info.request
         source_id = f"cb:{query.id}"
-        thread_id = int(original.reply.thread_id) if original.reply.thread_id else None
-        if action == Action.REROLL:
-            await self.submit(
-                message,
-                original.task,
-                original.text,
-                requester=requester,
-                source_id=source_id,
-                image_ref=original.image_ref,
-                explicit=original.options,
-                new_seed=True,
-                thread_id=thread_id,
-            )
-            return
-        # Variations and animate start from the result itself, which the button sits under.
-        image = find_image(message)
-        if image is None:
-            raise MissingImage("That result has no image to start from.")
-        task = Task.REMIX if action == Action.VARIATIONS else Task.ANIMATE
-        prompt = prompt_of(original)
-        await self.submit(
-            message,
-            task,
-            prompt,
-            requester=requester,
-            source_id=source_id,
-            image=image,
-            new_seed=True,
-            thread_id=thread_id,
-        )
+        new_id = job_id_for(PLATFORM, source_id)
+        if await self.service.request_of(new_id) is not None:
+            return  # a re-delivered press
+        await query.answer(ACK[action])
 
-    # -- progress --------------------------------------------------------------------------
+        def run(reply: ReplyAddress) -> Awaitable[Ticket]:
+            return self.service.rerun(ctx, job_id, HOW[action], reply=reply, source_id=source_id)
 
-    async def on_progress(self, event: Progress) -> None:
-        """Show a worker's progress in the job's status message (throttled by the board)."""
-        reply: ReplyAddress = event.request.reply
-        if reply.platform != "telegram" or reply.status_message_id is None:
-            return
-        chat_id, message_id = int(reply.channel_id), int(reply.status_message_id)
-        text = status_text(
-            event.request.task,
-            prompt_of(event.request),
-            event.status,
-            position=event.position,
-            eta_s=event.eta_s,
-            step=event.step,
-            total=event.total,
-            message=event.message,
-        )
-        if event.status.finished:
-            # The result (delivered) is posted by the delivery path; failures end here.
-            await self.board.show(chat_id, message_id, text, final=True)
-            return
-        # Once encoding has started the queue can no longer stop the job: no Cancel button.
-        cancellable = event.status in (JobStatus.QUEUED, JobStatus.RUNNING)
-        markup = cancel_keyboard(event.job_id) if cancellable else None
-        await self.board.show(chat_id, message_id, text, markup)
-
-
-_ACK = {
-    Action.REROLL: "Re-rolling…",
-    Action.VARIATIONS: "Making variations…",
-    Action.ANIMATE: "Animating…",
-    Action.CANCEL: "Cancelling…",
-}
-
-
-def _job_line(job: JobInfo) -> str:
-    prompt = prompt_of(job.request) or job.params.prompt
-    short = prompt if len(prompt) <= 40 else prompt[:39] + "…"
-    state = job.status.value
-    if job.status == JobStatus.QUEUED and job.position:
-        eta = eta_text(job.eta_s)
-        state = f"queued #{job.position}{', ' + eta if eta else ''}"
-    elif job.status == JobStatus.RUNNING and job.step is not None and job.total:
-        state = f"running, step {job.step}/{job.total}"
-    return f"{job.job_id} · /{job.request.task.value} {short} · {state}"
+        task = RERUN_TASK.get(action, old.task)
+        where = self._address(message, old.reply.thread_id)
+        await self._queue(where, new_id, task, prompt_of(old), run)

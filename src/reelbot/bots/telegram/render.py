@@ -1,61 +1,56 @@
-"""What the bot writes: status lines, progress bars, captions, buttons and their callback data."""
+"""What the bot writes, in Telegram's terms: status lines, captions, buttons and callback data."""
 
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
-from enum import StrEnum
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from reelbot.catalog import Catalog, Task
+from reelbot.catalog import Task
+from reelbot.chat.replies import Button
+from reelbot.chat.texts import Status, eta_text, progress_bar
 from reelbot.errors import UserError
 from reelbot.jobs import GenerationParams, GenerationRequest, JobStatus, parse_prompt
 
 CAPTION_LIMIT = 1024
 """Telegram's caption limit, counted in UTF-16 code units after entity parsing."""
-TEXT_LIMIT = 4096
 CALLBACK_DATA_LIMIT = 64
 BAR_CELLS = 10
 
-
-class Action(StrEnum):
-    """What an inline button does; the value is its prefix in ``callback_data``."""
-
-    REROLL = "rr"
-    VARIATIONS = "va"
-    ANIMATE = "an"
-    CANCEL = "cx"
+PREFIX = {"reroll": "rr", "vary": "va", "animate": "an", "cancel": "cx"}
+"""A chat button's action → its prefix in ``callback_data`` (kept short for the 64 bytes)."""
+ACTION = {prefix: action for action, prefix in PREFIX.items()}
+ICON = {"reroll": "🔁", "vary": "🎨", "animate": "🎬", "cancel": "✖"}
 
 
-@dataclass(frozen=True)
-class ButtonPress:
-    """Decoded ``callback_data``: an action on a job."""
-
-    action: Action
-    job_id: str
-
-
-def encode_button(action: Action, job_id: str) -> str:
+def encode_button(action: str, job_id: str) -> str:
     """``rr:<job_id>``: small enough for the 64-byte limit, and meaningful after a restart."""
-    data = f"{action.value}:{job_id}"
+    data = f"{PREFIX[action]}:{job_id}"
     if len(data.encode()) > CALLBACK_DATA_LIMIT:
         raise ValueError(f"callback_data over {CALLBACK_DATA_LIMIT} bytes: {data!r}")
     return data
 
 
-def decode_button(data: str | None) -> ButtonPress | None:
-    """The action and job of a button, or None for data this bot did not write."""
-    if not data or ":" not in data:
+def decode_button(data: str | None) -> tuple[str, str] | None:
+    """``(action, job_id)`` of a button, or None for data this bot did not write."""
+    prefix, _, job_id = (data or "").partition(":")
+    if prefix not in ACTION or not job_id or len(job_id) > 40 or not job_id.isalnum():
         return None
-    prefix, _, job_id = data.partition(":")
-    try:
-        action = Action(prefix)
-    except ValueError:
+    return ACTION[prefix], job_id
+
+
+def keyboard(buttons: tuple[Button, ...]) -> InlineKeyboardMarkup | None:
+    """Chat buttons as one row of inline buttons; None for no buttons."""
+    if not buttons:
         return None
-    if not job_id or len(job_id) > 40 or not job_id.isalnum():
-        return None
-    return ButtonPress(action, job_id)
+    row = [
+        InlineKeyboardButton(
+            f"{ICON.get(b.action, '')} {b.label}".strip(),
+            callback_data=encode_button(b.action, b.job_id),
+        )
+        for b in buttons
+    ]
+    return InlineKeyboardMarkup([row])
 
 
 def utf16_len(text: str) -> int:
@@ -67,73 +62,13 @@ def truncate(text: str, limit: int) -> str:
     """``text`` cut to ``limit`` UTF-16 units, with an ellipsis when cut."""
     if utf16_len(text) <= limit:
         return text
-    out = []
-    used = 1  # the ellipsis
+    out, used = [], 1  # the ellipsis
     for ch in text:
-        n = utf16_len(ch)
-        if used + n > limit:
+        used += utf16_len(ch)
+        if used > limit:
             break
         out.append(ch)
-        used += n
     return "".join(out).rstrip() + "…"
-
-
-def progress_bar(step: int, total: int) -> str:
-    """``▰▰▰▱▱▱▱▱▱▱``, filled in proportion to ``step / total``."""
-    total = max(total, 1)
-    filled = max(0, min(BAR_CELLS, round(BAR_CELLS * step / total)))
-    return "▰" * filled + "▱" * (BAR_CELLS - filled)
-
-
-def eta_text(seconds: float | None) -> str:
-    """A rough, human time estimate."""
-    if seconds is None:
-        return ""
-    if seconds < 60:
-        return f"about {max(1, round(seconds))} s"
-    return f"about {round(seconds / 60)} min"
-
-
-def _what(task: Task, prompt: str) -> str:
-    shown = truncate(prompt, 80) if prompt else "(no prompt)"
-    return f"/{task.value}: {shown}"
-
-
-def status_text(
-    task: Task,
-    prompt: str,
-    status: JobStatus,
-    *,
-    position: int | None = None,
-    eta_s: float | None = None,
-    step: int | None = None,
-    total: int | None = None,
-    message: str | None = None,
-) -> str:
-    """The status message for a job in a given state (plain text, no parse mode)."""
-    head = _what(task, prompt)
-    if status == JobStatus.QUEUED and position == 0:
-        status = JobStatus.RUNNING  # the queue counts a job that a worker holds as place 0
-    if status == JobStatus.QUEUED:
-        if position is None:
-            return f"⏳ Queued — {head}"
-        where = "next in line" if position <= 1 else f"#{position} in line"
-        eta = eta_text(eta_s)
-        return f"⏳ Queued, {where}{', ' + eta if eta else ''} — {head}"
-    if status == JobStatus.RUNNING:
-        if step is not None and total:
-            return f"🎨 {progress_bar(step, total)} step {step}/{total} — {head}"
-        return f"🎨 Starting — {head}"
-    if status == JobStatus.ENCODING:
-        noun = "video" if task.is_video else "image"
-        return f"📦 Encoding the {noun} — {head}"
-    if status == JobStatus.DELIVERING:
-        return f"📤 Sending the result — {head}"
-    if status == JobStatus.DELIVERED:
-        return f"✅ Done — {head}"
-    if status == JobStatus.CANCELLED:
-        return f"🚫 Cancelled — {head}"
-    return f"⚠️ {message or 'This job failed.'} — {head}"
 
 
 def prompt_of(request: GenerationRequest) -> str:
@@ -144,26 +79,39 @@ def prompt_of(request: GenerationRequest) -> str:
         return request.text  # checked before it was queued; never expected here
 
 
-def cancel_keyboard(job_id: str) -> InlineKeyboardMarkup:
-    """The status message's button while the job is queued or running."""
-    return InlineKeyboardMarkup(
-        [[InlineKeyboardButton("✖ Cancel", callback_data=encode_button(Action.CANCEL, job_id))]]
-    )
-
-
-def result_keyboard(job_id: str, task: Task) -> InlineKeyboardMarkup:
-    """Buttons under a result: re-roll always; variations and animate under images."""
-    row = [InlineKeyboardButton("🔁 Re-roll", callback_data=encode_button(Action.REROLL, job_id))]
-    if not task.is_video:
-        row.append(
-            InlineKeyboardButton(
-                "🎨 Variations", callback_data=encode_button(Action.VARIATIONS, job_id)
-            )
+def status_text(status: Status, task: Task | None) -> str:
+    """A job's status message: the state, then the command and prompt (plain text)."""
+    prompt = truncate(status.prompt, 80) if status.prompt else "(no prompt)"
+    what = f"/{task.value}: {prompt}" if task else prompt
+    state, position = status.status, status.position
+    if state == JobStatus.QUEUED and position == 0:
+        state = JobStatus.RUNNING  # the queue counts a job that a worker holds as place 0
+    if state == JobStatus.QUEUED:
+        where = (
+            ""
+            if position is None
+            else ", next in line"
+            if position <= 1
+            else f", #{position} in line"
         )
-        row.append(
-            InlineKeyboardButton("🎬 Animate", callback_data=encode_button(Action.ANIMATE, job_id))
-        )
-    return InlineKeyboardMarkup([row])
+        head = f"⏳ Queued{where}{eta_text(status.eta_s) if position else ''}"
+    elif state == JobStatus.RUNNING and status.step and status.total:
+        bar, _, steps = progress_bar(status.step, status.total, BAR_CELLS).partition(" ")
+        head = f"🎨 {bar} step {steps}"
+    elif state == JobStatus.RUNNING:
+        head = "🎨 Starting"
+    elif state == JobStatus.ENCODING:
+        head = f"📦 Encoding the {'video' if task and task.is_video else 'image'}"
+    elif state == JobStatus.DELIVERED:
+        head = "✅ Done"
+    elif state == JobStatus.CANCELLED:
+        head = "🚫 Cancelled"
+    elif state == JobStatus.FAILED:
+        back = " The credits are back." if status.credits_back else ""
+        head = f"⚠️ {status.message or 'This job failed.'}{back}"
+    else:
+        head = status.head  # delivering, with its retry note
+    return f"{head} — {what}"
 
 
 def caption_html(params: GenerationParams, *, requested_by: str | None = None) -> str:
@@ -171,20 +119,16 @@ def caption_html(params: GenerationParams, *, requested_by: str | None = None) -
 
     The length limit applies to the visible text, so it is counted before escaping.
     """
-    summary = params.summary()
-    tail_lines = [f"seed {params.seed} · {params.model} · {params.width}×{params.height}"]
+    tail = f"seed {params.seed} · {params.model} · {params.width}×{params.height}"
     if requested_by:
-        tail_lines.append(f"for {requested_by}")
-    tail_visible = "\n".join(tail_lines)
-    flags_visible = summary
-    fixed = utf16_len(tail_visible) + utf16_len(flags_visible) + 2  # two newlines
-    prompt = params.prompt or "(no prompt)"
+        tail += f"\nfor {requested_by}"
+    flags = params.summary()
     # The flags and seed are what reproduce the result, so the prompt is what gets cut.
-    prompt = truncate(prompt, max(20, CAPTION_LIMIT - fixed))
+    room = CAPTION_LIMIT - utf16_len(tail) - utf16_len(flags) - 2
+    prompt = truncate(params.prompt or "(no prompt)", max(20, room))
     return (
         f"<b>{html.escape(prompt, quote=False)}</b>\n"
-        f"<code>{html.escape(flags_visible, quote=False)}</code>\n"
-        + html.escape(tail_visible, quote=False)
+        f"<code>{html.escape(flags, quote=False)}</code>\n" + html.escape(tail, quote=False)
     )
 
 
@@ -215,17 +159,3 @@ def help_text(bot_username: str) -> str:
         "/jobs your jobs · /cancel stop one · /quota your budget · /models what runs here\n"
         f"In groups, address me as /imagine@{bot_username}."
     )
-
-
-def models_text(catalog: Catalog) -> str:
-    """The models this deployment serves, per task."""
-    lines = []
-    for task in Task:
-        models = catalog.for_task(task)
-        if not models:
-            continue
-        names = ", ".join(f"{m.name}{' (default)' if i == 0 else ''}" for i, m in enumerate(models))
-        lines.append(f"/{task.value}: {names}")
-    if catalog.styles:
-        lines.append("Styles (--style): " + ", ".join(sorted(catalog.styles)))
-    return "\n".join(lines)

@@ -23,19 +23,27 @@ EDIT_TIMEOUT_S = 15.0
 _REMEMBER = 2048
 
 Key = tuple[int, int]
+Pending = tuple[str, InlineKeyboardMarkup | None, str]
+"""Text, buttons and the job it is about (for the log)."""
 
 
 def _markup_key(markup: InlineKeyboardMarkup | None) -> str:
     return json.dumps(markup.to_dict(), sort_keys=True) if markup is not None else ""
 
 
-def is_group(chat_id: int) -> bool:
-    """Group and channel ids are negative; private chats have the user's (positive) id."""
-    return chat_id < 0
+def _bounded(d: OrderedDict[Key, object], key: Key, value: object) -> None:
+    d[key] = value
+    d.move_to_end(key)
+    while len(d) > _REMEMBER:
+        d.popitem(last=False)
 
 
 class StatusBoard:
-    """Job states in status messages: throttled per chat, latest state wins, no no-op edits."""
+    """Job states in status messages: throttled per chat, latest state wins, no no-op edits.
+
+    Edits share the chat's slots (group and channel ids are negative and get the slower rate);
+    a final state is never overwritten by a late progress event.
+    """
 
     def __init__(
         self,
@@ -49,29 +57,22 @@ class StatusBoard:
         self._private = private_interval
         self._group = group_interval
         self._clock = clock
-        self._shown: OrderedDict[Key, tuple[str, str]] = OrderedDict()
-        self._final: OrderedDict[Key, None] = OrderedDict()
+        self._shown: OrderedDict[Key, object] = OrderedDict()
+        self._final: OrderedDict[Key, object] = OrderedDict()
         self._last_edit: dict[int, float] = {}
-        self._pending: dict[Key, tuple[str, InlineKeyboardMarkup | None]] = {}
+        self._pending: dict[Key, Pending] = {}
         self._timers: dict[int, asyncio.Task[None]] = {}
-        self._locks: dict[Key, asyncio.Lock] = {}
 
     def interval(self, chat_id: int) -> float:
-        """Seconds between progress edits in this chat."""
-        return self._group if is_group(chat_id) else self._private
+        """Seconds between edits in this chat."""
+        return self._group if chat_id < 0 else self._private
 
     def remember(
         self, chat_id: int, message_id: int, text: str, markup: InlineKeyboardMarkup | None
     ) -> None:
         """Record what a freshly sent status message shows."""
-        self._set_shown((chat_id, message_id), text, markup)
+        _bounded(self._shown, (chat_id, message_id), (text, _markup_key(markup)))
         self._last_edit[chat_id] = self._clock()
-
-    def _set_shown(self, key: Key, text: str, markup: InlineKeyboardMarkup | None) -> None:
-        self._shown[key] = (text, _markup_key(markup))
-        self._shown.move_to_end(key)
-        while len(self._shown) > _REMEMBER:
-            self._shown.popitem(last=False)
 
     async def show(
         self,
@@ -81,21 +82,19 @@ class StatusBoard:
         markup: InlineKeyboardMarkup | None = None,
         *,
         final: bool = False,
+        job_id: str = "",
     ) -> None:
         """Show ``text`` now or at the chat's next edit slot; after a ``final`` state, nothing."""
         key = (chat_id, message_id)
         if key in self._final:
             return  # a late progress event after the result: the message already says done
         if final:
-            self._final[key] = None
-            while len(self._final) > _REMEMBER:
-                self._final.popitem(last=False)
-        wait = self._wait(chat_id)
-        if wait <= 0 and not any(k[0] == chat_id for k in self._pending):
-            await self._edit(key, text, markup)
+            _bounded(self._final, key, None)
+        if self._wait(chat_id) <= 0 and not any(k[0] == chat_id for k in self._pending):
+            await self._edit(key, (text, markup, job_id))
             return
         # Only the latest state of a message matters: it replaces one still waiting.
-        self._pending[key] = (text, markup)
+        self._pending[key] = (text, markup, job_id)
         timer = self._timers.get(chat_id)
         if timer is None or timer.done():
             self._timers[chat_id] = asyncio.create_task(self._flush(chat_id))
@@ -106,46 +105,45 @@ class StatusBoard:
 
     async def _flush(self, chat_id: int) -> None:
         """Send the chat's waiting states, one per edit slot, until none is left."""
-        while True:
-            keys = [k for k in self._pending if k[0] == chat_id]
-            if not keys:
-                return
+        while keys := [k for k in self._pending if k[0] == chat_id]:
             wait = self._wait(chat_id)
             if wait > 0:
                 await asyncio.sleep(wait)
                 continue
             item = self._pending.pop(keys[0], None)
-            if item is not None:
-                await self._edit(keys[0], *item)
-
-    async def _edit(self, key: Key, text: str, markup: InlineKeyboardMarkup | None) -> None:
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            if self._shown.get(key) == (text, _markup_key(markup)):
-                return
-            chat_id, message_id = key
-            self._last_edit[chat_id] = self._clock()
+            if item is None:
+                continue
             try:
-                await self._bot.edit_message_text(
-                    text,
-                    chat_id=chat_id,
-                    message_id=message_id,
-                    reply_markup=markup,
-                    read_timeout=EDIT_TIMEOUT_S,
-                    write_timeout=EDIT_TIMEOUT_S,
-                )
-            except BadRequest as exc:
-                # After a restart the board does not know what is shown; "not modified" then
-                # just means the message is already right. A deleted message cannot be edited.
-                if "not modified" not in exc.message.lower():
-                    log.info("status edit in chat %s skipped: %s", chat_id, exc.message)
-            except TelegramError as exc:
-                # Progress is best effort; the result itself goes out through its own path.
-                log.warning("status edit in chat %s failed: %s", chat_id, exc)
-                return
-            self._set_shown(key, text, markup)
-        if len(self._locks) > _REMEMBER:
-            self._locks = {k: v for k, v in self._locks.items() if v.locked() or k == key}
+                await self._edit(keys[0], item)
+            except Exception:
+                # Never "Task exception was never retrieved": say which job, keep going.
+                log.warning("status edit of job %s failed", item[2], exc_info=True)
+
+    async def _edit(self, key: Key, item: Pending) -> None:
+        text, markup, job_id = item
+        if self._shown.get(key) == (text, _markup_key(markup)):
+            return
+        chat_id, message_id = key
+        self._last_edit[chat_id] = self._clock()
+        try:
+            await self._bot.edit_message_text(
+                text,
+                chat_id=chat_id,
+                message_id=message_id,
+                reply_markup=markup,
+                read_timeout=EDIT_TIMEOUT_S,
+                write_timeout=EDIT_TIMEOUT_S,
+            )
+        except BadRequest as exc:
+            # After a restart the board does not know what is shown; "not modified" then
+            # just means the message is already right. A deleted message cannot be edited.
+            if "not modified" not in exc.message.lower():
+                log.info("status edit of job %s skipped: %s", job_id, exc.message)
+        except TelegramError as exc:
+            # Progress is best effort; the result itself goes out through its own path.
+            log.warning("status edit of job %s failed: %s", job_id, exc)
+            return
+        _bounded(self._shown, key, (text, _markup_key(markup)))
 
     async def close(self) -> None:
         """Stop the timers; final states still waiting for a slot are sent now."""
@@ -156,7 +154,7 @@ class StatusBoard:
                 await task
         self._timers.clear()
         pending, self._pending = self._pending, {}
-        for key, (text, markup) in pending.items():
+        for key, item in pending.items():
             if key in self._final:
-                with contextlib.suppress(TelegramError):
-                    await self._edit(key, text, markup)
+                with contextlib.suppress(Exception):
+                    await self._edit(key, item)
