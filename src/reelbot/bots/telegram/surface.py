@@ -1,0 +1,175 @@
+"""``TelegramSurface``: the chat layer's five calls in Bot API terms (``reelbot.chat.surface``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from telegram import Bot, InputFile, Message, ReplyParameters
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
+
+from reelbot.chat.replies import Button, Reply
+from reelbot.chat.service import ChatService
+from reelbot.chat.surface import status_buttons
+from reelbot.chat.texts import Status
+from reelbot.errors import BackendUnavailable, InvalidImage, OutputTooLarge, RateLimited
+from reelbot.inputs import probe_image
+from reelbot.jobs import JobStatus, ReplyAddress
+from reelbot.store.records import JobRecord
+
+from .parse import DOWNLOAD_LIMIT
+from .render import caption_html, keyboard, prompt_of, status_text
+from .status import StatusBoard
+
+PHOTO_LIMIT = 10 * 1024 * 1024
+"""sendPhoto: at most 10 MB, width + height at most 10000, ratio at most 20."""
+UPLOAD_LIMIT = 50 * 1024 * 1024
+"""sendVideo/sendDocument on the cloud Bot API; a local Bot API server allows 2000 MB."""
+UPLOAD_TIMEOUT_S = 120.0
+DOWNLOAD_TIMEOUT_S = 60.0
+REPLY_TIMEOUT_S = 15.0
+
+
+def fits_photo(mime: str, size: int, w: int, h: int) -> bool:
+    """Whether Telegram takes the image as a photo (else it goes as a document, uncompressed)."""
+    return (
+        mime.startswith("image/")
+        and size <= PHOTO_LIMIT
+        and w + h <= 10000
+        and max(w, h) <= 20 * max(1, min(w, h))
+    )
+
+
+def _where(reply: ReplyAddress) -> dict[str, Any]:
+    """A reply to the command (posted anyway if it was deleted), in its forum topic."""
+    quote = None
+    if reply.message_id is not None:
+        quote = ReplyParameters(int(reply.message_id), allow_sending_without_reply=True)
+    thread = int(reply.thread_id) if reply.thread_id else None
+    return {
+        "chat_id": int(reply.channel_id),
+        "reply_parameters": quote,
+        "message_thread_id": thread,
+    }
+
+
+def _retry_after_s(exc: RetryAfter) -> float:
+    # The public attribute warns about its coming type change; PTB reads the timedelta itself.
+    return float(exc._retry_after.total_seconds())
+
+
+class TelegramSurface:
+    """Status messages through the per-chat ``StatusBoard``, results as photo, video or file."""
+
+    def __init__(self, bot: Bot, board: StatusBoard, service: ChatService) -> None:
+        self.bot, self.board, self.service = bot, board, service
+
+    async def post_status(self, reply: ReplyAddress, job_id: str, text: str) -> str | None:
+        """The status message under the command, with its Cancel button."""
+        markup = keyboard(status_buttons(job_id, JobStatus.QUEUED))
+        message = await self.bot.send_message(
+            text=text,
+            reply_markup=markup,
+            read_timeout=REPLY_TIMEOUT_S,
+            write_timeout=REPLY_TIMEOUT_S,
+            **_where(reply),
+        )
+        self.board.remember(message.chat_id, message.message_id, text, markup)
+        return str(message.message_id)
+
+    async def edit_status(
+        self,
+        reply: ReplyAddress,
+        job_id: str,
+        status: Status,
+        preview: bytes | None,
+        buttons: tuple[Button, ...],
+    ) -> None:
+        """The job's state in its status message; a text message shows no preview."""
+        if reply.status_message_id is None:
+            return
+        request = await self.service.request_of(job_id)
+        if request is not None:
+            status = dataclasses.replace(status, prompt=prompt_of(request))
+        text = status_text(status, request.task if request else None)
+        chat, message = int(reply.channel_id), int(reply.status_message_id)
+        final = status.status.finished
+        await self.board.show(chat, message, text, keyboard(buttons), final=final, job_id=job_id)
+
+    async def post_result(
+        self, record: JobRecord, data: bytes, buttons: tuple[Button, ...]
+    ) -> str | None:
+        """Reply to the command with the result; Telegram's refusals as the queue's errors."""
+        request, info = record.request, record.result
+        assert info is not None
+        override = request.reply.extra.get("max_bytes", "")
+        limit = int(override) if override.isdigit() else UPLOAD_LIMIT
+        if len(data) > limit:
+            # The worker encodes to the budget, so this is a bug or a changed limit.
+            raise OutputTooLarge(limit_bytes=limit)
+        group = int(request.reply.channel_id) < 0  # who asked, where several share the chat
+        common: dict[str, Any] = {
+            "caption": caption_html(
+                record.params, requested_by=request.requester.display_name if group else None
+            ),
+            "parse_mode": ParseMode.HTML,
+            "reply_markup": keyboard(buttons),
+            "read_timeout": UPLOAD_TIMEOUT_S,
+            "write_timeout": UPLOAD_TIMEOUT_S,
+            **_where(request.reply),
+        }
+        file = InputFile(data, filename=f"reelbot-{record.id}.{info.ext}")
+        try:
+            message: Message
+            if info.mime.startswith("video/"):
+                message = await self.bot.send_video(
+                    video=file,
+                    supports_streaming=True,
+                    width=info.width,
+                    height=info.height,
+                    duration=round(info.frames / info.fps) if info.fps else None,
+                    has_spoiler=info.spoiler,
+                    **common,
+                )
+            elif fits_photo(info.mime, len(data), info.width, info.height):
+                message = await self.bot.send_photo(photo=file, has_spoiler=info.spoiler, **common)
+            else:
+                message = await self.bot.send_document(document=file, **common)
+        except RetryAfter as exc:
+            # AIORateLimiter has already waited out several 429s; the queue retries later.
+            raise RateLimited(retry_after=_retry_after_s(exc)) from exc
+        except BadRequest:
+            raise  # a 400 will not get better: the delivery says it could not be posted
+        except NetworkError as exc:
+            raise BackendUnavailable(str(exc)) from exc
+        return str(message.message_id)
+
+    async def answer(self, reply: ReplyAddress, answer: Reply) -> None:
+        """A text reply to the command (Telegram has no private answers in a group)."""
+        await self.bot.send_message(
+            text=answer.text,
+            reply_markup=keyboard(answer.buttons),
+            read_timeout=REPLY_TIMEOUT_S,
+            write_timeout=REPLY_TIMEOUT_S,
+            **_where(reply),
+        )
+
+    async def fetch_input(self, ref: str) -> bytes:
+        """An input image by file id, checked from its header; a failed download in words."""
+        try:
+            file = await self.bot.get_file(
+                ref, read_timeout=DOWNLOAD_TIMEOUT_S, write_timeout=REPLY_TIMEOUT_S
+            )
+            data = bytes(await file.download_as_bytearray(read_timeout=DOWNLOAD_TIMEOUT_S))
+        except TelegramError as exc:
+            if isinstance(exc, BadRequest) and "too big" in exc.message.lower():
+                raise InvalidImage(
+                    "That image is over the 20 MB bots can download. Send it as a photo "
+                    "(Telegram shrinks photos) or a smaller file."
+                ) from exc
+            raise InvalidImage(
+                "Telegram would not let me download that image. Please send it again."
+            ) from exc
+        probe_image(data, max_bytes=DOWNLOAD_LIMIT)
+        return data
