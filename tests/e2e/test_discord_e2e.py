@@ -319,3 +319,124 @@ async def test_worker_progress_reaches_the_status_message(stack: Stack) -> None:
     status = emu.original(inter)
     assert "Running" in status["content"] and "3/8" in status["content"]
     assert emu.buttons(status["id"]) == [f"rb:cx:{job}"]
+
+
+SLOW_VIDEO = "a long shot of the sea --steps 8 --duration 4 --fps 8"
+
+
+async def until_status(stack: Stack, job: str, *wanted: JobStatus, within: float = STEP_S) -> Any:
+    """The job's record once it is in one of ``wanted``."""
+    async with asyncio.timeout(within):
+        while (record := await stack.record(job)) is None or record.status not in wanted:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    return record
+
+
+async def test_a_dm_job_stays_out_of_a_server_channels_jobs_and_cancel(stack: Stack) -> None:
+    emu = stack.emu
+    secret = await acknowledged(emu, await emu.slash("imagine", {"prompt": "my secret"}, dm=True))
+    here = await acknowledged(emu, await emu.slash("imagine", {"prompt": "for the channel"}))
+    secret_job, here_job = job_id_for("discord", secret.id), job_id_for("discord", here.id)
+    await emu.wait_for(lambda: "Queued" in emu.original(here)["content"])
+    listing = await acknowledged(emu, await emu.slash("jobs"))
+    [shown] = await emu.wait_for(lambda: emu.followups(listing))
+    assert here_job in shown["content"]
+    assert secret_job not in shown["content"] and "secret" not in shown["content"]
+    # A bare /cancel in the channel picks the channel's job, never the DM's.
+    for _ in range(2):
+        cancel = await acknowledged(emu, await emu.slash("cancel"))
+        await emu.wait_for(lambda c=cancel: emu.followups(c))
+    assert (await stack.record(here_job)).status == JobStatus.CANCELLED
+    assert (await stack.record(secret_job)).status == JobStatus.QUEUED
+    assert "no queued or running jobs here" in emu.followups(cancel)[0]["content"]
+    # In the DM, /jobs still knows it.
+    dm_listing = await acknowledged(emu, await emu.slash("jobs", dm=True))
+    [dm_shown] = await emu.wait_for(lambda: emu.followups(dm_listing))
+    assert secret_job in dm_shown["content"]
+
+
+async def test_cancel_of_a_running_job_says_cancelling_until_the_worker_confirms(
+    stack: Stack,
+) -> None:
+    emu = stack.emu
+    await stack.start_worker()
+    inter = await acknowledged(emu, await emu.slash("video", {"prompt": SLOW_VIDEO}))
+    job = job_id_for("discord", inter.id)
+    await until_status(stack, job, JobStatus.RUNNING)
+    click = await acknowledged(emu, await emu.click(inter.original_id or "", f"rb:cx:{job}"))
+    assert click.response_type == 7
+    said = emu.original(inter)["content"]
+    assert "Cancelling" in said and "Cancelled" not in said, said
+    assert emu.buttons(inter.original_id or "") == []
+    # Until the worker confirms, the status message never claims the job is cancelled.
+    async with asyncio.timeout(STEP_S):
+        while (await stack.record(job)).status != JobStatus.CANCELLED:
+            assert "Cancelled" not in emu.original(inter)["content"]
+            await asyncio.sleep(0.02)
+    await emu.wait_for(lambda: "Cancelled" in emu.original(inter)["content"], within=10)
+    assert not [m for m in emu.followups(inter) if m["attachments"]]
+
+
+async def test_every_upload_refused_ends_the_status_in_words(stack: Stack) -> None:
+    emu = stack.emu
+    # Discord refuses each upload for good (a 400 with its JSON error body), by token or bot.
+    emu.inject("POST", r"^/webhooks/\d+/[^/]+$", status=400, count=100)
+    emu.inject("POST", r"^/channels/\d+/messages$", status=400, count=100)
+    await stack.start_worker()
+    inter = await acknowledged(emu, await emu.slash("imagine", {"prompt": "refused"}))
+    job = job_id_for("discord", inter.id)
+    await emu.wait_for(lambda: "could not be posted" in emu.original(inter)["content"], within=60)
+    status = emu.original(inter)
+    assert "Failed" in status["content"] and emu.buttons(status["id"]) == []
+    assert not [m for m in emu.channel() if m["attachments"]]
+    record = await stack.record(job)
+    assert record.status == JobStatus.FAILED and record.error_code == "undeliverable"
+
+
+async def test_progress_survives_a_30_s_redis_outage(
+    discord_emu: DiscordEmulator, discord_runner: Any, discord_data_dir: Path, tmp_path: Path
+) -> None:
+    from reelbot.runtime.server import RedisServer
+
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    settings = Settings(
+        redis_url=server.url,
+        discord_token=discord_emu.bot_token,
+        discord_api_url=discord_emu.api_url,
+        discord_gateway_url=discord_emu.gateway_url,
+        models="tiny",
+        device="cpu",
+        data_dir=discord_data_dir,
+    )
+    stack = Stack(discord_emu, settings, discord_runner)
+    emu = stack.emu
+    try:
+        await stack.start_adapter()
+        inter = await acknowledged(emu, await emu.slash("video", {"prompt": "through it"}))
+        job = job_id_for("discord", inter.id)
+        await emu.wait_for(lambda: "Queued" in emu.original(inter)["content"])
+        await asyncio.sleep(1.5)  # the queued job reaches the append-only file
+        await asyncio.to_thread(server.stop)
+        await asyncio.sleep(30)
+        await asyncio.to_thread(server.start)  # the same port and data
+        # Progress after the outage still reaches the status message.
+        redis = connect(settings.effective_redis_url)
+        try:
+            event = ProgressEvent(job_id=job, status=JobStatus.RUNNING, step=3, total=8, at=0.0)
+            for _ in range(int(STEP_S / 0.5)):
+                await publish(redis, "discord", event)
+                if "3/8" in emu.original(inter)["content"]:
+                    break
+                await asyncio.sleep(0.5)
+        finally:
+            await redis.aclose(close_connection_pool=True)
+        assert "3/8" in emu.original(inter)["content"]
+        await stack.start_worker()
+        decoded(emu, await result_of(emu, inter))
+        await emu.wait_for(lambda: "Done" in emu.original(inter)["content"], within=10)
+        await asyncio.sleep(1.0)  # a second post would show here
+        assert len([m for m in emu.channel() if m["attachments"]]) == 1
+    finally:
+        await stack.close()
+        server.stop(kill=True)
