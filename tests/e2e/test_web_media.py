@@ -114,3 +114,25 @@ async def test_discord_and_telegram_results_are_never_served(
             served = await http.get(f"/media/{job_id}?client={client}")
             assert served.status_code == 404, (platform, client)
             assert served.json() == nothing.json()
+
+
+async def test_an_upload_that_cannot_be_read_is_answered_in_words(http: httpx.AsyncClient) -> None:
+    """The web's input arrives with the command: a broken or oversized one gets words, no job."""
+    headers = {"X-Reelbot-Client": ALICE}
+    broken = await http.post(
+        "/api/command",
+        data={"msg": "m0000010", "text": "/remix make it winter"},
+        files={"image": ("fox.png", PICTURE[:40], "image/png")},
+        headers=headers,
+    )
+    assert broken.status_code == 400 and broken.json()["code"] == "invalid_image"
+    assert "image" in broken.json()["message"].lower()
+    huge = await http.post(
+        "/api/command",
+        data={"msg": "m0000011", "text": "/remix make it winter"},
+        files={"image": ("big.png", PICTURE + b"\0" * (21 * 1024 * 1024), "image/png")},
+        headers=headers,
+    )
+    assert huge.status_code == 413 and "over 20 MB" in huge.json()["message"]
+    jobs = (await http.get(f"/api/history?client={ALICE}")).json()["jobs"]
+    assert jobs == []

@@ -22,10 +22,11 @@ from typing import Literal
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
+from reelbot import metrics
 from reelbot.catalog import Catalog, Task
 from reelbot.chat.texts import CANCEL_TEXT, models_lines
 from reelbot.config import Settings
-from reelbot.errors import BackendUnavailable, JobNotFound
+from reelbot.errors import BackendUnavailable, JobNotFound, UserError
 from reelbot.governance.admin import Admin, run_admin
 from reelbot.inputs import probe_image
 from reelbot.jobs import (
@@ -228,9 +229,14 @@ class ChatService:
     ) -> Ticket:
         """``/imagine``, ``/remix``, ``/video``, ``/animate``: check, store the input, queue."""
         options = options or Options()
-        self.plan(
-            task, text, options, source_id=source_id, has_image=image is not None or bool(image_ref)
-        )
+        try:
+            has_image = image is not None or bool(image_ref)
+            self.plan(task, text, options, source_id=source_id, has_image=has_image)
+        except UserError as exc:
+            # Refused before the queue sees it: counted as the queue counts its own refusals.
+            metrics.SUBMISSIONS.labels(self.platform, task.value).inc()
+            metrics.REFUSALS.labels(self.platform, exc.code).inc()
+            raise
         if image is not None:
             image_ref = await self.store_input(image)
         request = GenerationRequest(

@@ -8,7 +8,6 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
@@ -30,7 +29,7 @@ from starlette.routing import Route
 from reelbot.bots.web.chat import WebChat
 from reelbot.bots.web.hub import Hub
 from reelbot.bots.web.page import render_page
-from reelbot.chat.replies import lookup, reply_for
+from reelbot.chat.replies import reply_for
 from reelbot.errors import (
     BackendUnavailable,
     Busy,
@@ -67,57 +66,36 @@ def _id(value: str | None, what: str) -> str:
     return value
 
 
-# The app's one error handler, as Starlette's ``exception_handlers``: the status code is picked
-# by the error's class, the nearest in its MRO; the words come from ``reelbot.chat.replies``.
-
-
-async def _busy(_: Request, exc: Busy) -> Response:
-    retry = str(round(exc.retry_after or 10))
-    return _error(503, exc.code, reply_for(exc), **{"Retry-After": retry})
-
-
-async def _over_quota(_: Request, exc: QuotaExceeded) -> Response:
-    headers = {"Retry-After": str(round(exc.retry_after))} if exc.retry_after else {}
-    return _error(429, exc.code, reply_for(exc), **headers)
-
-
-async def _refused(_: Request, exc: UserError) -> Response:
-    return _error(400, exc.code, reply_for(exc))
-
-
-async def _bad_form(_: Request, exc: HTTPException) -> Response:
-    if exc.status_code != 400:
-        # Routing's 404 and 405 keep Starlette's own plain answer.
-        return PlainTextResponse(str(exc.detail), exc.status_code, headers=exc.headers)
-    # A malformed form, as Starlette's parser judged it.
-    return _error(exc.status_code, "bad_request", str(exc.detail))
-
-
-async def _unreachable(_: Request, exc: Exception) -> Response:
-    log.warning("web chat: the queue cannot be reached: %s", exc)
-    # A bare OSError (a socket of ours) reads as the queue being away, as Redis's errors do.
-    said = reply_for(exc) if lookup(exc) else reply_for(BackendUnavailable())
-    return _error(503, BackendUnavailable.code, said)
-
-
-async def _failed(_: Request, exc: Exception) -> Response:
-    return _error(500, ReelbotError.code, reply_for(exc, where=" in the web chat"))
-
-
-ERROR_HANDLERS: dict[Any, Callable[[Request, Any], Awaitable[Response]]] = {
-    Busy: _busy,
-    QuotaExceeded: _over_quota,
-    UserError: _refused,
-    HTTPException: _bad_form,
-    TransientError: _unreachable,
-    RedisError: _unreachable,
-    OSError: _unreachable,
-    ReelbotError: _failed,
-    # Not ours, so a bug: Starlette answers it from its outermost middleware, then raises it
-    # again for the server to log.
-    Exception: _failed,
+STATUS: dict[type[BaseException], int] = {
+    UserError: 400,
+    QuotaExceeded: 429,
+    Busy: 503,
+    TransientError: 503,
+    RedisError: 503,
+    OSError: 503,
+    ReelbotError: 500,
+    Exception: 500,
 }
-"""Error class → the handler that answers it (Starlette looks the error's MRO up here)."""
+"""Error class → HTTP status; the nearest class in the error's MRO wins."""
+
+
+async def _answer(_: Request, exc: Exception) -> Response:
+    """The app's one error handler (Starlette's ``exception_handlers``): the status by class,
+    the words from ``reelbot.chat.replies``, a Retry-After where the wait is known."""
+    if isinstance(exc, HTTPException):
+        if exc.status_code != 400:
+            # Routing's 404 and 405 keep Starlette's own plain answer.
+            return PlainTextResponse(str(exc.detail), exc.status_code, headers=exc.headers)
+        return _error(400, "bad_request", str(exc.detail))  # a form Starlette could not parse
+    status = next(STATUS[cls] for cls in type(exc).__mro__ if cls in STATUS)
+    if status == 503 and not isinstance(exc, ReelbotError):
+        log.warning("web chat: the queue cannot be reached: %s", exc)
+        exc = BackendUnavailable(str(exc))
+    retry = exc.retry_after if isinstance(exc, TransientError | QuotaExceeded | Busy) else None
+    retry = retry or (10 if isinstance(exc, Busy) else None)
+    headers = {"Retry-After": str(round(retry))} if retry else {}
+    code = exc.code if isinstance(exc, ReelbotError) else ReelbotError.code
+    return _error(status, code, reply_for(exc, where=" in the web chat"), **headers)
 
 
 def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> Starlette:
@@ -181,9 +159,7 @@ def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> 
         return JSONResponse(answer)
 
     async def events(request: Request) -> Response:
-        client = request.query_params.get("client")
-        if client is None or not _ID.match(client):
-            return _error(400, "bad_client", "The page sent no valid client id; reload it.")
+        client = _id(request.query_params.get("client"), "client id")
         return StreamingResponse(
             _stream(hub, client),
             media_type="text/event-stream",
@@ -191,9 +167,7 @@ def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> 
         )
 
     async def history(request: Request) -> Response:
-        client = request.query_params.get("client")
-        if client is None or not _ID.match(client):
-            return _error(400, "bad_client", "The page sent no valid client id; reload it.")
+        client = _id(request.query_params.get("client"), "client id")
         return JSONResponse({"jobs": await chat.history(client)})
 
     async def media(request: Request) -> Response:
@@ -219,7 +193,7 @@ def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> 
     return Starlette(
         routes=routes,
         middleware=middleware if loopback else [],
-        exception_handlers=ERROR_HANDLERS,
+        exception_handlers={cls: _answer for cls in (*STATUS, HTTPException)},
     )
 
 
