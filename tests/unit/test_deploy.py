@@ -51,8 +51,10 @@ def _exported_metric_names() -> set[str]:
     from reelbot import metrics
 
     names = {m.name for m in metrics.REGISTRY.collect()}
-    source = (ROOT / "src" / "reelbot" / "metrics.py").read_text()
-    names |= set(re.findall(r'GaugeMetricFamily\(\s*"([a-z_]+)"', source))
+    # Collectors registered by the processes that ask (metrics.serve) are read from the source.
+    for module in ("metrics.py", "store/readings.py"):
+        source = (ROOT / "src" / "reelbot" / module).read_text()
+        names |= set(re.findall(r'GaugeMetricFamily\(\s*"([a-z_]+)"', source))
     return names
 
 
