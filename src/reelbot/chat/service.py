@@ -64,6 +64,8 @@ __all__ = [
 Rerun = Literal["reroll", "vary", "animate"]
 CancelSaid = Literal["removed", "stopping", "too_late", "already_finished", "already_delivered"]
 
+ANSWER_WITHIN_S = 10.0
+"""How long a command waits on Redis before it is answered "temporarily unavailable"."""
 PROGRESS_POLL_S = 0.5
 RESUBSCRIBE_FIRST_S = 0.1
 RESUBSCRIBE_MAX_S = 5.0
@@ -152,10 +154,15 @@ class Update:
 
 
 @contextlib.asynccontextmanager
-async def reachable() -> AsyncIterator[None]:
-    """Redis failures as ``BackendUnavailable``, which users are told to retry."""
+async def reachable(within_s: float | None = None) -> AsyncIterator[None]:
+    """Redis failures as ``BackendUnavailable``, which users are told to retry; so is a Redis
+    that does not answer within ``ANSWER_WITHIN_S``: the client's own retries ride out a restart
+    for about 15 s per call, and a command makes several calls."""
     try:
-        yield
+        async with asyncio.timeout(ANSWER_WITHIN_S if within_s is None else within_s):
+            yield
+    except TimeoutError as exc:
+        raise BackendUnavailable("Redis did not answer in time") from exc
     except (RedisError, OSError) as exc:
         raise BackendUnavailable(f"Redis: {exc}") from exc
 
