@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import hmac
-import json
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,6 +38,7 @@ from reelbot.errors import (
     UserError,
 )
 from reelbot.inputs import DEFAULT_MAX_BYTES
+from reelbot.runtime.http import events, ranged
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +46,6 @@ __all__ = ["CLIENT_HEADER", "COOKIE", "build_app"]
 
 COOKIE = "reelbot_token"
 CLIENT_HEADER = "x-reelbot-client"
-KEEPALIVE_S = 15.0
-"""A comment line this often keeps proxies and the browser from closing an idle stream."""
 _ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 MAX_FORM_BYTES = DEFAULT_MAX_BYTES + 64 * 1024
 """The largest command form: one image at the limit, plus the text fields and multipart framing."""
@@ -178,7 +175,7 @@ def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> 
         if found is None:
             return _error(404, "not_found", "No such result (or it expired).")
         data, mime = found
-        return _ranged(request, data, mime)
+        return ranged(request, data, mime)
 
     routes = [
         Route("/", page),
@@ -222,32 +219,5 @@ async def _upload(value: str | UploadFile | None) -> bytes | None:
 async def _stream(hub: Hub, client: str) -> AsyncIterator[str]:
     """Server-sent events for one page, until it goes away or the server stops."""
     async with hub.listen(client) as queue:
-        yield "retry: 1000\n\n"
-        while True:
-            try:
-                payload = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
-            except TimeoutError:
-                yield ": keep-alive\n\n"
-                continue
-            if payload is None:
-                return
-            yield f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
-
-
-def _ranged(request: Request, data: bytes, mime: str) -> Response:
-    """The bytes, or the one range asked for (browsers read videos in ranges to seek)."""
-    headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600"}
-    match = re.fullmatch(r"bytes=(\d*)-(\d*)", request.headers.get("range", "").strip())
-    if match is None or not (match.group(1) or match.group(2)):
-        return Response(data, media_type=mime, headers=headers)
-    size = len(data)
-    if match.group(1):
-        start = int(match.group(1))
-        end = int(match.group(2)) if match.group(2) else size - 1
-    else:
-        start, end = max(0, size - int(match.group(2))), size - 1
-    end = min(end, size - 1)
-    if start > end or start >= size:
-        return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
-    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    return Response(data[start : end + 1], status_code=206, media_type=mime, headers=headers)
+        async for chunk in events(queue):
+            yield chunk

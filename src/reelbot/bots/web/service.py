@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import signal
 import socket
 import sys
-from collections.abc import Generator
 
-import uvicorn
 from arq.connections import ArqRedis
 
 from reelbot.bots.web.app import build_app
@@ -23,6 +20,8 @@ from reelbot.catalog import load_catalog
 from reelbot.config import Settings
 from reelbot.errors import BackendUnavailable, ConfigError
 from reelbot.jobs import JobStatus
+from reelbot.runtime import http
+from reelbot.runtime.http import is_loopback
 from reelbot.store.connection import connect
 
 log = logging.getLogger(__name__)
@@ -34,45 +33,9 @@ POSITION_EVERY_S = 1.0
 """How often a waiting job's place in line is redrawn."""
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is reachable from this machine only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def bind(host: str, port: int) -> socket.socket:
-    """A listening socket, or one clear line naming the setting when the port is taken."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise ConfigError(f"REELBOT_WEB_HOST: cannot listen on {host}: {exc}") from exc
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(
-            f"REELBOT_WEB_PORT: cannot listen on {host}:{port} ({exc.strerror or exc}); "
-            f"is another reelbot running? Pick another port."
-        ) from exc
-    return sock
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handlers: the process's stop event rules."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        """Leave SIGINT and SIGTERM to ``reelbot up`` and ``reelbot web``."""
-        yield
+    """The web chat's listening socket; a wrong host or a taken port names the setting."""
+    return http.bind(host, port, setting="REELBOT_WEB")
 
 
 class WebService:
@@ -103,34 +66,25 @@ class WebService:
 
     async def serve(self, stop: asyncio.Event, sock: socket.socket) -> None:
         """Serve until ``stop`` is set, then close the streams, the server and the consumer."""
-        config = uvicorn.Config(
-            self.app,
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            ws="none",
-            timeout_graceful_shutdown=3,
-        )
-        server = _Server(config)
         done = asyncio.Event()
-        http = asyncio.create_task(server.serve(sockets=[sock]), name="web-http")
         tasks = [
             asyncio.create_task(self.conversation.run(done), name="web-conversation"),
             asyncio.create_task(self.tick_positions(done), name="web-positions"),
         ]
+        server = http.quiet_server(self.app)
         try:
-            await stop.wait()
+            await http.serve_until(
+                server, sock, stop, close_s=CLOSE_TIMEOUT_S, on_stop=self.hub.close
+            )
         finally:
-            self.hub.close()
-            server.should_exit = True
             done.set()
             # A post in flight goes back to the delivery queue and is made after a restart.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                    await asyncio.wait([http, *tasks])
-            for task in (http, *tasks):
+                    await asyncio.wait(tasks)
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(http, *tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def announce(settings: Settings, sock: socket.socket) -> None:

@@ -1,0 +1,134 @@
+"""Serving HTTP in a reelbot process: listening sockets with clear errors, uvicorn under the
+process's own signals, byte ranges and server-sent events. No chat and no product here: the web
+chat and the Telegram webhook are Starlette apps served this way."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import re
+import socket
+from collections.abc import AsyncIterator, Callable, Generator
+from typing import Any
+
+import uvicorn
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp
+
+from reelbot.errors import ConfigError
+
+__all__ = ["QuietServer", "bind", "events", "is_loopback", "ranged", "serve_until"]
+
+KEEPALIVE_S = 15.0
+"""A comment line this often keeps proxies and the browser from closing an idle stream."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind(host: str, port: int, *, setting: str) -> socket.socket:
+    """A listening socket, or one clear line naming the setting (``REELBOT_WEB``: its
+    ``_HOST`` and ``_PORT``) when the address is wrong or the port is taken."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ConfigError(f"{setting}_HOST: cannot listen on {host}: {exc}") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"{setting}_PORT: cannot listen on {host}:{port} ({exc.strerror or exc}); "
+            f"is another reelbot running? Pick another port."
+        ) from exc
+    return sock
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the process's stop event rules."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        """Leave SIGINT and SIGTERM to ``reelbot up`` and the platform processes."""
+        yield
+
+
+def quiet_server(app: ASGIApp) -> QuietServer:
+    """A uvicorn server for ``app`` that logs nothing of its own and stops within 3 s."""
+    config = uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="off", ws="none",
+        timeout_graceful_shutdown=3,
+    )  # fmt: skip
+    return QuietServer(config)
+
+
+async def serve_until(
+    server: QuietServer,
+    sock: socket.socket,
+    stop: asyncio.Event,
+    *,
+    close_s: float,
+    on_stop: Callable[[], None] = lambda: None,
+) -> None:
+    """Serve on ``sock`` until ``stop`` is set; then ``on_stop`` (end the open streams, which
+    uvicorn would wait for) and ``close_s`` for the server to finish."""
+    http = asyncio.create_task(server.serve(sockets=[sock]), name="http")
+    try:
+        await stop.wait()
+    finally:
+        on_stop()
+        server.should_exit = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(close_s):
+                await asyncio.wait([http])
+        http.cancel()
+        await asyncio.gather(http, return_exceptions=True)
+
+
+def ranged(request: Request, data: bytes, mime: str) -> Response:
+    """The bytes, or the one range asked for (browsers read videos in ranges to seek)."""
+    headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600"}
+    match = re.fullmatch(r"bytes=(\d*)-(\d*)", request.headers.get("range", "").strip())
+    if match is None or not (match.group(1) or match.group(2)):
+        return Response(data, media_type=mime, headers=headers)
+    size = len(data)
+    if match.group(1):
+        start = int(match.group(1))
+        end = int(match.group(2)) if match.group(2) else size - 1
+    else:
+        start, end = max(0, size - int(match.group(2))), size - 1
+    end = min(end, size - 1)
+    if start > end or start >= size:
+        return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    return Response(data[start : end + 1], status_code=206, media_type=mime, headers=headers)
+
+
+async def events(queue: asyncio.Queue[Any]) -> AsyncIterator[str]:
+    """Server-sent events of what arrives on ``queue`` (None ends the stream), with a retry
+    hint and keep-alive comments."""
+    yield "retry: 1000\n\n"
+    while True:
+        try:
+            payload = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+        except TimeoutError:
+            yield ": keep-alive\n\n"
+            continue
+        if payload is None:
+            return
+        yield f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
