@@ -338,8 +338,10 @@ async def test_result_posted_as_followup_with_buttons(
     assert discord_emu.buttons(msg["id"]) == [f"rb:rr:{job}", f"rb:var:{job}", f"rb:ani:{job}"]
     await discord_emu.wait_for(lambda: "Done" in content(discord_emu, inter))
     assert discord_emu.buttons(inter.original_id or "") == []
-    record = await queue.record(0)
-    assert record is not None and record.status == JobStatus.DELIVERED
+    async with asyncio.timeout(10):  # marked once the delivery returns
+        while (record := await queue.record(0)) is None or record.status != JobStatus.DELIVERED:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    assert record.posted_message_id == msg["id"]
 
 
 async def test_failure_and_cancel_outcomes(

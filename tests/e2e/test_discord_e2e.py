@@ -237,7 +237,8 @@ async def test_result_after_token_expiry_goes_to_channel(stack: Stack) -> None:
     uploads = [(c.status, c.auth) for c in emu.calls if c.files]
     assert uploads == [(401, None), (200, f"Bot {emu.bot_token}")]
     assert emu.followups(inter) == []
-    record = await stack.record(job_id_for("discord", inter.id))
+    # The post is marked once the delivery (post, then the final status edit) returns.
+    record = await until_status(stack, job_id_for("discord", inter.id), JobStatus.DELIVERED)
     assert record.status == JobStatus.DELIVERED and record.posted_message_id == message["id"]
 
 

@@ -56,8 +56,10 @@ class EditThrottle:
             log.warning("delayed status edit for %s failed", key, exc_info=True)
 
     def forget(self, key: str) -> None:
-        """Drop the state of a finished message."""
+        """Drop the state of a finished message, and its delayed edit: shown after the final
+        state, that older progress would undo it."""
         self._last.pop(key, None)
+        self._pending.pop(key, None)
 
     async def aclose(self) -> None:
         """Cancel the delayed edits; later ones are dropped."""

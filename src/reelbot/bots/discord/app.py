@@ -110,7 +110,6 @@ class DiscordAdapter:
         """
         self._stop.set()
         await self.extras.aclose()
-        await self.surface.aclose()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STOP_TIMEOUT_S):
                 await self.client.close()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 import discord
 from discord import app_commands
@@ -13,7 +14,7 @@ from reelbot.bots.discord import render
 from reelbot.bots.discord.surface import TOKEN_LIFETIME_S, DiscordSurface
 from reelbot.catalog import Task
 from reelbot.chat.replies import lookup, reply_for
-from reelbot.chat.service import ChatService, Context, Rerun
+from reelbot.chat.service import ChatService, Context, Rerun, Ticket
 from reelbot.chat.surface import Conversation, status_buttons
 from reelbot.chat.texts import Status, clip
 from reelbot.errors import InvalidImage, NotAllowed
@@ -105,25 +106,27 @@ async def send_error(interaction: Interaction, exc: BaseException) -> None:
         log.warning("could not tell the user about an error: %s", text, exc_info=True)
 
 
-_RERUNS: dict[str, Rerun] = {"reroll": "reroll", "vary": "vary", "animate": "animate"}
-
-
 class DiscordConversation(Conversation):
     """Chat's conversation, plus Discord's habit of posting a failure under the command."""
 
     surface: DiscordSurface
 
-    async def show(self, reply: ReplyAddress, job_id: str, status: Status) -> None:
-        """A status edit from a command, paced with the progress edits of the same message."""
+    async def show(self, reply: ReplyAddress, ticket: Ticket) -> None:
+        """A new job's status, paced with the progress edits of the same message."""
+        status = Status(JobStatus.QUEUED, ticket.params.prompt, ticket.position, ticket.eta_s)
+        buttons = status_buttons(ticket.job_id, status.status)
 
         async def edit() -> None:
-            buttons = status_buttons(job_id, status.status)
-            await self.surface.edit_status(reply, job_id, status, None, buttons)
+            await self.surface.edit_status(reply, ticket.job_id, status, None, buttons)
 
-        await self.throttle.run(job_id, edit)
+        await self.throttle.run(ticket.job_id, edit)
 
     async def deliver(self, delivery: Delivery) -> str | None:
         """Post the result, or end the status message and say in a post why the job failed."""
+        # The final status edit keeps Discord's pace for the message: no delayed progress edit
+        # may come after it, and it waits out the interval since the last one.
+        self.throttle.forget(delivery.job_id)
+        await asyncio.sleep(self.surface.wait_s(delivery.record.request.reply))
         posted = await super().deliver(delivery)
         record = delivery.record
         if delivery.kind == "notice" and record.status == JobStatus.FAILED:
@@ -135,24 +138,34 @@ class DiscordBot:
     """The Discord adapter's handlers, called by the slash commands and the buttons."""
 
     def __init__(self, service: ChatService, conversation: DiscordConversation) -> None:
-        self.service = service
-        self.conversation = conversation
-        self.owner_ids = service.owner_ids
+        self.service, self.conversation = service, conversation
+        self.surface = conversation.surface
+
+    def requester(self, interaction: Interaction) -> Requester:
+        """Who asked."""
+        return requester_of(interaction, self.service.owner_ids)
 
     def context(self, interaction: Interaction) -> Context:
         """Who asked, in which channel."""
         channel = str(interaction.channel_id) if interaction.channel_id else None
-        return Context(requester_of(interaction, self.owner_ids), channel_id=channel)
+        return Context(self.requester(interaction), channel_id=channel)
 
-    def reply_address(self, interaction: Interaction, status_message_id: str) -> ReplyAddress:
-        """Where the result goes: this interaction's token while it lives, then the channel."""
+    async def _acknowledge(self, interaction: Interaction) -> ReplyAddress:
+        """Defer with a public "thinking…" message: the job's status message from now on.
+
+        Returns where the result goes: this interaction's token while it lives, then the channel.
+        """
         if interaction.channel_id is None:
             raise NotAllowed("This command only works in a channel or a DM with the bot.")
+        callback = await interaction.response.defer(thinking=True)
+        message_id = callback.message_id if callback is not None else None
+        if message_id is None:
+            message_id = (await interaction.original_response()).id
         return ReplyAddress(
             platform=PLATFORM,
             channel_id=str(interaction.channel_id),
-            message_id=status_message_id,
-            status_message_id=status_message_id,
+            message_id=str(message_id),
+            status_message_id=str(message_id),
             interaction_token=interaction.token,
             interaction_expires_at=interaction.created_at.timestamp() + TOKEN_LIFETIME_S,
             nsfw_channel=bool(getattr(interaction.channel, "nsfw", False)),
@@ -161,20 +174,6 @@ class DiscordBot:
                 "max_bytes": str(interaction.filesize_limit),
             },
         )
-
-    async def _acknowledge(self, interaction: Interaction) -> ReplyAddress:
-        """Defer with a public "thinking…" message, the job's status message from now on."""
-        callback = await interaction.response.defer(thinking=True)
-        message_id = callback.message_id if callback is not None else None
-        if message_id is None:
-            message_id = (await interaction.original_response()).id
-        return self.reply_address(interaction, str(message_id))
-
-    async def _queued(self, reply: ReplyAddress, job_id: str, prompt: str, ticket: Any) -> None:
-        status = Status(JobStatus.QUEUED, prompt, position=ticket.position, eta_s=ticket.eta_s)
-        await self.conversation.show(reply, job_id, status)
-
-    # -- generation ------------------------------------------------------------------------
 
     async def generate(
         self,
@@ -188,14 +187,10 @@ class DiscordBot:
         if attachment is not None:
             check_attachment(attachment, interaction.filesize_limit)
         # Cheap, pure checks before the acknowledgement, so a mistake gets a private answer.
-        source = str(interaction.id)
-        params = self.service.plan(
-            task, text, options, source_id=source, has_image=attachment is not None
-        )
+        source, has_image = str(interaction.id), attachment is not None
+        self.service.plan(task, text, options, source_id=source, has_image=has_image)
         reply = await self._acknowledge(interaction)
-        image = None
-        if attachment is not None:
-            image = await self.conversation.surface.fetch_input(attachment.url)
+        image = await self.surface.fetch_input(attachment.url) if attachment else None
         ticket = await self.service.generate(
             self.context(interaction),
             task,
@@ -205,7 +200,7 @@ class DiscordBot:
             options=options,
             image=image,
         )
-        await self._queued(reply, ticket.job_id, params.prompt, ticket)
+        await self.conversation.show(reply, ticket)
 
     async def click(self, interaction: Interaction, action: str, job_id: str) -> None:
         """A button: cancel from a status message, or re-roll, vary, animate a result."""
@@ -213,76 +208,61 @@ class DiscordBot:
             if action == "cancel":
                 await self.cancel_button(interaction, job_id)
                 return
-            how = _RERUNS[action]
             # Acknowledge before touching Redis: a slow lookup must not cost the 3 s window.
             reply = await self._acknowledge(interaction)
-            ctx = self.context(interaction)
-            source = str(interaction.id)
+            how = cast(Rerun, action)
+            ctx, source = self.context(interaction), str(interaction.id)
             ticket = await self.service.rerun(ctx, job_id, how, reply=reply, source_id=source)
-            await self._queued(reply, ticket.job_id, ticket.params.prompt, ticket)
+            await self.conversation.show(reply, ticket)
         except Exception as exc:
             await send_error(interaction, exc)
 
     async def cancel_button(self, interaction: Interaction, job_id: str) -> None:
         """Cancel from the status message: it says "Cancelled" only once the job is."""
         said = await self.service.cancel(self.context(interaction), job_id)
-        record = said.record
-        surface = self.conversation.surface
-        if said.outcome == "stopping":
-            surface.stopping[job_id] = None
-        elif said.done:
-            surface.ended(job_id)
-        else:
+        if not said.done and said.outcome != "stopping":
             await interaction.response.send_message(said.text, ephemeral=True)
             return
-        status = Status(record.status, record.request.text, credits_back=said.done)
-        await interaction.response.edit_message(
-            content=render.status_text(status, stopping=not said.done), view=None
-        )
+        (self.surface.ended if said.done else self.surface.stopping)[job_id] = None
+        status = Status(said.record.status, said.record.request.text, credits_back=said.done)
+        content = render.status_text(status, stopping=not said.done)
+        await interaction.response.edit_message(content=content, view=None)
 
-    # -- the rest of the commands -----------------------------------------------------------
+    # -- the rest of the commands answer privately ------------------------------------------
 
-    async def _private(self, interaction: Interaction, text: str) -> None:
-        await interaction.followup.send(clip(text, render.MAX_CONTENT), ephemeral=True)
+    async def private(self, interaction: Interaction, answer: Awaitable[str]) -> None:
+        """Defer privately (Redis comes after the acknowledgement), then say ``answer``."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        text = clip(await answer, render.MAX_CONTENT)
+        await interaction.followup.send(text, ephemeral=True)
 
     async def cancel(self, interaction: Interaction, job_id: str | None) -> None:
         """``/cancel [job]`` (and ``/admin cancel job``): the queue decides who may."""
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        said = await self.service.cancel(self.context(interaction), job_id)
-        if said.outcome == "stopping":
-            self.conversation.surface.stopping[said.job_id] = None
-        await self._private(interaction, f"`{said.job_id}`: {said.text}")
 
-    async def jobs(self, interaction: Interaction) -> None:
-        """``/jobs``: the caller's queued and running jobs started in this channel (or DM)."""
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        await self._private(interaction, await self.service.jobs_text(self.context(interaction)))
+        async def said() -> str:
+            answer = await self.service.cancel(self.context(interaction), job_id)
+            if answer.outcome == "stopping":
+                self.surface.stopping[answer.job_id] = None
+            return f"`{answer.job_id}`: {answer.text}"
 
-    async def quota(self, interaction: Interaction) -> None:
-        """``/quota``: the caller's remaining credits and when they reset."""
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        requester = requester_of(interaction, self.owner_ids)
-        await self._private(interaction, await self.service.quota_text(requester))
+        await self.private(interaction, said())
 
     async def models(self, interaction: Interaction) -> None:
         """``/models``: the models per task and the style presets."""
         text = "**Models on this deployment**\n" + self.service.models_text()
         await interaction.response.send_message(clip(text, render.MAX_CONTENT), ephemeral=True)
 
-    def require_admin(self, interaction: Interaction) -> Requester:
-        """The requester if they hold Manage Server (or are an owner); NotAllowed otherwise."""
-        requester = requester_of(interaction, self.owner_ids)
+    def admin(self, interaction: Interaction) -> Requester:
+        """The requester if they hold Manage Server (or are an owner); NotAllowed otherwise.
+
+        Discord hides /admin from the others, but a crafted or stale client can still send it.
+        """
+        requester = self.requester(interaction)
         if not requester.is_admin:
             raise NotAllowed("Only server admins (Manage Server) can use /admin.")
         return requester
 
-    async def admin_cancel(self, interaction: Interaction, job_id: str) -> None:
-        """``/admin cancel job``: an alias of ``/cancel job`` for those with Manage Server."""
-        self.require_admin(interaction)
-        await self.cancel(interaction, job_id)
-
     async def admin_words(self, interaction: Interaction, words: str) -> None:
         """``/admin status``, ``/admin quota …``, ``/admin audit``, ``/admin policy …``."""
-        requester = self.require_admin(interaction)
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        await self._private(interaction, await self.service.admin(requester, words))
+        requester = self.admin(interaction)
+        await self.private(interaction, self.service.admin(requester, words))

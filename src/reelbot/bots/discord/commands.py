@@ -78,16 +78,20 @@ async def model_autocomplete(
     ][:25]
 
 
-_everywhere = app_commands.allowed_contexts(guilds=True, dms=True, private_channels=True)
+_contexts = app_commands.allowed_contexts(guilds=True, dms=True, private_channels=True)
 _installs = app_commands.allowed_installs(guilds=True, users=True)
+
+
+def _anywhere(command: Any) -> Any:
+    """Usable in servers, DMs and group DMs; installable to a server or a user."""
+    return _installs(_contexts(command))
 
 
 @app_commands.command(description="Make an image from a prompt")
 @app_commands.describe(**_describe("prompt", "negative", "seed", "aspect", "steps", "guidance"))
 @app_commands.describe(**_describe("model"))
 @app_commands.autocomplete(model=model_autocomplete)
-@_everywhere
-@_installs
+@_anywhere
 async def imagine(
     interaction: Interaction,
     prompt: Prompt,
@@ -106,8 +110,7 @@ async def imagine(
 @app_commands.describe(**_describe("prompt", "image", "negative", "seed", "aspect", "steps"))
 @app_commands.describe(**_describe("guidance", "model", "strength"))
 @app_commands.autocomplete(model=model_autocomplete)
-@_everywhere
-@_installs
+@_anywhere
 async def remix(
     interaction: Interaction,
     prompt: Prompt,
@@ -128,8 +131,7 @@ async def remix(
 @app_commands.describe(**_describe("prompt", "negative", "seed", "aspect", "steps", "guidance"))
 @app_commands.describe(**_describe("model", "duration", "fps"))
 @app_commands.autocomplete(model=model_autocomplete)
-@_everywhere
-@_installs
+@_anywhere
 async def video(
     interaction: Interaction,
     prompt: Prompt,
@@ -150,8 +152,7 @@ async def video(
 @app_commands.describe(**_describe("image", "prompt", "negative", "seed", "aspect", "steps"))
 @app_commands.describe(**_describe("guidance", "model", "duration", "fps"))
 @app_commands.autocomplete(model=model_autocomplete)
-@_everywhere
-@_installs
+@_anywhere
 async def animate(
     interaction: Interaction,
     image: discord.Attachment,
@@ -172,48 +173,45 @@ async def animate(
 
 
 @app_commands.command(description="Your queued and running jobs")
-@_everywhere
-@_installs
+@_anywhere
 async def jobs(interaction: Interaction) -> None:
     """/jobs."""
-    await bot_of(interaction).jobs(interaction)
+    bot = bot_of(interaction)
+    await bot.private(interaction, bot.service.jobs_text(bot.context(interaction)))
 
 
 @app_commands.command(description="Cancel one of your jobs (the latest if none is named)")
 @app_commands.describe(job="the job id, as /jobs shows it")
-@_everywhere
-@_installs
+@_anywhere
 async def cancel(interaction: Interaction, job: str | None = None) -> None:
     """/cancel [job]."""
     await bot_of(interaction).cancel(interaction, job)
 
 
 @app_commands.command(description="Your remaining budget")
-@_everywhere
-@_installs
+@_anywhere
 async def quota(interaction: Interaction) -> None:
     """/quota."""
-    await bot_of(interaction).quota(interaction)
+    bot = bot_of(interaction)
+    await bot.private(interaction, bot.service.quota_text(bot.requester(interaction)))
 
 
 @app_commands.command(description="The models this deployment serves")
-@_everywhere
-@_installs
+@_anywhere
 async def models(interaction: Interaction) -> None:
     """/models."""
     await bot_of(interaction).models(interaction)
 
 
 @app_commands.command(name="help", description="How to use reelbot")
-@_everywhere
-@_installs
+@_anywhere
 async def help_(interaction: Interaction) -> None:
     """/help."""
     await interaction.response.send_message(render.HELP_TEXT, ephemeral=True)
 
 
 # Discord hides /admin from members without Manage Server, but does not stop a crafted or stale
-# client from sending it: every subcommand checks the permission again (DiscordBot.require_admin).
+# client from sending it: every subcommand checks the permission again (DiscordBot.admin).
 admin = app_commands.Group(
     name="admin",
     description="Server settings and the queue (Manage Server)",
@@ -232,7 +230,9 @@ async def admin_status(interaction: Interaction) -> None:
 @app_commands.describe(job="the job id")
 async def admin_cancel(interaction: Interaction, job: str) -> None:
     """/admin cancel job."""
-    await bot_of(interaction).admin_cancel(interaction, job)
+    bot = bot_of(interaction)
+    bot.admin(interaction)
+    await bot.cancel(interaction, job)
 
 
 @admin.command(name="audit", description="Recent quota and policy changes, refused prompts")

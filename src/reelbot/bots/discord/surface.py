@@ -40,6 +40,13 @@ def _token_gone(exc: discord.HTTPException) -> bool:
     return exc.status == 401 or (exc.status == 404 and exc.code in _TOKEN_GONE)
 
 
+def _remember(seen: dict[str, None], job_id: str) -> None:
+    seen[job_id] = None
+    if len(seen) > _REMEMBERED:  # bounded memory; old jobs get no progress events
+        for old in list(seen)[: _REMEMBERED // 2]:
+            del seen[old]
+
+
 def size_limit(reply: ReplyAddress) -> int:
     """The upload limit the interaction carried (``attachment_size_limit``)."""
     try:
@@ -55,8 +62,7 @@ def retryable() -> Iterator[None]:
         yield
     except (discord.DiscordServerError, aiohttp.ClientError) as exc:
         raise BackendUnavailable(f"Discord could not be reached: {exc}") from exc
-    except discord.RateLimited as exc:
-        # Longer than discord.py waits by itself: hand it back to the delivery queue.
+    except discord.RateLimited as exc:  # longer than discord.py waits by itself
         raise RateLimited(retry_after=exc.retry_after) from exc
     except discord.HTTPException as exc:
         if exc.status != 429:
@@ -75,25 +81,19 @@ class DiscordSurface:
         edit_interval_s: float = 3.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.client = client
-        self.clock = clock
-        self.edit_interval_s = edit_interval_s
-        self._edited: dict[int, float] = {}
-        """When each live status message was last edited (the throttle paces progress; the
-        final edit comes from the delivery and is paced here, without holding the post)."""
-        self._late: set[asyncio.Task[None]] = set()
-        self._ended: dict[str, None] = {}
-        """Jobs whose status message shows its end: a late progress edit must not undo it."""
+        self.client, self.clock, self.edit_interval_s = client, clock, edit_interval_s
+        self.ended: dict[str, None] = {}
+        """Jobs whose status message shows their end: a late progress edit must not undo it."""
         self.stopping: dict[str, None] = {}
         """Jobs asked to stop while running: "Cancelling…" until the worker confirms."""
+        self._edited: dict[int, float] = {}
+        """When each live status message was last edited (for ``wait_s``)."""
 
     def token_alive(self, reply: ReplyAddress) -> bool:
         """Whether the interaction token can still be used, with a margin."""
         expires = reply.interaction_expires_at
-        return (
-            bool(reply.interaction_token)
-            and expires is not None
-            and (self.clock() < expires - TOKEN_MARGIN_S)
+        return bool(reply.interaction_token) and (
+            expires is not None and self.clock() < expires - TOKEN_MARGIN_S
         )
 
     def _webhook(self, reply: ReplyAddress) -> discord.Webhook:
@@ -104,24 +104,11 @@ class DiscordSurface:
     def _channel(self, reply: ReplyAddress) -> discord.PartialMessageable:
         return self.client.get_partial_messageable(int(reply.channel_id))
 
-    def ended(self, job_id: str) -> None:
-        """The job's status message shows its end; later progress edits are dropped."""
-        self._remember(self._ended, job_id)
-
-    @staticmethod
-    def _remember(seen: dict[str, None], job_id: str) -> None:
-        seen[job_id] = None
-        if len(seen) > _REMEMBERED:
-            # Bounded memory in a long-running process; old jobs get no progress events.
-            for old in list(seen)[: _REMEMBERED // 2]:
-                seen.pop(old, None)
-
     # -- Surface ---------------------------------------------------------------------------
 
     async def post_status(self, reply: ReplyAddress, job_id: str, text: str) -> str | None:
         """A status message in the channel (commands use their deferred response instead)."""
-        message = await self._channel(reply).send(clip(text, render.MAX_CONTENT))
-        return str(message.id)
+        return str((await self._channel(reply).send(clip(text, render.MAX_CONTENT))).id)
 
     async def edit_status(
         self,
@@ -131,42 +118,22 @@ class DiscordSurface:
         preview: bytes | None,
         buttons: tuple[Button, ...],
     ) -> None:
-        """Show a job's state on its status message (the deferred response of the command).
+        """Show a job's state on its status message (the command's deferred response).
 
         Previews are not drawn: an attachment edit per step would cost more than it shows.
         """
-        if reply.status_message_id is None:
+        if reply.status_message_id is None or (job_id in self.ended and not status.status.finished):
             return
-        if status.status.finished:
-            self._remember(self._ended, job_id)
-            self.stopping.pop(job_id, None)
-        elif job_id in self._ended:
-            return
-        stopping = job_id in self.stopping
+        stopping = job_id in self.stopping and not status.status.finished
         content = render.status_text(status, stopping=stopping)
         view = None if stopping else view_of(buttons)
         message_id = int(reply.status_message_id)
-        wait = self._edited.get(message_id, -1e9) + self.edit_interval_s - time.monotonic()
         if status.status.finished:
+            _remember(self.ended, job_id)
+            self.stopping.pop(job_id, None)
             self._edited.pop(message_id, None)
-            if wait > 0:
-                task = asyncio.create_task(self._edit(reply, message_id, content, view, wait))
-                self._late.add(task)
-                task.add_done_callback(self._late.discard)
-                return
         else:
             self._edited[message_id] = time.monotonic()
-        await self._edit(reply, message_id, content, view)
-
-    async def _edit(
-        self,
-        reply: ReplyAddress,
-        message_id: int,
-        content: str,
-        view: discord.ui.View | None,
-        after_s: float = 0.0,
-    ) -> None:
-        await asyncio.sleep(after_s)
         try:
             if self.token_alive(reply):
                 try:
@@ -176,37 +143,28 @@ class DiscordSurface:
                     if not _token_gone(exc):
                         raise
             # The status message is the bot's own, so the bot token can edit it after expiry.
-            await (
-                self._channel(reply)
-                .get_partial_message(message_id)
-                .edit(content=content, view=view)
-            )
+            message = self._channel(reply).get_partial_message(message_id)
+            await message.edit(content=content, view=view)
         except discord.NotFound:
             log.info("status message %s is gone; not editing it", message_id)
 
     async def post_result(
         self, record: JobRecord, data: bytes, buttons: tuple[Button, ...]
     ) -> str | None:
-        """Post the file with its caption and buttons; a result over the channel's upload limit
-        is said in words instead. Discord's transient failures raise errors worth a retry."""
-        reply, request = record.request.reply, record.request
-        limit = size_limit(reply)
+        """Post the file with its caption and buttons (a file over the channel's upload limit
+        is said in words). Discord's transient failures raise errors worth a retry."""
+        request, limit = record.request, size_limit(record.request.reply)
+        if len(data) > limit:
+            said = f"the result is {len(data) / 1e6:.1f} MB, over this channel's "
+            return await self.post_text(record, said + f"{limit / 1e6:.0f} MB upload limit.")
+        note = record.result.note if record.result else ""
         with retryable():
-            if len(data) > limit:
-                said = (
-                    f"the result is {len(data) / 1e6:.1f} MB, over this channel's "
-                    f"{limit / 1e6:.0f} MB upload limit."
-                )
-                return await self.post_text(record, said)
-            note = record.result.note if record.result else ""
             return await self._post(
-                reply,
-                request.requester.user_id,
+                record,
                 render.result_text(request, record.params, mention=False, note=note),
+                render.result_text(request, record.params, mention=True, note=note),
                 view_of(buttons),
                 (data, render.filename_of(record)),
-                late=render.result_text(request, record.params, mention=True, note=note),
-                nonce=record.id,
             )
 
     async def post_text(self, record: JobRecord, message: str) -> str | None:
@@ -214,62 +172,57 @@ class DiscordSurface:
         request = record.request
         with retryable():
             return await self._post(
-                request.reply,
-                request.requester.user_id,
+                record,
                 render.failure_text(request, message, mention=False),
-                late=render.failure_text(request, message, mention=True),
+                render.failure_text(request, message, mention=True),
             )
 
     async def answer(self, reply: ReplyAddress, answer: Reply) -> None:
         """A private followup while the token lives, else a post in the channel."""
         text = clip(answer.text, render.MAX_CONTENT)
         if self.token_alive(reply):
-            await self._webhook(reply).send(text, ephemeral=answer.private, view=_MISSING)
-            return
-        await self._channel(reply).send(text)
+            await self._webhook(reply).send(text, ephemeral=answer.private)
+        else:
+            await self._channel(reply).send(text)
 
     async def fetch_input(self, ref: str) -> bytes:
         """Download an attachment from Discord's CDN; a failure is said in words."""
         try:
             async with asyncio.timeout(DOWNLOAD_TIMEOUT_S):
                 return await self.client.http.get_from_cdn(ref)
-        except discord.HTTPException as exc:
+        except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
+            status = f" (HTTP {exc.status})" if isinstance(exc, discord.HTTPException) else ""
             raise InvalidImage(
-                f"Discord would not hand over the attachment (HTTP {exc.status}). Attach it again."
-            ) from exc
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise InvalidImage(
-                "The attachment could not be downloaded from Discord. Attach it again."
+                f"The attachment could not be downloaded from Discord{status}. Attach it again."
             ) from exc
 
-    async def aclose(self) -> None:
-        """Drop the final edits still waiting for their turn."""
-        for task in list(self._late):
-            task.cancel()
-        await asyncio.gather(*self._late, return_exceptions=True)
+    def wait_s(self, reply: ReplyAddress) -> float:
+        """How long until the status message may be edited again (chat's throttle paces the
+        progress edits; the final one comes with the delivery)."""
+        last = self._edited.get(int(reply.status_message_id or 0), -1e9)
+        return max(0.0, last + self.edit_interval_s - time.monotonic())
 
     # -- posting ---------------------------------------------------------------------------
 
     async def _post(
         self,
-        reply: ReplyAddress,
-        user_id: str,
+        record: JobRecord,
         content: str,
+        late: str,
         view: discord.ui.View | None = None,
         file: tuple[bytes, str] | None = None,
-        *,
-        late: str,
-        nonce: str | None = None,
     ) -> str | None:
-        def as_file() -> discord.File:
+        def upload() -> discord.File:  # a File is closed once sent: a fresh one per try
             return discord.File(io.BytesIO(file[0]), filename=file[1]) if file else _MISSING
 
+        reply = record.request.reply
+        view = view if view is not None else _MISSING
         if self.token_alive(reply):
             try:
                 sent = await self._webhook(reply).send(
                     content,
-                    file=as_file(),
-                    view=view if view is not None else _MISSING,
+                    file=upload(),
+                    view=view,
                     wait=True,
                     allowed_mentions=discord.AllowedMentions.none(),
                 )
@@ -289,14 +242,14 @@ class DiscordSurface:
             )
         message = await self._channel(reply).send(
             late,
-            file=as_file(),
-            view=view if view is not None else _MISSING,
+            file=upload(),
+            view=view,
             reference=reference,
-            # With a nonce Discord drops a second post of the same result (enforce_nonce), which
+            # With a nonce Discord drops a second post of the same job (enforce_nonce), which
             # covers a delivery re-run after a crash between posting and marking it posted.
-            nonce=nonce[-25:] if nonce else _MISSING,
+            nonce=record.id[-25:],
             allowed_mentions=discord.AllowedMentions(
-                everyone=False, roles=False, users=[discord.Object(int(user_id))]
+                everyone=False, roles=False, users=[discord.Object(int(record.requester.user_id))]
             ),
         )
         return str(message.id)
