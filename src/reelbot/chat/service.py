@@ -94,6 +94,8 @@ class Ticket:
     position: int | None = None
     eta_s: float | None = None
     duplicate: bool = False
+    record: JobRecord | None = None
+    """The job's record as the submit left it."""
 
 
 @dataclass(frozen=True)
@@ -220,6 +222,7 @@ class ChatService:
             position=pos.position if pos else None,
             eta_s=pos.eta_s if pos else None,
             duplicate=not submitted.created,
+            record=submitted.record,
         )
 
     async def generate(
@@ -388,6 +391,27 @@ class ChatService:
         ):
             said = "already_delivered"
         return CancelAnswer(job_id=job_id, outcome=said, record=record)
+
+    async def history(self, ctx: Context, *, limit: int = 30) -> list[JobRecord]:
+        """The asker's recent jobs on this platform, newest first."""
+        async with reachable():
+            return await self.queue.user_jobs(ctx.requester, limit=limit)
+
+    async def result_for(self, ctx: Context, job_id: str) -> tuple[bytes, str] | None:
+        """A job's stored result and its type, for the person who made it (or an owner) on
+        this platform; never another platform's job (ids can be computed from platform ids).
+        None, saying nothing of whether the job exists, for anything else."""
+        async with reachable():
+            record = await self.queue.records.get(job_id)
+            if record is None or record.result is None:
+                return None
+            made_by, asker = record.requester, ctx.requester
+            if made_by.platform != self.platform or record.platform != self.platform:
+                return None
+            if made_by.user_id != asker.user_id and not asker.is_owner:
+                return None
+            data = await self.results.get(record.result.ref)
+        return None if data is None else (data, record.result.mime)
 
     # -- the rest of the commands ------------------------------------------------------------
 

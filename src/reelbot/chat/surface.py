@@ -117,6 +117,7 @@ class Conversation:
             step=event.step or None,
             total=event.total or None,
             message=event.message,
+            stage=event.stage,
         )
         preview = base64.b64decode(event.preview_jpeg_b64) if event.preview_jpeg_b64 else None
         buttons = status_buttons(event.job_id, event.status)

@@ -78,6 +78,8 @@ class Status:
     """Why it failed, or what a final state adds (kept for later, retrying)."""
     credits_back: bool = False
     """A failure that refunded the job's credits (every one before the result was made)."""
+    stage: str | None = None
+    """What the worker is doing while it runs (loading, denoising, decoding), when it says."""
 
     @property
     def head(self) -> str:

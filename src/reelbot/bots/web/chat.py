@@ -8,7 +8,7 @@ from arq.connections import ArqRedis
 
 from reelbot.bots.web.views import HELP_TEXT, PLATFORM, job_view, unknown_command
 from reelbot.catalog import Catalog, Task
-from reelbot.chat.service import ChatService, Context, Rerun, Ticket, reachable
+from reelbot.chat.service import ChatService, Context, Rerun, Ticket
 from reelbot.config import Settings
 from reelbot.errors import InvalidImage, InvalidPrompt, JobNotFound, NotAllowed
 from reelbot.jobs import JobStatus, ReplyAddress, Requester
@@ -62,9 +62,7 @@ class WebChat:
                     f"/{task.value} takes no image; use /remix or /animate to start from one."
                 )
             where = self._reply(client, message_id)
-            return await self._card(
-                await self.service.generate(ctx, task, rest, image=image, **where)
-            )
+            return self._card(await self.service.generate(ctx, task, rest, image=image, **where))
         if name == "jobs":
             return _text(await self.service.jobs_text(ctx))
         if name == "cancel":
@@ -98,7 +96,7 @@ class WebChat:
             raise InvalidPrompt(f"Unknown button {action[:20]!r}.")
         where = self._reply(client, message_id)
         # Only this browser's own jobs: a job id is all a click carries.
-        return await self._card(await self.service.rerun(ctx, job_id, how, same_chat=True, **where))
+        return self._card(await self.service.rerun(ctx, job_id, how, same_chat=True, **where))
 
     async def cancel(self, ctx: Context, job_id: str | None) -> dict[str, Any]:
         """The job's card with the cancel answer under it (owners may cancel any web job)."""
@@ -107,38 +105,20 @@ class WebChat:
         view["notice"] = said.text
         return view
 
-    async def _card(self, ticket: Ticket) -> dict[str, Any]:
-        async with reachable():
-            record = await self.service.queue.records.get(ticket.job_id)
-        if record is None:
+    @staticmethod
+    def _card(ticket: Ticket) -> dict[str, Any]:
+        if ticket.record is None:
             raise JobNotFound("That job is gone already; run the command again.")
-        return job_view(record, position=ticket.position, eta_s=ticket.eta_s)
+        return job_view(ticket.record, position=ticket.position, eta_s=ticket.eta_s)
 
     async def history(self, client: str) -> list[dict[str, Any]]:
         """The client's recent jobs, oldest first, for the chat log and the gallery."""
-        async with reachable():
-            records = await self.service.queue.user_jobs(
-                self.context(client).requester, limit=HISTORY_LIMIT
-            )
+        records = await self.service.history(self.context(client), limit=HISTORY_LIMIT)
         return [
             job_view(r, delivered=r.status == JobStatus.DELIVERING and r.posted_at is not None)
             for r in reversed(records)
         ]
 
     async def media(self, job_id: str, *, client: str) -> tuple[bytes, str] | None:
-        """A web job's stored result and its content type, for its client or an owner.
-
-        Never another platform's job: a Telegram job id can be computed from the update id.
-        None (a 404 that says nothing of whether the job exists) for anything not served.
-        """
-        async with reachable():
-            record = await self.service.queue.records.get(job_id)
-            if record is None or record.result is None:
-                return None
-            job, who = record.requester, self.context(client).requester
-            if (job.platform, record.platform) != (PLATFORM, PLATFORM):
-                return None
-            if job.user_id != who.user_id and not who.is_owner:
-                return None
-            data = await self.service.results.get(record.result.ref)
-        return None if data is None else (data, record.result.mime)
+        """A web job's stored result and its content type, for its client or an owner."""
+        return await self.service.result_for(self.context(client), job_id)

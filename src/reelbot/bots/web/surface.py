@@ -5,7 +5,7 @@ from __future__ import annotations
 from reelbot.bots.web.hub import Hub
 from reelbot.bots.web.views import job_view, status_view
 from reelbot.chat.replies import Button, Reply
-from reelbot.chat.service import ChatService, Update
+from reelbot.chat.service import ChatService
 from reelbot.chat.surface import Conversation, result_buttons
 from reelbot.chat.texts import Status
 from reelbot.config import Settings
@@ -22,8 +22,6 @@ class WebSurface:
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self.stages: dict[str, str | None] = {}
-        """The latest stage of each running job, shown beside its step count."""
 
     async def post_status(self, reply: ReplyAddress, job_id: str, text: str) -> str | None:
         """Nothing to post: the command's answer is the job's card."""
@@ -38,8 +36,7 @@ class WebSurface:
         buttons: tuple[Button, ...],
     ) -> None:
         """Redraw the card's state, progress, preview and buttons."""
-        view = status_view(job_id, status, preview, buttons, self.stages.get(job_id))
-        self.hub.push(reply.channel_id, view)
+        self.hub.push(reply.channel_id, status_view(job_id, status, preview, buttons))
 
     async def post_result(
         self, record: JobRecord, data: bytes, buttons: tuple[Button, ...]
@@ -58,7 +55,6 @@ class WebSurface:
 
     def show(self, record: JobRecord, *, delivered: bool = False) -> None:
         """Push a job's whole card to its client's pages."""
-        self.stages.pop(record.id, None)
         self.hub.push(record.request.reply.channel_id, job_view(record, delivered=delivered))
 
 
@@ -69,12 +65,6 @@ class WebConversation(Conversation):
         # Pages take every event: no platform rate limit to keep under.
         super().__init__(service, surface, settings, edit_interval_s=0.0)
         self.web = surface
-
-    async def on_update(self, update: Update) -> None:
-        """Note the stage (a ``Status`` has none), then redraw the card."""
-        if not update.event.status.finished:
-            self.web.stages[update.job_id] = update.event.stage
-        await super().on_update(update)
 
     async def deliver(self, delivery: Delivery) -> str | None:
         """The final card; the result's bytes stay in Redis for /media."""

@@ -112,14 +112,13 @@ def status_view(
     status: Status,
     preview: bytes | None,
     buttons: tuple[Button, ...],
-    stage: str | None = None,
 ) -> dict[str, Any]:
     """A status message's state as a partial update of the job's card."""
     view: dict[str, Any] = {
         "type": "job",
         "job_id": job_id,
         "status": status.status.value,
-        "stage": stage,
+        "stage": status.stage,
         "step": status.step or 0,
         "total": status.total or 0,
         "actions": actions(buttons),
