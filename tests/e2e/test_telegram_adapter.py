@@ -26,8 +26,9 @@ from telegram import Bot
 from telegram.error import Conflict
 from telegram_emulator import TOKEN, TelegramEmulator, User
 
-from reelbot.bots.telegram.app import CONFLICT_HELP, WebhookConfig
+from reelbot.bots.telegram.app import CONFLICT_HELP
 from reelbot.bots.telegram.service import TelegramService
+from reelbot.bots.telegram.webhook import WebhookConfig
 from reelbot.catalog import Catalog
 from reelbot.chat.surface import result_buttons
 from reelbot.config import Settings

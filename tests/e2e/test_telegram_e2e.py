@@ -28,6 +28,7 @@ from reelbot.catalog import Catalog
 from reelbot.config import Settings
 from reelbot.generation.runner import Runner
 from reelbot.jobs import JobStatus, job_id_for
+from reelbot.store import keys
 from reelbot.store.connection import connect
 from reelbot.store.records import RecordStore
 from reelbot.worker.worker import serve_generation
@@ -427,3 +428,163 @@ async def test_a_failed_job_ends_with_its_reason_in_the_status_message(stack: St
     assert await stack.job_status(job_id) == JobStatus.FAILED
     assert results(emu, update) == []
     check_edit_spacing(emu, chat)
+
+
+# -- what the chat layer promises, on Telegram -----------------------------------------------
+
+
+def text_reply(emu: TelegramEmulator, update: dict[str, Any]) -> list[str]:
+    return [m["text"] for m in replies(emu, update) if "text" in m]
+
+
+async def until_status(stack: Stack, job_id: str, status: JobStatus, within: float = 60) -> None:
+    deadline = time.monotonic() + within
+    while await stack.job_status(job_id) != status:
+        assert time.monotonic() < deadline, await stack.job_status(job_id)
+        await asyncio.sleep(0.05)
+
+
+OUTAGE_S = 30.0
+
+
+async def test_progress_follows_on_after_a_30_s_redis_outage(
+    telegram_emu: TelegramEmulator,
+    tmp_path: Path,
+    tiny_catalog: Catalog,
+    tiny_data_dir: Path,
+    runner: Runner,
+) -> None:
+    from reelbot.runtime.server import RedisServer
+
+    emu = telegram_emu
+    with RedisServer(tmp_path / "redis") as server:
+        settings = Settings(
+            redis_url=server.url,
+            telegram_token=TOKEN,
+            telegram_api_url=emu.root,
+            models="tiny",
+            data_dir=tiny_data_dir,
+            device="cpu",
+            heartbeat_s=0.5,
+            dead_worker_s=2.0,
+        )
+        stack = Stack(emu, settings, tiny_catalog, runner)
+        try:
+            await stack.start_bot()
+            chat = emu.private_chat(ALICE)
+            update = emu.user_text(chat, ALICE, "/imagine a lighthouse in fog --seed 3")
+            await emu.wait_for(lambda: "in line" in status_of(emu, update)["text"], what="queued")
+            await asyncio.to_thread(server.stop)
+            await asyncio.sleep(OUTAGE_S)
+            await asyncio.to_thread(server.start)
+            up = time.monotonic()
+            # Progress is lossy by design: the worker starts once the bot has subscribed again.
+            channel = keys.progress_channel("telegram")
+            async with asyncio.timeout(30):
+                while not sum(n for _, n in await stack.redis.pubsub_numsub(channel)):  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+            stack.start_worker()
+            result = await wait_result(emu, update)
+            check_media(emu, result, "imagine")
+            await emu.wait_for(lambda: status_of(emu, update)["text"].startswith("✅ Done"))
+            after = [c.params["text"] for c in emu.calls_of("editMessageText") if c.at > up]
+            # Progress reached the status message again, not only the final state.
+            assert [t for t in after if t.startswith(("🎨", "📦"))], after
+            await asyncio.sleep(1.0)
+            assert len(results(emu, update)) == 1
+        finally:
+            await stack.close()
+
+
+async def test_jobs_and_a_bare_cancel_stay_in_their_chat(stack: Stack) -> None:
+    emu = stack.emu
+    await stack.start_bot()  # no worker: the jobs wait
+    private, group = emu.private_chat(ALICE), emu.group(GROUP_ID)
+    secret = emu.user_text(private, ALICE, "/imagine my secret prompt")
+    secret_id = job_id_for("telegram", f"{private.id}:{secret['message']['message_id']}")
+    await emu.wait_for(lambda: "in line" in status_of(emu, secret)["text"], what="queued")
+    jobs = emu.user_text(group, ALICE, "/jobs@emu_bot")
+    (listed,) = await emu.wait_for(lambda: text_reply(emu, jobs), what="/jobs")
+    assert "no queued or running jobs" in listed and "secret" not in listed
+    assert secret_id not in listed
+    cancel = emu.user_text(group, ALICE, "/cancel@emu_bot")
+    (said,) = await emu.wait_for(lambda: text_reply(emu, cancel), what="/cancel")
+    assert "no queued or running jobs" in said, said
+    assert await stack.job_status(secret_id) == JobStatus.QUEUED
+
+    here = emu.user_text(group, ALICE, "/imagine@emu_bot a group fox")
+    here_id = job_id_for("telegram", f"{group.id}:{here['message']['message_id']}")
+    await emu.wait_for(lambda: "in line" in status_of(emu, here)["text"], what="queued")
+    jobs = emu.user_text(group, ALICE, "/jobs@emu_bot")
+    (listed,) = await emu.wait_for(lambda: text_reply(emu, jobs), what="/jobs")
+    assert here_id in listed and "group fox" in listed and "secret" not in listed
+    cancel = emu.user_text(group, ALICE, "/cancel@emu_bot")
+    (said,) = await emu.wait_for(lambda: text_reply(emu, cancel), what="/cancel")
+    assert here_id in said and said.endswith("Cancelled; the credits are back.")
+    assert await stack.job_status(here_id) == JobStatus.CANCELLED
+    assert await stack.job_status(secret_id) == JobStatus.QUEUED
+    # In the private chat, /jobs still shows it.
+    mine = emu.user_text(private, ALICE, "/jobs")
+    (listed,) = await emu.wait_for(lambda: text_reply(emu, mine), what="/jobs")
+    assert secret_id in listed and "my secret prompt" in listed
+
+
+async def test_cancelling_a_running_job_says_cancelling_until_the_worker_stops_it(
+    stack: Stack,
+) -> None:
+    emu = stack.emu
+    stack.start_worker()
+    await stack.start_bot()
+    chat = emu.private_chat(ALICE)
+    update = emu.user_text(chat, ALICE, "/video a long slow river --steps 8 --seed 1")
+    job_id = job_id_for("telegram", f"{chat.id}:{update['message']['message_id']}")
+    status = await emu.wait_for(lambda: [m for m in replies(emu, update) if "text" in m])
+    await until_status(stack, job_id, JobStatus.RUNNING)
+    emu.press_button(ALICE, status[0], f"cx:{job_id}")
+    (answer,) = await emu.wait_for(lambda: emu.calls_of("answerCallbackQuery"), what="answer")
+    assert answer.params["text"].startswith("Cancelling…"), answer.params
+    assert not status_of(emu, update)["text"].startswith("🚫")  # not before the worker says so
+    await emu.wait_for(
+        lambda: status_of(emu, update)["text"].startswith("🚫 Cancelled"),
+        within=RESULT_WAIT_S,
+        what="the confirmed cancel",
+    )
+    assert await stack.job_status(job_id) == JobStatus.CANCELLED
+    assert results(emu, update) == []
+
+
+async def test_a_refused_upload_ends_the_status_in_words(stack: Stack) -> None:
+    emu = stack.emu
+    emu.fail("sendPhoto", 400, 1, "Bad Request: file must be non-empty")
+    stack.start_worker()
+    await stack.start_bot()
+    chat = emu.private_chat(ALICE)
+    update = emu.user_text(chat, ALICE, "/imagine a kite over dunes")
+    sent = time.monotonic()
+    await emu.wait_for(
+        lambda: "could not be posted" in status_of(emu, update)["text"],
+        within=60,
+        what="the words",
+    )
+    assert time.monotonic() - sent < 60
+    final = status_of(emu, update)
+    assert "Sending the result" not in final["text"] and "reply_markup" not in final
+    assert results(emu, update) == []
+    job_id = job_id_for("telegram", f"{chat.id}:{update['message']['message_id']}")
+    record = await stack.records.require(job_id)
+    assert record.status == JobStatus.FAILED and record.error_code == "undeliverable"
+
+
+@pytest.mark.parametrize(("status", "description"), [(500, None), (400, "Bad Request: wrong file")])
+async def test_a_failed_image_download_is_answered_in_words(
+    stack: Stack, status: int, description: str | None
+) -> None:
+    emu = stack.emu
+    await stack.start_bot()
+    chat = emu.private_chat(ALICE)
+    emu.fail("getFile", status, 1, description)
+    update = emu.user_photo(chat, ALICE, png(), caption="/remix make it winter")
+    (said,) = await emu.wait_for(lambda: text_reply(emu, update), what="the answer")
+    assert "download that image" in said and "Something went wrong" not in said, said
+    job_id = job_id_for("telegram", f"{chat.id}:{update['message']['message_id']}")
+    assert await stack.job_status(job_id) is None

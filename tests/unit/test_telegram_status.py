@@ -11,8 +11,8 @@ import pytest
 from telegram import Update
 from telegram.error import BadRequest
 
+from reelbot.bots.telegram.app import on_error
 from reelbot.bots.telegram.render import keyboard
-from reelbot.bots.telegram.replies import on_error
 from reelbot.bots.telegram.status import StatusBoard
 from reelbot.chat.replies import Button
 from reelbot.errors import InvalidOption, QuotaExceeded

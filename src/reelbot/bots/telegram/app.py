@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any
 
 from telegram import BotCommand, Update
@@ -20,11 +19,13 @@ from telegram.ext import (
     filters,
 )
 
+from reelbot.chat.replies import reply_for
 from reelbot.runtime.supervise import Backoff, BestEffort
 
+from .handlers import ALERT_LIMIT
 from .render import COMMANDS
-from .replies import on_error
-from .webhook import WebhookServer
+from .surface import REPLY_TIMEOUT_S
+from .webhook import WebhookConfig, WebhookServer
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +52,6 @@ CONFLICT_HELP = (
     "token. Only one poller per token works; stop the other `reelbot telegram`, or use "
     "webhook mode."
 )
-
-
-@dataclass(frozen=True)
-class WebhookConfig:
-    """Webhook mode: Telegram POSTs to ``url``, which a proxy forwards to ``host:port/path``."""
-
-    url: str
-    secret: str
-    path: str = "/telegram"
-    host: str = "127.0.0.1"
-    port: int = 8443
 
 
 def bot_api_urls(api_root: str) -> tuple[str, str]:
@@ -129,13 +119,7 @@ class TelegramAdapter:
                 bootstrap_retries=BOOTSTRAP_RETRIES,
             )
         else:
-            self.webhook = WebhookServer(
-                self.application,
-                secret=webhook.secret,
-                path=webhook.path,
-                host=webhook.host,
-                port=webhook.port,
-            )
+            self.webhook = WebhookServer(self.application, webhook)
             await self.webhook.start()
             await bot.set_webhook(
                 webhook.url, secret_token=webhook.secret, allowed_updates=ALLOWED_UPDATES
@@ -169,3 +153,31 @@ def _worth_retrying(exc: Exception) -> bool:
     if isinstance(exc, BadRequest):  # PTB's BadRequest is a NetworkError; a retry won't help
         return False
     return isinstance(exc, NetworkError | RetryAfter)
+
+
+async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """PTB error handler: answer the button press or reply to the message that failed."""
+    exc = context.error
+    where = ""
+    if isinstance(update, Update):
+        chat = update.effective_chat
+        where = f" in update {update.update_id}" + (f", chat {chat.id}" if chat else "")
+    if isinstance(exc, RetryAfter | NetworkError) and not isinstance(exc, BadRequest):
+        # Telegram itself is unreachable or throttling: a reply would fail the same way.
+        log.warning("Telegram call failed%s: %s", where, exc)
+        return
+    if exc is None:
+        return
+    text = reply_for(exc, where=where)  # logs anything that is not ours, with a reference
+    if not isinstance(update, Update):
+        return
+    try:
+        if update.callback_query is not None:
+            await update.callback_query.answer(text[:ALERT_LIMIT], show_alert=True)
+        elif update.effective_message is not None:
+            await update.effective_message.reply_text(
+                text, do_quote=True, read_timeout=REPLY_TIMEOUT_S, write_timeout=REPLY_TIMEOUT_S
+            )
+    except Exception as reply_exc:
+        # The handler of last resort must not raise: PTB would only log it again.
+        log.warning("could not send the error reply%s: %s", where, reply_exc)

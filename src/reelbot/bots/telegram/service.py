@@ -17,10 +17,11 @@ from reelbot.config import Settings
 from reelbot.errors import ConfigError
 from reelbot.store.connection import connect
 
-from .app import CONFLICT_HELP, TelegramAdapter, WebhookConfig
+from .app import CONFLICT_HELP, TelegramAdapter
 from .handlers import PLATFORM, CommandLayer
 from .status import GROUP_INTERVAL_S, PRIVATE_INTERVAL_S, StatusBoard
 from .surface import TelegramSurface
+from .webhook import WebhookConfig
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +85,6 @@ class TelegramService:
             self._task = None
         await self.adapter.stop()
         await self.board.close()
-
-    async def __aenter__(self) -> TelegramService:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
 
 def webhook_from_settings(settings: Settings) -> WebhookConfig | None:

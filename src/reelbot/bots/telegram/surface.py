@@ -54,11 +54,6 @@ def _where(reply: ReplyAddress) -> dict[str, Any]:
     }
 
 
-def _retry_after_s(exc: RetryAfter) -> float:
-    # The public attribute warns about its coming type change; PTB reads the timedelta itself.
-    return float(exc._retry_after.total_seconds())
-
-
 class TelegramSurface:
     """Status messages through the per-chat ``StatusBoard``, results as photo, video or file."""
 
@@ -120,25 +115,22 @@ class TelegramSurface:
             **_where(request.reply),
         }
         file = InputFile(data, filename=f"reelbot-{record.id}.{info.ext}")
+        send: Any
+        if info.mime.startswith("video/"):
+            send = self.bot.send_video
+            common |= {"video": file, "supports_streaming": True, "has_spoiler": info.spoiler}
+            common |= {"width": info.width, "height": info.height}
+            common["duration"] = round(info.frames / info.fps) if info.fps else None
+        elif fits_photo(info.mime, len(data), info.width, info.height):
+            send, common["photo"], common["has_spoiler"] = self.bot.send_photo, file, info.spoiler
+        else:
+            send, common["document"] = self.bot.send_document, file
         try:
-            message: Message
-            if info.mime.startswith("video/"):
-                message = await self.bot.send_video(
-                    video=file,
-                    supports_streaming=True,
-                    width=info.width,
-                    height=info.height,
-                    duration=round(info.frames / info.fps) if info.fps else None,
-                    has_spoiler=info.spoiler,
-                    **common,
-                )
-            elif fits_photo(info.mime, len(data), info.width, info.height):
-                message = await self.bot.send_photo(photo=file, has_spoiler=info.spoiler, **common)
-            else:
-                message = await self.bot.send_document(document=file, **common)
+            message: Message = await send(**common)
         except RetryAfter as exc:
             # AIORateLimiter has already waited out several 429s; the queue retries later.
-            raise RateLimited(retry_after=_retry_after_s(exc)) from exc
+            # (The public attribute warns about its coming type change; read the timedelta.)
+            raise RateLimited(retry_after=exc._retry_after.total_seconds()) from exc
         except BadRequest:
             raise  # a 400 will not get better: the delivery says it could not be posted
         except NetworkError as exc:

@@ -10,6 +10,7 @@ import asyncio
 import hmac
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
@@ -29,26 +30,33 @@ START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
 
 
+@dataclass(frozen=True)
+class WebhookConfig:
+    """Webhook mode: Telegram POSTs to ``url``, which a proxy forwards to ``host:port/path``."""
+
+    url: str
+    secret: str
+    path: str = "/telegram"
+    host: str = "127.0.0.1"
+    port: int = 8443
+
+
 class WebhookServer:
     """An HTTP endpoint that checks the secret and hands updates to the PTB application."""
 
-    def __init__(
-        self,
-        application: Application,  # type: ignore[type-arg]
-        *,
-        secret: str,
-        path: str = "/telegram",
-        host: str = "127.0.0.1",
-        port: int = 8443,
-    ) -> None:
-        if not 1 <= len(secret) <= 256:
+    def __init__(self, application: Application, hook: WebhookConfig) -> None:  # type: ignore[type-arg]
+        if not 1 <= len(hook.secret) <= 256:
             raise ValueError("the webhook secret must be 1-256 characters (Telegram's limit)")
         self.application = application
-        self.secret = secret.encode()
-        self.path = path
-        app = Starlette(routes=[Route(path, self._receive, methods=["POST"])])
+        self.secret = hook.secret.encode()
+        app = Starlette(routes=[Route(hook.path, self._receive, methods=["POST"])])
         config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
+            app,
+            host=hook.host,
+            port=hook.port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
         )
         self.server = uvicorn.Server(config)
         self._task: asyncio.Task[None] | None = None
