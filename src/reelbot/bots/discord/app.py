@@ -1,18 +1,19 @@
-"""The Discord adapter's lifecycle: point discord.py at the API, connect, follow progress."""
+"""The Discord adapter: the discord.py client and its lifecycle (point discord.py at the API,
+connect, sync the commands, follow progress, post results)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from types import TracebackType
 
 import aiohttp
 import discord
 import yarl
 
 from reelbot.bots.discord.bot import DiscordBot, DiscordConversation
-from reelbot.bots.discord.client import ReelbotClient
+from reelbot.bots.discord.buttons import DYNAMIC_ITEMS, answer_unknown
+from reelbot.bots.discord.commands import Tree, build_tree
 from reelbot.bots.discord.surface import DiscordSurface
 from reelbot.chat.service import ChatService
 from reelbot.config import Settings
@@ -37,6 +38,34 @@ def point_at(api_url: str, gateway_url: str | None) -> None:
     discord.http.Route.BASE = api_url.rstrip("/")
     if gateway_url:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+
+
+class ReelbotClient(discord.Client):
+    """A gateway client that dispatches commands and buttons to the adapter's handlers."""
+
+    def __init__(self, *, guild_id: int | None = None) -> None:
+        # Slash commands and buttons arrive as interactions, which need no intents at all.
+        # Without the guilds intent no GUILD_CREATE follows READY, so discord.py's wait for them
+        # (2 s by default) only delays start-up.
+        # Prompts are echoed in status messages and captions: "@everyone" or a role mention in
+        # one must never ping. Every send and edit defaults to no mentions; the one post that
+        # must notify its requester names that user explicitly.
+        super().__init__(
+            intents=discord.Intents.none(),
+            guild_ready_timeout=0.1,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+        self.tree: Tree = build_tree(self)
+        self.guild_id = guild_id
+        self.reelbot_bot: DiscordBot | None = None
+
+    async def setup_hook(self) -> None:
+        """Register the persistent buttons (the commands are synced after READY, by the app)."""
+        self.add_dynamic_items(*DYNAMIC_ITEMS)
+
+    async def on_interaction(self, interaction: discord.Interaction[discord.Client]) -> None:
+        """Answer the buttons no handler takes."""
+        await answer_unknown(interaction)
 
 
 class DiscordAdapter:
@@ -128,12 +157,7 @@ class DiscordAdapter:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
 

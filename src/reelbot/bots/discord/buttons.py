@@ -3,12 +3,15 @@ after the adapter restarts (``discord.ui.DynamicItem``). Chat's ``Button`` value
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any, Protocol, Self
 
 import discord
 
 from reelbot.chat.replies import Button
+
+log = logging.getLogger(__name__)
 
 # custom_id is limited to 100 characters by Discord; ours are "rb:<short>:<job id>".
 _JOB = r"(?P<job>[a-z0-9]{1,64})"
@@ -97,11 +100,24 @@ DYNAMIC_ITEMS: tuple[type[_JobButton], ...] = (
 )
 _BY_ACTION = {item.action: item for item in DYNAMIC_ITEMS}
 _OURS = re.compile(rf"rb:(?:{'|'.join(item.short for item in DYNAMIC_ITEMS)}):{_JOB}")
+UNKNOWN_BUTTON = (
+    "This button isn't one reelbot knows (it may be from an older version). Run the command again."
+)
 
 
-def is_ours(custom_id: str) -> bool:
-    """Whether one of the buttons above handles this custom_id (as discord.py matches them)."""
-    return _OURS.fullmatch(custom_id) is not None
+async def answer_unknown(interaction: discord.Interaction[Any]) -> None:
+    """A button no handler takes (an old message, a forged custom_id) still gets an answer;
+    Discord would otherwise show "This interaction failed". discord.py runs a button only
+    when its custom_id is on the clicked message; so does this check."""
+    if interaction.type != discord.InteractionType.component:
+        return
+    custom_id = str(dict(interaction.data or {}).get("custom_id", ""))
+    rows = interaction.message.components if interaction.message else []
+    ids = {getattr(c, "custom_id", None) for row in rows for c in getattr(row, "children", [row])}
+    if _OURS.fullmatch(custom_id) and custom_id in ids:
+        return
+    log.info("unknown button %r", custom_id[:100])
+    await interaction.response.send_message(UNKNOWN_BUTTON, ephemeral=True)
 
 
 def view_of(buttons: tuple[Button, ...]) -> discord.ui.View | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
 import discord
@@ -16,6 +18,7 @@ from reelbot.jobs import MAX_RAW_CHARS, MAX_SEED, Options
 
 Aspect = Literal["1:1", "16:9", "9:16", "3:2", "2:3", "4:3", "3:4", "21:9"]
 Interaction = discord.Interaction[Any]
+Command = app_commands.Command[Any, ..., None]
 
 # Static bounds Discord's UI enforces; each model's own limits are checked by jobs.resolve, which
 # names the option and its range.
@@ -56,10 +59,6 @@ def _options(given: dict[str, Any]) -> Options:
     return Options(**{k: v for k, v in given.items() if k in Options.model_fields})
 
 
-def _describe(*names: str) -> dict[str, str]:
-    return {n: _DESCRIBE[n] for n in names}
-
-
 async def model_autocomplete(
     interaction: Interaction, current: str
 ) -> list[app_commands.Choice[str]]:
@@ -80,18 +79,34 @@ async def model_autocomplete(
 
 _contexts = app_commands.allowed_contexts(guilds=True, dms=True, private_channels=True)
 _installs = app_commands.allowed_installs(guilds=True, users=True)
+Callback = Callable[..., Coroutine[Any, Any, None]]
 
 
-def _anywhere(command: Any) -> Any:
-    """Usable in servers, DMs and group DMs; installable to a server or a user."""
-    return _installs(_contexts(command))
+def _command(description: str, *, name: str = "") -> Callable[[Callback], Command]:
+    """A command usable in servers, DMs and group DMs, installable to a server or a user."""
+
+    def make(callback: Callback) -> Command:
+        anywhere = _installs(_contexts(callback))
+        return app_commands.command(name=name or callback.__name__, description=description)(
+            anywhere
+        )
+
+    return make
 
 
-@app_commands.command(description="Make an image from a prompt")
-@app_commands.describe(**_describe("prompt", "negative", "seed", "aspect", "steps", "guidance"))
-@app_commands.describe(**_describe("model"))
-@app_commands.autocomplete(model=model_autocomplete)
-@_anywhere
+def _generation(description: str) -> Callable[[Callback], Command]:
+    """A generation command: its options described, its models completed as typed."""
+
+    def make(callback: Callback) -> Command:
+        named = inspect.signature(callback).parameters
+        described = app_commands.describe(**{n: _DESCRIBE[n] for n in named if n in _DESCRIBE})
+        completed = app_commands.autocomplete(model=model_autocomplete)
+        return _command(description)(completed(described(callback)))
+
+    return make
+
+
+@_generation("Make an image from a prompt")
 async def imagine(
     interaction: Interaction,
     prompt: Prompt,
@@ -106,11 +121,7 @@ async def imagine(
     await bot_of(interaction).generate(interaction, Task.IMAGINE, prompt, _options(locals()))
 
 
-@app_commands.command(description="Change a picture with a prompt")
-@app_commands.describe(**_describe("prompt", "image", "negative", "seed", "aspect", "steps"))
-@app_commands.describe(**_describe("guidance", "model", "strength"))
-@app_commands.autocomplete(model=model_autocomplete)
-@_anywhere
+@_generation("Change a picture with a prompt")
 async def remix(
     interaction: Interaction,
     prompt: Prompt,
@@ -127,11 +138,7 @@ async def remix(
     await bot_of(interaction).generate(interaction, Task.REMIX, prompt, _options(locals()), image)
 
 
-@app_commands.command(description="Make a short video from a prompt")
-@app_commands.describe(**_describe("prompt", "negative", "seed", "aspect", "steps", "guidance"))
-@app_commands.describe(**_describe("model", "duration", "fps"))
-@app_commands.autocomplete(model=model_autocomplete)
-@_anywhere
+@_generation("Make a short video from a prompt")
 async def video(
     interaction: Interaction,
     prompt: Prompt,
@@ -148,11 +155,7 @@ async def video(
     await bot_of(interaction).generate(interaction, Task.VIDEO, prompt, _options(locals()))
 
 
-@app_commands.command(description="Bring a picture to life as a short video")
-@app_commands.describe(**_describe("image", "prompt", "negative", "seed", "aspect", "steps"))
-@app_commands.describe(**_describe("guidance", "model", "duration", "fps"))
-@app_commands.autocomplete(model=model_autocomplete)
-@_anywhere
+@_generation("Bring a picture to life as a short video")
 async def animate(
     interaction: Interaction,
     image: discord.Attachment,
@@ -172,39 +175,34 @@ async def animate(
     )
 
 
-@app_commands.command(description="Your queued and running jobs")
-@_anywhere
+@_command("Your queued and running jobs")
 async def jobs(interaction: Interaction) -> None:
     """/jobs."""
     bot = bot_of(interaction)
     await bot.private(interaction, bot.service.jobs_text(bot.context(interaction)))
 
 
-@app_commands.command(description="Cancel one of your jobs (the latest if none is named)")
+@_command("Cancel one of your jobs (the latest if none is named)")
 @app_commands.describe(job="the job id, as /jobs shows it")
-@_anywhere
 async def cancel(interaction: Interaction, job: str | None = None) -> None:
     """/cancel [job]."""
     await bot_of(interaction).cancel(interaction, job)
 
 
-@app_commands.command(description="Your remaining budget")
-@_anywhere
+@_command("Your remaining budget")
 async def quota(interaction: Interaction) -> None:
     """/quota."""
     bot = bot_of(interaction)
     await bot.private(interaction, bot.service.quota_text(bot.requester(interaction)))
 
 
-@app_commands.command(description="The models this deployment serves")
-@_anywhere
+@_command("The models this deployment serves")
 async def models(interaction: Interaction) -> None:
     """/models."""
     await bot_of(interaction).models(interaction)
 
 
-@app_commands.command(name="help", description="How to use reelbot")
-@_anywhere
+@_command("How to use reelbot", name="help")
 async def help_(interaction: Interaction) -> None:
     """/help."""
     await interaction.response.send_message(render.HELP_TEXT, ephemeral=True)
