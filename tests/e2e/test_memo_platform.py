@@ -50,7 +50,8 @@ async def memo(
     redis = connect(discord_redis_url)
     service = ChatService(redis, settings, load_catalog("tiny"), platform="memo")
     chat = MemoChat()
-    bot = MemoBot(service, chat, Conversation(service, chat, settings, edit_interval_s=0.2))
+    conversation = Conversation(service, chat, settings, edit_interval_s=0.2, positions_every_s=0.2)
+    bot = MemoBot(service, chat, conversation)
     stop = asyncio.Event()
     running = asyncio.create_task(bot.run(stop))
     try:
@@ -92,6 +93,8 @@ async def test_imagine_jobs_cancel_through_the_real_queue_and_worker(
     waiting = await bot.say("ann", "room", "/imagine never drawn", group=True)
     await bot.say("ann", "room", "/jobs", group=True)
     assert waiting in chat.private[-1][1]
+    # Its status shows its place in line while it waits, redrawn by the chat layer.
+    await until(lambda: [m for m in chat.in_chat("room") if "Queued · position 1" in m.text])
     # A private prompt never shows in the group's /jobs.
     secret = await bot.say("ann", "ann-dm", "/imagine my secret prompt")
     await bot.say("ann", "room", "/jobs", group=True)

@@ -182,6 +182,8 @@ class ChatService:
         self.results = RedisResultStore(redis, ttl_s=settings.result_ttl_s)
         self.owner_ids = settings.owner_ids
         self._requests: OrderedDict[str, GenerationRequest] = OrderedDict()
+        self.on_submit: list[Callable[[Ticket, GenerationRequest], None]] = []
+        """Called with every job this service queues (a ``Conversation`` watches its place)."""
 
     # -- generation ------------------------------------------------------------------------
 
@@ -216,7 +218,7 @@ class ChatService:
         async with reachable():
             submitted = await self.queue.submit(request)
         pos = submitted.position
-        return Ticket(
+        ticket = Ticket(
             job_id=submitted.record.id,
             params=submitted.record.params,
             position=pos.position if pos else None,
@@ -224,6 +226,9 @@ class ChatService:
             duplicate=not submitted.created,
             record=submitted.record,
         )
+        for hook in self.on_submit:
+            hook(ticket, request)
+        return ticket
 
     async def generate(
         self,

@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 from typing import Protocol
 
 from reelbot.chat.replies import Button, Reply
-from reelbot.chat.service import ChatService, Update
+from reelbot.chat.service import ChatService, Ticket, Update
 from reelbot.chat.texts import Status, undeliverable_text
 from reelbot.chat.throttle import EditThrottle
 from reelbot.config import Settings
-from reelbot.jobs import JobStatus, ReplyAddress
+from reelbot.errors import BackendUnavailable
+from reelbot.jobs import GenerationRequest, JobStatus, ReplyAddress
 from reelbot.queue.delivery import Delivery, DeliveryConsumer
 from reelbot.store.records import JobRecord
 
@@ -90,10 +92,15 @@ class Conversation:
         *,
         edit_interval_s: float = 1.0,
         delivery_poll_s: float = 0.5,
+        positions_every_s: float | None = None,
     ) -> None:
         self.service = service
         self.surface = surface
         self.throttle = EditThrottle(edit_interval_s)
+        self.positions_every_s = positions_every_s
+        self.waiting: dict[str, GenerationRequest] = {}
+        """Jobs of this platform waiting in line, whose place is redrawn while they wait."""
+        service.on_submit.append(self.watch)
         self.consumer = DeliveryConsumer(
             service.redis,
             service.platform,
@@ -104,9 +111,41 @@ class Conversation:
         )
         self.result_ttl_s = settings.result_ttl_s
 
+    def watch(self, ticket: Ticket, request: GenerationRequest) -> None:
+        """Redraw a queued job's place in line until it runs (when positions are refreshed)."""
+        if self.positions_every_s is not None and not ticket.duplicate:
+            self.waiting[ticket.job_id] = request
+
+    async def refresh_positions(self, stop: asyncio.Event) -> None:
+        """Every ``positions_every_s``: each waiting job's place in line and ETA, redrawn."""
+        every = self.positions_every_s
+        while every is not None and not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(every):
+                    await stop.wait()
+            for job_id, request in list(self.waiting.items()):
+                try:
+                    job = await self.service.job(job_id)
+                except BackendUnavailable as exc:
+                    log.debug("queue positions not redrawn: %s", exc)
+                    break
+                if job is None or job.status != JobStatus.QUEUED or job.position is None:
+                    self.waiting.pop(job_id, None)
+                    continue
+                status = Status(
+                    JobStatus.QUEUED, request.text, position=job.position, eta_s=job.eta_s
+                )
+                buttons = status_buttons(job_id, JobStatus.QUEUED)
+                edit = functools.partial(
+                    self.surface.edit_status, request.reply, job_id, status, None, buttons
+                )
+                await self.throttle.run(job_id, edit)
+
     async def on_update(self, update: Update) -> None:
         """Show one progress event on the job's status message."""
         event = update.event
+        if event.status != JobStatus.QUEUED:
+            self.waiting.pop(event.job_id, None)
         if event.status.finished:
             # The delivery posts the end state; a late event must not race it.
             return
@@ -162,11 +201,13 @@ class Conversation:
     async def run(self, stop: asyncio.Event) -> None:
         """Follow progress and consume deliveries until ``stop`` is set."""
         consumer = asyncio.create_task(self.consumer.async_run(), name="chat-delivery")
+        positions = asyncio.create_task(self.refresh_positions(stop), name="chat-positions")
         try:
             await self.service.follow_progress(stop, self.on_update)
         finally:
             await self.consumer.close()
-            consumer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await consumer
+            for task in (consumer, positions):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             await self.throttle.aclose()

@@ -7,7 +7,6 @@ import functools
 import importlib
 import logging
 import os
-import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ from reelbot.catalog import load_catalog
 from reelbot.config import Settings
 from reelbot.errors import ConfigError
 from reelbot.runtime.server import RedisServer
+from reelbot.runtime.signals import setup_logging, until_signal
 from reelbot.runtime.supervise import supervise
 from reelbot.store.readings import RedisCollector
 from reelbot.worker.worker import serve_generation
@@ -30,27 +30,6 @@ __all__ = ["Adapter", "run_up", "run_worker", "until_signal"]
 
 Adapter = Callable[[Settings, asyncio.Event], Awaitable[None]]
 """A chat adapter as ``reelbot up`` runs it: returns once the event is set."""
-
-
-def setup_logging() -> None:
-    """Timestamped log lines on stderr for the long-running processes."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
-
-
-async def until_signal(serve: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    """Run ``serve(stop)``; SIGINT or SIGTERM sets ``stop`` so that it winds down cleanly."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await serve(stop)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
 
 
 def make_runner(settings: Settings) -> PipelineRunner:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
 import sys
 
@@ -15,13 +14,12 @@ from reelbot.bots.web.app import build_app
 from reelbot.bots.web.chat import WebChat
 from reelbot.bots.web.hub import Hub
 from reelbot.bots.web.surface import WebConversation, WebSurface
-from reelbot.bots.web.views import position_view
 from reelbot.catalog import load_catalog
 from reelbot.config import Settings
-from reelbot.errors import BackendUnavailable, ConfigError
-from reelbot.jobs import JobStatus
+from reelbot.errors import ConfigError
 from reelbot.runtime import http
 from reelbot.runtime.http import is_loopback
+from reelbot.runtime.signals import setup_logging, until_signal
 from reelbot.store.connection import connect
 
 log = logging.getLogger(__name__)
@@ -29,8 +27,6 @@ log = logging.getLogger(__name__)
 __all__ = ["WebService", "is_loopback", "run_up", "run_web", "serve_web"]
 
 CLOSE_TIMEOUT_S = 8.0
-POSITION_EVERY_S = 1.0
-"""How often a waiting job's place in line is redrawn."""
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -50,26 +46,11 @@ class WebService:
         )
         self.conversation = WebConversation(self.chat.service, WebSurface(self.hub), settings)
 
-    async def tick_positions(self, stop: asyncio.Event) -> None:
-        """Redraw the place in line of the jobs that wait, for the pages that are open."""
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(POSITION_EVERY_S):
-                    await stop.wait()
-            for client in self.hub.clients():
-                try:
-                    for job in await self.chat.service.jobs(self.chat.context(client)):
-                        if job.status == JobStatus.QUEUED and job.position is not None:
-                            self.hub.push(client, position_view(job))
-                except BackendUnavailable as exc:
-                    log.debug("queue positions not redrawn: %s", exc)
-
     async def serve(self, stop: asyncio.Event, sock: socket.socket) -> None:
         """Serve until ``stop`` is set, then close the streams, the server and the consumer."""
         done = asyncio.Event()
         tasks = [
             asyncio.create_task(self.conversation.run(done), name="web-conversation"),
-            asyncio.create_task(self.tick_positions(done), name="web-positions"),
         ]
         server = http.quiet_server(self.app)
         try:
@@ -133,21 +114,7 @@ async def serve_web(settings: Settings, stop: asyncio.Event, sock: socket.socket
 
 def run_web(settings: Settings) -> None:
     """``reelbot web``: serve until SIGINT/SIGTERM, then wind down cleanly."""
-    # Not reelbot.runtime.lifecycle's helpers: importing that module pulls in the generation
-    # runner (torch), which the adapters must never load.
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
-
+    setup_logging()
     # Alone, a port that is taken is a start-up error: one line, exit status 2.
     sock = bind(settings.web_host, settings.web_port)
-
-    async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await serve_web(settings, stop, sock)
-
-    asyncio.run(serve())
+    asyncio.run(until_signal(lambda stop: serve_web(settings, stop, sock)))

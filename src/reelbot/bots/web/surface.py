@@ -16,6 +16,9 @@ from reelbot.store.records import JobRecord
 
 __all__ = ["WebConversation", "WebSurface"]
 
+POSITION_EVERY_S = 1.0
+"""How often a waiting job's place in line is redrawn."""
+
 
 class WebSurface:
     """Cards and texts pushed to the open pages of a client (the chat is the client id)."""
@@ -63,7 +66,9 @@ class WebConversation(Conversation):
 
     def __init__(self, service: ChatService, surface: WebSurface, settings: Settings) -> None:
         # Pages take every event: no platform rate limit to keep under.
-        super().__init__(service, surface, settings, edit_interval_s=0.0)
+        super().__init__(
+            service, surface, settings, edit_interval_s=0.0, positions_every_s=POSITION_EVERY_S
+        )
         self.web = surface
 
     async def deliver(self, delivery: Delivery) -> str | None:

@@ -8,7 +8,6 @@ from typing import Any
 
 from reelbot.catalog import Task
 from reelbot.chat.replies import Button
-from reelbot.chat.service import JobView
 from reelbot.chat.surface import result_buttons, status_buttons
 from reelbot.chat.texts import Status
 from reelbot.jobs import JobStatus
@@ -18,7 +17,6 @@ __all__ = [
     "HELP_TEXT",
     "PLATFORM",
     "job_view",
-    "position_view",
     "status_view",
     "unknown_command",
 ]
@@ -96,17 +94,6 @@ def job_view(
     return view
 
 
-def position_view(job: JobView) -> dict[str, Any]:
-    """A waiting job's place in line and ETA, as a partial update of its card."""
-    return {
-        "type": "job",
-        "job_id": job.job_id,
-        "status": JobStatus.QUEUED.value,
-        "position": job.position,
-        "eta_s": round(job.eta_s or 0.0, 1),
-    }
-
-
 def status_view(
     job_id: str,
     status: Status,
@@ -123,6 +110,9 @@ def status_view(
         "total": status.total or 0,
         "actions": actions(buttons),
     }
+    if status.position is not None:
+        view["position"] = status.position
+        view["eta_s"] = round(status.eta_s or 0.0, 1)
     if status.message:
         view["message"] = status.message
         if status.status == JobStatus.DELIVERING:
