@@ -30,6 +30,7 @@ __all__ = [
     "ReplyAddress",
     "Requester",
     "Task",
+    "check_prompt_text",
     "job_id_for",
     "parse_prompt",
     "resolve",
@@ -262,6 +263,19 @@ def parse_prompt(text: str) -> tuple[str, Options]:
     return prompt, _typed_options(values)
 
 
+def check_prompt_text(prompt: str) -> None:
+    """Refuse a prompt (flags already taken out) with no words: only emoji or punctuation.
+
+    Raises:
+        InvalidPrompt: the prompt has no letters or digits to describe a picture with.
+    """
+    if prompt.strip() and not any(unicodedata.category(c)[0] in ("L", "N") for c in prompt):
+        raise InvalidPrompt(
+            "Describe what you want in words (English works best with most models), "
+            "e.g. /imagine a red fox in the snow"
+        )
+
+
 def _example(name: str) -> str:
     return {
         "negative": "--no text, watermark",
@@ -415,6 +429,7 @@ def resolve(
         raise InvalidPrompt(
             f"That prompt is {len(prompt)} characters; keep it under {MAX_PROMPT_CHARS}."
         )
+    check_prompt_text(prompt)
     if negative and not spec.supports_negative:
         raise InvalidOption(
             f"{spec.name} does not use a negative prompt (--no); leave it out or pick another "

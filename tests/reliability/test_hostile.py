@@ -28,12 +28,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from reelbot.bots.telegram.parse import check_prompt_text, parse_command
+from reelbot.bots.telegram.parse import parse_command
 from reelbot.bots.telegram.render import CAPTION_LIMIT, caption_html, utf16_len
 from reelbot.catalog import Catalog, Task, load_catalog
 from reelbot.errors import InvalidImage, InvalidPrompt, ReelbotError
 from reelbot.inputs import DEFAULT_MAX_PIXELS, load_input_image, probe_image
-from reelbot.jobs import GenerationParams
+from reelbot.jobs import GenerationParams, check_prompt_text
 from reliability.hostile import HOSTILE_TEXT, assert_no_pings
 from reliability.stacks import Chat, Interaction, Platforms, User, both_platforms
 

@@ -11,12 +11,12 @@ from telegram import Update
 from reelbot.bots.telegram.parse import (
     DOWNLOAD_LIMIT,
     Command,
-    check_prompt_text,
     command_of,
     find_image,
     parse_command,
 )
 from reelbot.errors import InvalidImage, InvalidPrompt
+from reelbot.jobs import check_prompt_text
 
 ALICE = {"id": 111, "is_bot": False, "first_name": "Alice", "username": "alice"}
 GROUP = {"id": -1001234567890, "title": "Emu Group", "type": "supergroup"}

@@ -36,16 +36,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def bind(host: str, port: int, *, setting: str) -> socket.socket:
+def bind(host: str, port: int, *, setting: str, one: bool = False) -> socket.socket:
     """A listening socket, or one clear line naming the setting (``REELBOT_WEB``: its
-    ``_HOST`` and ``_PORT``) when the address is wrong or the port is taken."""
+    ``_HOST`` and ``_PORT``; with ``one``, a single ``HOST:PORT`` variable by its own name)
+    when the address is wrong or the port is taken."""
+    host_var, port_var = (setting, setting) if one else (f"{setting}_HOST", f"{setting}_PORT")
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
         sock = socket.socket(family, kind, proto)
     except OSError as exc:
-        raise ConfigError(f"{setting}_HOST: cannot listen on {host}: {exc}") from exc
+        raise ConfigError(f"{host_var}: cannot listen on {host}: {exc}") from exc
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
@@ -53,7 +55,7 @@ def bind(host: str, port: int, *, setting: str) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise ConfigError(
-            f"{setting}_PORT: cannot listen on {host}:{port} ({exc.strerror or exc}); "
+            f"{port_var}: cannot listen on {host}:{port} ({exc.strerror or exc}); "
             f"is another reelbot running? Pick another port."
         ) from exc
     return sock

@@ -20,7 +20,7 @@ from reelbot.chat.texts import Status, eta_text
 from reelbot.errors import JobNotFound, MissingImage, NotAllowed, TransientError, UserError
 from reelbot.jobs import JobStatus, Options, ReplyAddress, Requester, job_id_for, parse_prompt
 
-from .parse import check_prompt_text, command_of, find_image
+from .parse import command_of, find_image
 from .render import decode_button, help_text, keyboard, prompt_of, status_text, truncate
 from .surface import REPLY_TIMEOUT_S, TelegramSurface
 
@@ -152,7 +152,6 @@ class CommandLayer:
             )
         source_id = f"{message.chat.id}:{message.message_id}"
         prompt = parse_prompt(text)[0]
-        check_prompt_text(prompt)
         self.service.plan(task, text, Options(), source_id=source_id, has_image=bool(image))
         job_id = job_id_for(PLATFORM, source_id)
         # Telegram re-sends updates that were not confirmed before a restart: one job per update.

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 
 from telegram import Message
 
-from reelbot.errors import InvalidImage, InvalidPrompt
+from reelbot.errors import InvalidImage
 
 DOWNLOAD_LIMIT = 20 * 1024 * 1024
 """The Bot API's getFile limit on the cloud server."""
@@ -96,16 +95,3 @@ def find_image(message: Message) -> ImageSource | None:
             "a photo (Telegram shrinks photos) or a smaller file."
         )
     return source
-
-
-def check_prompt_text(prompt: str) -> None:
-    """Refuse a prompt (flags already taken out) with no words: only emoji or punctuation.
-
-    Raises:
-        InvalidPrompt: the prompt has no letters or digits to describe a picture with.
-    """
-    if prompt.strip() and not any(unicodedata.category(c)[0] in ("L", "N") for c in prompt):
-        raise InvalidPrompt(
-            "Describe what you want in words (English works best with most models), "
-            "e.g. /imagine a red fox in the snow"
-        )

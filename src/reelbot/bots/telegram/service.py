@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from urllib.parse import urlsplit
 
 from arq.connections import ArqRedis
@@ -15,6 +14,7 @@ from reelbot.chat.service import ChatService
 from reelbot.chat.surface import Conversation
 from reelbot.config import Settings
 from reelbot.errors import ConfigError
+from reelbot.runtime.signals import setup_logging, until_signal
 from reelbot.store.connection import connect
 
 from .app import CONFLICT_HELP, TelegramAdapter
@@ -139,12 +139,10 @@ async def run_telegram(settings: Settings, *, webhook: WebhookConfig | None = No
     """Run until SIGINT or SIGTERM; a persistent 409 (another poller) stops it with a clear line."""
     if settings.telegram_token is None:
         raise ConfigError("REELBOT_TELEGRAM_TOKEN: not set; get one from @BotFather")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    setup_logging()
     token = settings.telegram_token.get_secret_value()
-    await _serve(settings, token, stop, webhook or webhook_from_settings(settings), alone=True)
+    hook = webhook or webhook_from_settings(settings)
+    await until_signal(lambda stop: _serve(settings, token, stop, hook, alone=True))
     return 0
 
 
