@@ -59,6 +59,7 @@ __all__ = [
     "Ticket",
     "Update",
     "reachable",
+    "rerun_task",
 ]
 
 Rerun = Literal["reroll", "vary", "animate"]
@@ -70,6 +71,12 @@ PROGRESS_POLL_S = 0.5
 RESUBSCRIBE_FIRST_S = 0.1
 RESUBSCRIBE_MAX_S = 5.0
 _REQUEST_CACHE = 1024
+
+
+def rerun_task(how: Rerun, task: Task) -> Task:
+    """What a result's button makes: a re-roll repeats the job's task, vary remixes the image,
+    animate brings it to life."""
+    return task if how == "reroll" else Task.REMIX if how == "vary" else Task.ANIMATE
 
 
 @dataclass(frozen=True)
@@ -311,7 +318,7 @@ class ChatService:
             data = await self.results.get(old.result.ref)
         if data is None:
             raise JobNotFound("That result has expired; run the command again.")
-        task = Task.REMIX if how == "vary" else Task.ANIMATE
+        task = rerun_task(how, old.request.task)
         return await self.generate(ctx, task, prompt, image=data, reply=reply, source_id=source_id)
 
     async def request_of(self, job_id: str) -> GenerationRequest | None:

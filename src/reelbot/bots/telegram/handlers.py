@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from telegram import Message, Update
 from telegram import User as TgUser
@@ -14,7 +15,7 @@ from telegram.ext import ContextTypes
 
 from reelbot.catalog import Task
 from reelbot.chat.replies import Reply, reply_for
-from reelbot.chat.service import ChatService, Context, JobView, Rerun, Ticket
+from reelbot.chat.service import ChatService, Context, JobView, Rerun, Ticket, rerun_task
 from reelbot.chat.surface import status_buttons
 from reelbot.chat.texts import Status, eta_text
 from reelbot.errors import JobNotFound, MissingImage, NotAllowed, TransientError, UserError
@@ -32,8 +33,6 @@ SUBMIT_GRACE_S = 1.0
 ALERT_LIMIT = 200
 """answerCallbackQuery shows at most 200 characters."""
 ACK = {"reroll": "Re-rolling…", "vary": "Making variations…", "animate": "Animating…"}
-RERUN_TASK = {"vary": Task.REMIX, "animate": Task.ANIMATE}
-HOW: dict[str, Rerun] = {"reroll": "reroll", "vary": "vary", "animate": "animate"}
 
 
 def requester_for(
@@ -134,8 +133,7 @@ class CommandLayer:
             await self._say(message, await self.service.quota_text(ctx.requester))
         elif name == "cancel":
             ctx = await self._ctx(chat_id, user, ask_admin=True)
-            said = await self.service.cancel(ctx, args.split()[0] if args.split() else None)
-            await self._say(message, f"{said.job_id}: {said.text}")
+            await self._cancel(message, ctx, args.split()[0] if args.split() else None)
         elif name == "admin":
             await self.admin(message, user, args)
         elif message.chat.type == ChatType.PRIVATE:
@@ -203,10 +201,13 @@ class CommandLayer:
             raise NotAllowed("Only this group's administrators can use /admin.")
         words = args.split()
         if words[:1] == ["cancel"] and len(words) == 2:
-            said = await self.service.cancel(ctx, words[1])
-            await self._say(message, f"{said.job_id}: {said.text}")
-            return
-        await self._say(message, await self.service.admin(ctx.requester, args))
+            await self._cancel(message, ctx, words[1])
+        else:
+            await self._say(message, await self.service.admin(ctx.requester, args))
+
+    async def _cancel(self, message: Message, ctx: Context, job_id: str | None) -> None:
+        said = await self.service.cancel(ctx, job_id)
+        await self._say(message, f"{said.job_id}: {said.text}")
 
     # -- buttons ---------------------------------------------------------------------------
 
@@ -239,10 +240,10 @@ class CommandLayer:
         if await self.service.request_of(new_id) is not None:
             return  # a re-delivered press
         await query.answer(ACK[action])
+        how = cast(Rerun, action)
 
         def run(reply: ReplyAddress) -> Awaitable[Ticket]:
-            return self.service.rerun(ctx, job_id, HOW[action], reply=reply, source_id=source_id)
+            return self.service.rerun(ctx, job_id, how, reply=reply, source_id=source_id)
 
-        task = RERUN_TASK.get(action, old.task)
         where = self._address(message, old.reply.thread_id)
-        await self._queue(where, new_id, task, prompt_of(old), run)
+        await self._queue(where, new_id, rerun_task(how, old.task), prompt_of(old), run)

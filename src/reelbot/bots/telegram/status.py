@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import OrderedDict
@@ -21,6 +20,7 @@ GROUP_INTERVAL_S = 3.0
 edits stay well inside that so results and other replies are never held back."""
 EDIT_TIMEOUT_S = 15.0
 _REMEMBER = 2048
+Markup = InlineKeyboardMarkup | None
 
 
 class StatusBoard:
@@ -41,10 +41,10 @@ class StatusBoard:
             clock=clock,
             interval_for=lambda chat: group_interval if chat.startswith("-") else private_interval,
         )
-        self._shown: OrderedDict[tuple[int, int], tuple[str, str]] = OrderedDict()
+        self._shown: OrderedDict[tuple[int, int], tuple[str, Markup]] = OrderedDict()
 
     def _note(self, chat_id: int, message_id: int, text: str, markup: Markup) -> None:
-        self._shown[chat_id, message_id] = (text, _markup_key(markup))
+        self._shown[chat_id, message_id] = (text, markup)  # PTB objects compare by content
         self._shown.move_to_end((chat_id, message_id))
         while len(self._shown) > _REMEMBER:
             self._shown.popitem(last=False)
@@ -76,7 +76,7 @@ class StatusBoard:
         self, chat_id: int, message_id: int, text: str, markup: Markup, job_id: str
     ) -> bool:
         """Edit the message; False when it already shows this (no call, the slot stays free)."""
-        if self._shown.get((chat_id, message_id)) == (text, _markup_key(markup)):
+        if self._shown.get((chat_id, message_id)) == (text, markup):
             return False
         try:
             await self._bot.edit_message_text(
@@ -106,10 +106,3 @@ class StatusBoard:
     async def close(self) -> None:
         """Stop the timers; final states still waiting for a slot are sent now."""
         await self.throttle.aclose()
-
-
-Markup = InlineKeyboardMarkup | None
-
-
-def _markup_key(markup: Markup) -> str:
-    return json.dumps(markup.to_dict(), sort_keys=True) if markup is not None else ""

@@ -16,16 +16,15 @@ from reelbot.chat.texts import Status
 from reelbot.errors import BackendUnavailable, InvalidImage, OutputTooLarge, RateLimited
 from reelbot.inputs import probe_image
 from reelbot.jobs import JobStatus, ReplyAddress
+from reelbot.queue.budgets import budget_for
 from reelbot.store.records import JobRecord
 
 from .parse import DOWNLOAD_LIMIT
 from .render import caption_html, keyboard, prompt_of, status_text
-from .status import StatusBoard
+from .status import Markup, StatusBoard
 
 PHOTO_LIMIT = 10 * 1024 * 1024
 """sendPhoto: at most 10 MB, width + height at most 10000, ratio at most 20."""
-UPLOAD_LIMIT = 50 * 1024 * 1024
-"""sendVideo/sendDocument on the cloud Bot API; a local Bot API server allows 2000 MB."""
 UPLOAD_TIMEOUT_S = 120.0
 DOWNLOAD_TIMEOUT_S = 60.0
 REPLY_TIMEOUT_S = 15.0
@@ -60,16 +59,19 @@ class TelegramSurface:
     def __init__(self, bot: Bot, board: StatusBoard, service: ChatService) -> None:
         self.bot, self.board, self.service = bot, board, service
 
-    async def post_status(self, reply: ReplyAddress, job_id: str, text: str) -> str | None:
-        """The status message under the command, with its Cancel button."""
-        markup = keyboard(status_buttons(job_id, JobStatus.QUEUED))
-        message = await self.bot.send_message(
+    async def _send(self, reply: ReplyAddress, text: str, markup: Markup) -> Message:
+        return await self.bot.send_message(
             text=text,
             reply_markup=markup,
             read_timeout=REPLY_TIMEOUT_S,
             write_timeout=REPLY_TIMEOUT_S,
             **_where(reply),
         )
+
+    async def post_status(self, reply: ReplyAddress, job_id: str, text: str) -> str | None:
+        """The status message under the command, with its Cancel button."""
+        markup = keyboard(status_buttons(job_id, JobStatus.QUEUED))
+        message = await self._send(reply, text, markup)
         self.board.remember(message.chat_id, message.message_id, text, markup)
         return str(message.message_id)
 
@@ -98,8 +100,7 @@ class TelegramSurface:
         """Reply to the command with the result; Telegram's refusals as the queue's errors."""
         request, info = record.request, record.result
         assert info is not None
-        override = request.reply.extra.get("max_bytes", "")
-        limit = int(override) if override.isdigit() else UPLOAD_LIMIT
+        limit = budget_for(request.reply, video=record.params.task.is_video)
         if len(data) > limit:
             # The worker encodes to the budget, so this is a bug or a changed limit.
             raise OutputTooLarge(limit_bytes=limit)
@@ -139,13 +140,7 @@ class TelegramSurface:
 
     async def answer(self, reply: ReplyAddress, answer: Reply) -> None:
         """A text reply to the command (Telegram has no private answers in a group)."""
-        await self.bot.send_message(
-            text=answer.text,
-            reply_markup=keyboard(answer.buttons),
-            read_timeout=REPLY_TIMEOUT_S,
-            write_timeout=REPLY_TIMEOUT_S,
-            **_where(reply),
-        )
+        await self._send(reply, answer.text, keyboard(answer.buttons))
 
     async def fetch_input(self, ref: str) -> bytes:
         """An input image by file id, checked from its header; a failed download in words."""
