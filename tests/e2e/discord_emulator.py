@@ -873,6 +873,9 @@ class DiscordEmulator:
             body["resource"] = {"type": kind}
         elif kind != 6:
             return _error(400, 50035, f"Invalid Form Body (type {kind})")
+        if kind in (6, 7) and "message" in inter.payload:
+            # After a component's (deferred) update, "@original" is the message it sits on.
+            inter.original_id = inter.payload["message"]["id"]
         return _json(body)
 
     def _webhook(

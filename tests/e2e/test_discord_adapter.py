@@ -417,11 +417,14 @@ async def test_reroll_and_cancel_buttons(
     bob = await answered(
         discord_emu, await discord_emu.click(status_id, f"rb:cx:{job}", user_id=BOB)
     )
-    assert bob.ephemeral and (await queue.records.require(job)).status == JobStatus.QUEUED
+    [refusal] = await discord_emu.wait_for(lambda: discord_emu.followups(bob))
+    assert refusal["flags"] & 64 and "no job" in refusal["content"].lower()
+    assert (await queue.records.require(job)).status == JobStatus.QUEUED
     alice = await answered(discord_emu, await discord_emu.click(status_id, f"rb:cx:{job}"))
-    assert alice.response_type == 7
+    # A deferred update of the status message first (Discord's 3 s), then Redis, then the edit.
+    assert alice.response_type == 6
+    await discord_emu.wait_for(lambda: "Cancelled" in discord_emu.messages[status_id]["content"])
     assert (await queue.records.require(job)).status == JobStatus.CANCELLED
-    assert "Cancelled" in discord_emu.messages[status_id]["content"]
     assert discord_emu.buttons(status_id) == []
 
 

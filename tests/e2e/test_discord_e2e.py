@@ -202,9 +202,10 @@ async def test_reroll_and_cancel_buttons(stack: Stack) -> None:
     waiting_job = job_id_for("discord", waiting.id)
     assert emu.buttons(waiting.original_id or "") == [f"rb:cx:{waiting_job}"]
     cancel = await emu.click(waiting.original_id or "", f"rb:cx:{waiting_job}")
-    assert (await acknowledged(emu, cancel)).response_type == 7
+    # A deferred update first (Discord's 3 s), then Redis, then the edit of the status message.
+    assert (await acknowledged(emu, cancel)).response_type == 6
+    await emu.wait_for(lambda: "Cancelled" in emu.original(waiting)["content"])
     assert (await stack.record(waiting_job)).status == JobStatus.CANCELLED
-    assert "Cancelled" in emu.original(waiting)["content"]
 
     await stack.start_worker()
     first = await acknowledged(emu, await emu.slash("imagine", {"prompt": "a fox --seed 11"}))
@@ -365,7 +366,8 @@ async def test_cancel_of_a_running_job_says_cancelling_until_the_worker_confirms
     job = job_id_for("discord", inter.id)
     await until_status(stack, job, JobStatus.RUNNING)
     click = await acknowledged(emu, await emu.click(inter.original_id or "", f"rb:cx:{job}"))
-    assert click.response_type == 7
+    assert click.response_type == 6
+    await emu.wait_for(lambda: "Cancelling" in emu.original(inter)["content"])
     said = emu.original(inter)["content"]
     assert "Cancelling" in said and "Cancelled" not in said, said
     assert emu.buttons(inter.original_id or "") == []

@@ -219,14 +219,15 @@ class DiscordBot:
 
     async def cancel_button(self, interaction: Interaction, job_id: str) -> None:
         """Cancel from the status message: it says "Cancelled" only once the job is."""
+        await interaction.response.defer()  # a deferred update of the message, before Redis
         said = await self.service.cancel(self.context(interaction), job_id)
         if not said.done and said.outcome != "stopping":
-            await interaction.response.send_message(said.text, ephemeral=True)
+            await interaction.followup.send(said.text, ephemeral=True)
             return
         (self.surface.ended if said.done else self.surface.stopping)[job_id] = None
         status = Status(said.record.status, said.record.request.text, credits_back=said.done)
         content = render.status_text(status, stopping=not said.done)
-        await interaction.response.edit_message(content=content, view=None)
+        await interaction.edit_original_response(content=content, view=None)
 
     # -- the rest of the commands answer privately ------------------------------------------
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 
 from reelbot.bots.discord.app import DiscordAdapter
 from reelbot.bots.discord.bot import PLATFORM
 from reelbot.catalog import load_catalog
 from reelbot.chat.service import ChatService
 from reelbot.config import Settings
+from reelbot.runtime.signals import setup_logging, until_signal
 from reelbot.store.connection import connect
 
 log = logging.getLogger(__name__)
@@ -36,18 +36,5 @@ async def run_up(settings: Settings, stop: asyncio.Event) -> None:
 
 def run_discord(settings: Settings) -> None:
     """``reelbot discord``: serve until SIGINT/SIGTERM, then wind down cleanly."""
-    # Not reelbot.runtime.lifecycle's helpers: importing that module pulls in the generation
-    # runner (torch), which the adapters must never load.
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
-
-    async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await run_up(settings, stop)
-
-    asyncio.run(serve())
+    setup_logging()
+    asyncio.run(until_signal(lambda stop: run_up(settings, stop)))
