@@ -15,7 +15,7 @@ from reelbot.chat.replies import Button, Reply, reply_for
 from reelbot.chat.service import ChatService, Context
 from reelbot.chat.surface import Conversation
 from reelbot.chat.texts import Status
-from reelbot.errors import InvalidPrompt
+from reelbot.errors import BackendUnavailable, InvalidPrompt
 from reelbot.jobs import ReplyAddress, Requester, parse_prompt
 from reelbot.store.records import JobRecord
 
@@ -44,6 +44,8 @@ class MemoChat:
     inputs: dict[str, bytes] = field(default_factory=dict)
     refuse: Exception | None = None
     """What every upload raises, as a platform that refuses files would."""
+    flaky: int = 0
+    """Uploads that fail as a platform having a bad minute does, before they go through."""
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def new_id(self) -> str:
@@ -76,6 +78,9 @@ class MemoChat:
     ) -> str | None:
         if self.refuse is not None:
             raise self.refuse
+        if self.flaky > 0:
+            self.flaky -= 1
+            raise BackendUnavailable("the memo server answered 503")
         message = Message(self.new_id(), record.request.reply.channel_id, record.params.summary())
         message.file, message.buttons = data, buttons
         self.messages[message.id] = message

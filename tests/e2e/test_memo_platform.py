@@ -159,3 +159,22 @@ async def test_a_refused_upload_ends_the_status_in_words(
         stop.set()
         async with asyncio.timeout(30):
             await worker
+
+
+async def test_a_post_that_keeps_failing_says_it_is_retrying_then_posts_once(
+    memo: tuple[MemoBot, Settings], discord_runner: Any
+) -> None:
+    bot, settings = memo
+    bot.chat.flaky = 3
+    stop = asyncio.Event()
+    worker = await start_worker(settings, discord_runner, stop)
+    try:
+        await bot.say("ann", "room", "/imagine a patient fox", group=True)
+        await until(lambda: [m for m in bot.chat.in_chat("room") if "still trying" in m.text])
+        posted = await until(lambda: [m for m in bot.chat.in_chat("room") if m.file], within=60)
+        assert len(posted) == 1
+        await until(lambda: [m for m in bot.chat.in_chat("room") if "Done" in m.text])
+    finally:
+        stop.set()
+        async with asyncio.timeout(30):
+            await worker
