@@ -306,7 +306,7 @@ async def test_cancel_button_stops_a_queued_job(stack: Stack) -> None:
     status = await emu.wait_for(lambda: [m for m in replies(emu, update) if "text" in m])
     job_id = job_id_for("telegram", f"{chat.id}:{update['message']['message_id']}")
     # People press Cancel once they have read where the job is in line.
-    await emu.wait_for(lambda: "in line" in status_of(emu, update)["text"], what="position")
+    await emu.wait_for(lambda: "position" in status_of(emu, update)["text"], what="position")
     emu.press_button(ALICE, status[0], f"cx:{job_id}")
     await emu.wait_for(
         lambda: status_of(emu, update)["text"].startswith("🚫 Cancelled"), what="cancelled"
@@ -413,13 +413,13 @@ async def test_a_failed_job_ends_with_its_reason_in_the_status_message(stack: St
     await stack.start_bot()
     chat = emu.group(GROUP_ID)
     update = send(emu, chat, ALICE, "remix", "make it autumn")
-    await emu.wait_for(lambda: "in line" in status_of(emu, update)["text"], what="queued")
+    await emu.wait_for(lambda: "position" in status_of(emu, update)["text"], what="queued")
     # The stored input image expires before any worker gets to the job.
     for key in await stack.redis.keys("reelbot:input:*"):
         await stack.redis.delete(key)
     stack.start_worker()
     await emu.wait_for(
-        lambda: status_of(emu, update)["text"].startswith("⚠️ The input image expired"),
+        lambda: status_of(emu, update)["text"].startswith("⚠️ Failed: The input image expired"),
         within=RESULT_WAIT_S,
         what="the failure",
     )
@@ -473,7 +473,7 @@ async def test_progress_follows_on_after_a_30_s_redis_outage(
             await stack.start_bot()
             chat = emu.private_chat(ALICE)
             update = emu.user_text(chat, ALICE, "/imagine a lighthouse in fog --seed 3")
-            await emu.wait_for(lambda: "in line" in status_of(emu, update)["text"], what="queued")
+            await emu.wait_for(lambda: "position" in status_of(emu, update)["text"], what="queued")
             await asyncio.to_thread(server.stop)
             await asyncio.sleep(OUTAGE_S)
             await asyncio.to_thread(server.start)
@@ -489,7 +489,7 @@ async def test_progress_follows_on_after_a_30_s_redis_outage(
             await emu.wait_for(lambda: status_of(emu, update)["text"].startswith("✅ Done"))
             after = [c.params["text"] for c in emu.calls_of("editMessageText") if c.at > up]
             # Progress reached the status message again, not only the final state.
-            assert [t for t in after if t.startswith(("🎨", "📦"))], after
+            assert [t for t in after if t.startswith(("🎨", "🎞️"))], after
             await asyncio.sleep(1.0)
             assert len(results(emu, update)) == 1
         finally:
@@ -502,7 +502,7 @@ async def test_jobs_and_a_bare_cancel_stay_in_their_chat(stack: Stack) -> None:
     private, group = emu.private_chat(ALICE), emu.group(GROUP_ID)
     secret = emu.user_text(private, ALICE, "/imagine my secret prompt")
     secret_id = job_id_for("telegram", f"{private.id}:{secret['message']['message_id']}")
-    await emu.wait_for(lambda: "in line" in status_of(emu, secret)["text"], what="queued")
+    await emu.wait_for(lambda: "position" in status_of(emu, secret)["text"], what="queued")
     jobs = emu.user_text(group, ALICE, "/jobs@emu_bot")
     (listed,) = await emu.wait_for(lambda: text_reply(emu, jobs), what="/jobs")
     assert "no queued or running jobs" in listed and "secret" not in listed
@@ -514,7 +514,7 @@ async def test_jobs_and_a_bare_cancel_stay_in_their_chat(stack: Stack) -> None:
 
     here = emu.user_text(group, ALICE, "/imagine@emu_bot a group fox")
     here_id = job_id_for("telegram", f"{group.id}:{here['message']['message_id']}")
-    await emu.wait_for(lambda: "in line" in status_of(emu, here)["text"], what="queued")
+    await emu.wait_for(lambda: "position" in status_of(emu, here)["text"], what="queued")
     jobs = emu.user_text(group, ALICE, "/jobs@emu_bot")
     (listed,) = await emu.wait_for(lambda: text_reply(emu, jobs), what="/jobs")
     assert here_id in listed and "group fox" in listed and "secret" not in listed

@@ -313,7 +313,7 @@ def _tg_settled(up: Platforms, update: dict[str, Any]) -> bool:
     if any({"photo", "document", "video"} & m.keys() for m in replies):
         return True
     texts = [m.get("text", "") for m in replies]
-    return any(t and not t.startswith(("⏳", "🎨", "📦", "📤")) for t in texts)
+    return any(t and not t.startswith(("⏳", "🎨", "🎞️", "📤")) for t in texts)
 
 
 class _CountingCdn(dict[str, Any]):

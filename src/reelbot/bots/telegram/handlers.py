@@ -15,14 +15,14 @@ from telegram.ext import ContextTypes
 
 from reelbot.catalog import Task
 from reelbot.chat.replies import Reply, reply_for
-from reelbot.chat.service import ChatService, Context, JobView, Rerun, Ticket, rerun_task
+from reelbot.chat.service import ChatService, Context, Rerun, Ticket
 from reelbot.chat.surface import status_buttons
-from reelbot.chat.texts import Status, eta_text
+from reelbot.chat.texts import Status
 from reelbot.errors import JobNotFound, MissingImage, NotAllowed, TransientError, UserError
 from reelbot.jobs import JobStatus, Options, ReplyAddress, Requester, job_id_for, parse_prompt
 
 from .parse import command_of, find_image
-from .render import decode_button, help_text, keyboard, prompt_of, status_text, truncate
+from .render import decode_button, help_text, keyboard, status_text
 from .surface import REPLY_TIMEOUT_S, TelegramSurface
 
 log = logging.getLogger(__name__)
@@ -47,20 +47,6 @@ def requester_for(
         is_admin=admin or owner,
         is_owner=owner,
     )
-
-
-def jobs_text(views: list[JobView]) -> str:
-    """``/jobs`` in Telegram's words: id, command and prompt, where it is."""
-    if not views:
-        return "You have no queued or running jobs here."
-    lines = []
-    for v in views:
-        state = "running" if v.position == 0 else v.status.value
-        if v.position:
-            state = f"queued #{v.position}{eta_text(v.eta_s)}"
-        prompt = truncate(prompt_of(v.request), 40)
-        lines.append(f"{v.job_id} · /{v.request.task.value} {prompt} · {state}")
-    return "\n".join(lines)
 
 
 class CommandLayer:
@@ -125,9 +111,7 @@ class CommandLayer:
         elif name == "models":
             await self._say(message, self.service.models_text())
         elif name == "jobs":
-            await self._say(
-                message, jobs_text(await self.service.jobs(await self._ctx(chat_id, user)))
-            )
+            await self._say(message, await self.service.jobs_text(await self._ctx(chat_id, user)))
         elif name == "quota":
             ctx = await self._ctx(chat_id, user)
             await self._say(message, await self.service.quota_text(ctx.requester))
@@ -149,7 +133,6 @@ class CommandLayer:
                 f"or reply to a photo with /{task.value}."
             )
         source_id = f"{message.chat.id}:{message.message_id}"
-        prompt = parse_prompt(text)[0]
         self.service.plan(task, text, Options(), source_id=source_id, has_image=bool(image))
         job_id = job_id_for(PLATFORM, source_id)
         # Telegram re-sends updates that were not confirmed before a restart: one job per update.
@@ -163,18 +146,17 @@ class CommandLayer:
                 ctx, task, text, reply=reply, source_id=source_id, image=data
             )
 
-        await self._queue(self._address(message), job_id, task, prompt, run)
+        await self._queue(self._address(message), job_id, text, run)
 
     async def _queue(
         self,
         where: ReplyAddress,
         job_id: str,
-        task: Task,
         prompt: str,
         run: Callable[[ReplyAddress], Awaitable[Ticket]],
     ) -> None:
         """Post the status message at once, then queue; a refusal ends the status in words."""
-        queued = status_text(Status(JobStatus.QUEUED, prompt), task)
+        queued = status_text(Status(JobStatus.QUEUED, prompt))
         status_id = await self.surface.post_status(where, job_id, queued)
         chat, sid, board = int(where.channel_id), int(status_id or 0), self.surface.board
         try:
@@ -192,7 +174,7 @@ class CommandLayer:
             return
         now = Status(JobStatus.QUEUED, prompt, position=ticket.position, eta_s=ticket.eta_s)
         markup = keyboard(status_buttons(job_id, JobStatus.QUEUED))
-        await board.show(chat, sid, status_text(now, task), markup, job_id=job_id)
+        await board.show(chat, sid, status_text(now), markup, job_id=job_id)
 
     async def admin(self, message: Message, user: TgUser, args: str) -> None:
         """``/admin …``: group administrators (asked live) and the deployment's owners."""
@@ -246,4 +228,4 @@ class CommandLayer:
             return self.service.rerun(ctx, job_id, how, reply=reply, source_id=source_id)
 
         where = self._address(message, old.reply.thread_id)
-        await self._queue(where, new_id, rerun_task(how, old.task), prompt_of(old), run)
+        await self._queue(where, new_id, parse_prompt(old.text)[0], run)

@@ -6,16 +6,14 @@ import html
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from reelbot.catalog import Task
 from reelbot.chat.replies import Button
-from reelbot.chat.texts import Status, eta_text, progress_bar
-from reelbot.errors import UserError
-from reelbot.jobs import GenerationParams, GenerationRequest, JobStatus, parse_prompt
+from reelbot.chat.texts import Status
+from reelbot.jobs import GenerationParams
 
 CAPTION_LIMIT = 1024
 """Telegram's caption limit, counted in UTF-16 code units after entity parsing."""
+MESSAGE_LIMIT = 4096
 CALLBACK_DATA_LIMIT = 64
-BAR_CELLS = 10
 
 PREFIX = {"reroll": "rr", "vary": "va", "animate": "an", "cancel": "cx"}
 """A chat button's action → its prefix in ``callback_data`` (kept short for the 64 bytes)."""
@@ -71,47 +69,9 @@ def truncate(text: str, limit: int) -> str:
     return "".join(out).rstrip() + "…"
 
 
-def prompt_of(request: GenerationRequest) -> str:
-    """The prompt as the user typed it, flags taken out (what status messages show)."""
-    try:
-        return parse_prompt(request.text)[0]
-    except UserError:
-        return request.text  # checked before it was queued; never expected here
-
-
-def status_text(status: Status, task: Task | None) -> str:
-    """A job's status message: the state, then the command and prompt (plain text)."""
-    prompt = truncate(status.prompt, 80) if status.prompt else "(no prompt)"
-    what = f"/{task.value}: {prompt}" if task else prompt
-    state, position = status.status, status.position
-    if state == JobStatus.QUEUED and position == 0:
-        state = JobStatus.RUNNING  # the queue counts a job that a worker holds as place 0
-    if state == JobStatus.QUEUED:
-        where = (
-            ""
-            if position is None
-            else ", next in line"
-            if position <= 1
-            else f", #{position} in line"
-        )
-        head = f"⏳ Queued{where}{eta_text(status.eta_s) if position else ''}"
-    elif state == JobStatus.RUNNING and status.step and status.total:
-        bar, _, steps = progress_bar(status.step, status.total, BAR_CELLS).partition(" ")
-        head = f"🎨 {bar} step {steps}"
-    elif state == JobStatus.RUNNING:
-        head = "🎨 Starting"
-    elif state == JobStatus.ENCODING:
-        head = f"📦 Encoding the {'video' if task and task.is_video else 'image'}"
-    elif state == JobStatus.DELIVERED:
-        head = "✅ Done"
-    elif state == JobStatus.CANCELLED:
-        head = "🚫 Cancelled"
-    elif state == JobStatus.FAILED:
-        back = " The credits are back." if status.credits_back else ""
-        head = f"⚠️ {status.message or 'This job failed.'}{back}"
-    else:
-        head = status.head  # delivering, with its retry note
-    return f"{head} — {what}"
+def status_text(status: Status) -> str:
+    """A status message: the chat layer's words as plain text, within Telegram's 4096."""
+    return truncate(status.text, MESSAGE_LIMIT)
 
 
 def caption_html(params: GenerationParams, *, requested_by: str | None = None) -> str:

@@ -52,7 +52,7 @@ class TelegramService:
         self.board = StatusBoard(
             self.adapter.bot, private_interval=private_interval, group_interval=group_interval
         )
-        self.surface = TelegramSurface(self.adapter.bot, self.board, self.service)
+        self.surface = TelegramSurface(self.adapter.bot, self.board)
         mb = settings.telegram_max_upload_mb
         self.layer = CommandLayer(
             self.service, self.surface, max_upload_bytes=mb * 1024 * 1024 if mb else None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from telegram import Bot, InputFile, Message, ReplyParameters
@@ -10,7 +9,6 @@ from telegram.constants import ParseMode
 from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
 from reelbot.chat.replies import Button, Reply
-from reelbot.chat.service import ChatService
 from reelbot.chat.surface import status_buttons
 from reelbot.chat.texts import Status
 from reelbot.errors import BackendUnavailable, InvalidImage, OutputTooLarge, RateLimited
@@ -20,7 +18,7 @@ from reelbot.queue.budgets import budget_for
 from reelbot.store.records import JobRecord
 
 from .parse import DOWNLOAD_LIMIT
-from .render import caption_html, keyboard, prompt_of, status_text
+from .render import caption_html, keyboard, status_text
 from .status import Markup, StatusBoard
 
 PHOTO_LIMIT = 10 * 1024 * 1024
@@ -56,8 +54,8 @@ def _where(reply: ReplyAddress) -> dict[str, Any]:
 class TelegramSurface:
     """Status messages through the per-chat ``StatusBoard``, results as photo, video or file."""
 
-    def __init__(self, bot: Bot, board: StatusBoard, service: ChatService) -> None:
-        self.bot, self.board, self.service = bot, board, service
+    def __init__(self, bot: Bot, board: StatusBoard) -> None:
+        self.bot, self.board = bot, board
 
     async def _send(self, reply: ReplyAddress, text: str, markup: Markup) -> Message:
         return await self.bot.send_message(
@@ -86,12 +84,8 @@ class TelegramSurface:
         """The job's state in its status message; a text message shows no preview."""
         if reply.status_message_id is None:
             return
-        request = await self.service.request_of(job_id)
-        if request is not None:
-            status = dataclasses.replace(status, prompt=prompt_of(request))
-        text = status_text(status, request.task if request else None)
         chat, message = int(reply.channel_id), int(reply.status_message_id)
-        final = status.status.finished
+        text, final = status_text(status), status.status.finished
         await self.board.show(chat, message, text, keyboard(buttons), final=final, job_id=job_id)
 
     async def post_result(
