@@ -303,5 +303,5 @@ def test_a_finished_record_names_its_file_and_failure() -> None:
     spoiler = info.model_copy(update={"spoiler": True})
     assert render.filename_of(done.model_copy(update={"result": spoiler})).startswith("SPOILER_")
     failed = _record().moved(JobStatus.FAILED, error_code="x", error_message="Out of time.")
-    text = render.failure_text(failed.request, failed.error_message or "", mention=True)
-    assert text == "<@42> ⚠️ /imagine failed: Out of time."
+    text = render.failure_text(failed.request, failed.error_message, mention=True)
+    assert text == "<@42> **/imagine** ⚠️ Failed: Out of time."

@@ -130,7 +130,7 @@ class DiscordConversation(Conversation):
         posted = await super().deliver(delivery)
         record = delivery.record
         if delivery.kind == "notice" and record.status == JobStatus.FAILED:
-            return await self.surface.post_text(record, record.error_message or "it failed.")
+            return await self.surface.post_text(record, record.error_message)
         return posted
 
 

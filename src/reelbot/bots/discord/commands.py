@@ -19,16 +19,39 @@ from reelbot.jobs import MAX_RAW_CHARS, MAX_SEED, Options
 Aspect = Literal["1:1", "16:9", "9:16", "3:2", "2:3", "4:3", "3:4", "21:9"]
 Interaction = discord.Interaction[Any]
 Command = app_commands.Command[Any, ..., None]
+Callback = Callable[..., Coroutine[Any, Any, None]]
 
-# Static bounds Discord's UI enforces; each model's own limits are checked by jobs.resolve, which
-# names the option and its range.
-Prompt = Range[str, 1, MAX_RAW_CHARS]
-Seed = Range[int, 0, MAX_SEED]
-Steps = Range[int, 1, 150]
-Guidance = Range[float, 0.0, 30.0]
-Strength = Range[float, 0.05, 1.0]
-Duration = Range[float, 0.1, 60.0]
-Fps = Range[int, 1, 60]
+# Every option of the generation commands: its type, with the static bounds Discord's UI enforces
+# (each model's own limits are checked by jobs.resolve, which names the option and its range),
+# and what Discord shows under it.
+_OPTIONS: dict[str, tuple[Any, str]] = {
+    "prompt": (
+        Range[str, 1, MAX_RAW_CHARS],
+        "what to make; flags like --ar 16:9 --seed 42 work here too",
+    ),
+    "image": (discord.Attachment, "the picture to start from (PNG, JPEG or WEBP)"),
+    "negative": (str, "what to keep out of it"),
+    "seed": (Range[int, 0, MAX_SEED], "the same seed and settings give the same result"),
+    "aspect": (Aspect, "width:height"),
+    "steps": (Range[int, 1, 150], "more steps: slower, often better"),
+    "guidance": (Range[float, 0.0, 30.0], "how closely to follow the prompt"),
+    "model": (str, "which model (see /models)"),
+    "strength": (Range[float, 0.05, 1.0], "how much to change the picture (0.05 to 1)"),
+    "duration": (Range[float, 0.1, 60.0], "seconds of video"),
+    "fps": (Range[int, 1, 60], "frames per second"),
+}
+_COMMON = ("negative", "seed", "aspect", "steps", "guidance", "model")
+# Each generation command: what it does, its required options, its optional ones, in order.
+_GENERATION: dict[Task, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    Task.IMAGINE: ("Make an image from a prompt", ("prompt",), _COMMON),
+    Task.REMIX: ("Change a picture with a prompt", ("prompt", "image"), (*_COMMON, "strength")),
+    Task.VIDEO: ("Make a short video from a prompt", ("prompt",), (*_COMMON, "duration", "fps")),
+    Task.ANIMATE: (
+        "Bring a picture to life as a short video",
+        ("image",),
+        ("prompt", *_COMMON, "duration", "fps"),
+    ),
+}
 
 
 def bot_of(interaction: Interaction) -> DiscordBot:
@@ -37,26 +60,6 @@ def bot_of(interaction: Interaction) -> DiscordBot:
     if bot is None:
         raise RuntimeError("the Discord client has no reelbot bot attached")
     return bot
-
-
-_DESCRIBE = {
-    "prompt": "what to make; flags like --ar 16:9 --seed 42 work here too",
-    "negative": "what to keep out of it",
-    "seed": "the same seed and settings give the same result",
-    "aspect": "width:height",
-    "steps": "more steps: slower, often better",
-    "guidance": "how closely to follow the prompt",
-    "model": "which model (see /models)",
-    "image": "the picture to start from (PNG, JPEG or WEBP)",
-    "strength": "how much to change the picture (0.05 to 1)",
-    "duration": "seconds of video",
-    "fps": "frames per second",
-}
-
-
-def _options(given: dict[str, Any]) -> Options:
-    """The command's typed options that ``Options`` knows, from its arguments."""
-    return Options(**{k: v for k, v in given.items() if k in Options.model_fields})
 
 
 async def model_autocomplete(
@@ -79,7 +82,6 @@ async def model_autocomplete(
 
 _contexts = app_commands.allowed_contexts(guilds=True, dms=True, private_channels=True)
 _installs = app_commands.allowed_installs(guilds=True, users=True)
-Callback = Callable[..., Coroutine[Any, Any, None]]
 
 
 def _command(description: str, *, name: str = "") -> Callable[[Callback], Command]:
@@ -94,85 +96,31 @@ def _command(description: str, *, name: str = "") -> Callable[[Callback], Comman
     return make
 
 
-def _generation(description: str) -> Callable[[Callback], Command]:
-    """A generation command: its options described, its models completed as typed."""
+def _generation(task: Task) -> Command:
+    """``/imagine``, ``/remix``, ``/video``, ``/animate`` from the table: typed, described options
+    (discord.py reads them from the callback's signature) and models completed as typed."""
+    description, required, optional = _GENERATION[task]
 
-    def make(callback: Callback) -> Command:
-        named = inspect.signature(callback).parameters
-        described = app_commands.describe(**{n: _DESCRIBE[n] for n in named if n in _DESCRIBE})
-        completed = app_commands.autocomplete(model=model_autocomplete)
-        return _command(description)(completed(described(callback)))
+    async def generate(interaction: Interaction, **given: Any) -> None:
+        image: discord.Attachment | None = given.pop("image", None)
+        options = Options(**{k: v for k, v in given.items() if k in Options.model_fields})
+        prompt = given.get("prompt") or ""
+        await bot_of(interaction).generate(interaction, task, prompt, options, image)
 
-    return make
+    def option(name: str, default: Any) -> inspect.Parameter:  # a default: not required
+        kind = inspect.Parameter.KEYWORD_ONLY
+        return inspect.Parameter(name, kind, default=default, annotation=_OPTIONS[name][0])
 
-
-@_generation("Make an image from a prompt")
-async def imagine(
-    interaction: Interaction,
-    prompt: Prompt,
-    negative: str | None = None,
-    seed: Seed | None = None,
-    aspect: Aspect | None = None,
-    steps: Steps | None = None,
-    guidance: Guidance | None = None,
-    model: str | None = None,
-) -> None:
-    """/imagine: text to image."""
-    await bot_of(interaction).generate(interaction, Task.IMAGINE, prompt, _options(locals()))
+    first = inspect.Parameter("interaction", inspect.Parameter.POSITIONAL_ONLY)
+    params = [option(n, inspect.Parameter.empty) for n in required]
+    params += [option(n, None) for n in optional]
+    generate.__signature__ = inspect.Signature([first, *params])  # type: ignore[attr-defined]
+    described = app_commands.describe(**{p.name: _OPTIONS[p.name][1] for p in params})
+    completed = app_commands.autocomplete(model=model_autocomplete)
+    return _command(description, name=task.value)(completed(described(generate)))
 
 
-@_generation("Change a picture with a prompt")
-async def remix(
-    interaction: Interaction,
-    prompt: Prompt,
-    image: discord.Attachment,
-    negative: str | None = None,
-    seed: Seed | None = None,
-    aspect: Aspect | None = None,
-    steps: Steps | None = None,
-    guidance: Guidance | None = None,
-    model: str | None = None,
-    strength: Strength | None = None,
-) -> None:
-    """/remix: image to image."""
-    await bot_of(interaction).generate(interaction, Task.REMIX, prompt, _options(locals()), image)
-
-
-@_generation("Make a short video from a prompt")
-async def video(
-    interaction: Interaction,
-    prompt: Prompt,
-    negative: str | None = None,
-    seed: Seed | None = None,
-    aspect: Aspect | None = None,
-    steps: Steps | None = None,
-    guidance: Guidance | None = None,
-    model: str | None = None,
-    duration: Duration | None = None,
-    fps: Fps | None = None,
-) -> None:
-    """/video: text to video."""
-    await bot_of(interaction).generate(interaction, Task.VIDEO, prompt, _options(locals()))
-
-
-@_generation("Bring a picture to life as a short video")
-async def animate(
-    interaction: Interaction,
-    image: discord.Attachment,
-    prompt: Prompt | None = None,
-    negative: str | None = None,
-    seed: Seed | None = None,
-    aspect: Aspect | None = None,
-    steps: Steps | None = None,
-    guidance: Guidance | None = None,
-    model: str | None = None,
-    duration: Duration | None = None,
-    fps: Fps | None = None,
-) -> None:
-    """/animate: image to video."""
-    await bot_of(interaction).generate(
-        interaction, Task.ANIMATE, prompt or "", _options(locals()), image
-    )
+imagine, remix, video, animate = (_generation(task) for task in _GENERATION)
 
 
 @_command("Your queued and running jobs")

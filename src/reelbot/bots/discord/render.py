@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 
-from reelbot.chat.texts import Status, clip
-from reelbot.jobs import GenerationParams, GenerationRequest
+from reelbot.chat.texts import CANCEL_TEXT, Status, clip, final_text
+from reelbot.jobs import GenerationParams, GenerationRequest, JobStatus
 from reelbot.store.records import JobRecord
 
 MAX_CONTENT = 2000
 """Discord's limit on a message's content."""
-STOPPING = "🛑 Cancelling… it stops at the next step"
+STOPPING = f"🛑 {CANCEL_TEXT['stopping']}"
 """A running job that was asked to stop; "Cancelled" only once the worker confirms."""
 
 _STATE = re.compile(r"^(\S+ )(\w+)")
@@ -18,9 +18,10 @@ _STATE = re.compile(r"^(\S+ )(\w+)")
 
 def status_text(status: Status, *, stopping: bool = False) -> str:
     """The status message: ``⏳ **Queued** · position 1`` and the prompt, quoted."""
-    head = STOPPING if stopping and not status.status.finished else status.head
-    quoted = f"\n> {clip(status.prompt, 1500)}" if status.prompt else ""
-    return clip(_STATE.sub(r"\1**\2**", head, count=1) + quoted, MAX_CONTENT)
+    text = status.text
+    if stopping and not status.status.finished:  # chat's text with the stopping head
+        text = STOPPING + text.removeprefix(status.head)
+    return clip(_STATE.sub(r"\1**\2**", text, count=1), MAX_CONTENT)
 
 
 def result_text(
@@ -37,10 +38,11 @@ def result_text(
     return head + clip(params.prompt or "(no prompt)", max(room, 20)) + tail
 
 
-def failure_text(request: GenerationRequest, message: str, *, mention: bool) -> str:
-    """The text posted when a job failed."""
+def failure_text(request: GenerationRequest, message: str | None, *, mention: bool) -> str:
+    """The text posted when a job failed: ``**/imagine** ⚠️ Failed: …`` (chat's words)."""
     who = f"<@{request.requester.user_id}> " if mention else ""
-    return clip(f"{who}⚠️ /{request.task.value} failed: {message}", MAX_CONTENT)
+    said = final_text(JobStatus.FAILED, message)
+    return clip(f"{who}**/{request.task.value}** {said}", MAX_CONTENT)
 
 
 def filename_of(record: JobRecord) -> str:

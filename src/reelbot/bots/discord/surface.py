@@ -167,7 +167,7 @@ class DiscordSurface:
                 (data, render.filename_of(record)),
             )
 
-    async def post_text(self, record: JobRecord, message: str) -> str | None:
+    async def post_text(self, record: JobRecord, message: str | None) -> str | None:
         """Post what went wrong with a job, under its command."""
         request = record.request
         with retryable():
