@@ -211,3 +211,20 @@ class Conversation:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await self.throttle.aclose()
+
+    _running: tuple[asyncio.Event, asyncio.Task[None]] | None = None
+
+    def start(self) -> None:
+        """``run`` in a task until ``stop()``, for an adapter that starts and stops its parts."""
+        stop = asyncio.Event()
+        self._running = (stop, asyncio.create_task(self.run(stop), name="chat-conversation"))
+
+    async def stop(self, timeout_s: float = 15.0) -> None:
+        """End what ``start`` began (cancelled after ``timeout_s``); unposted results wait."""
+        if self._running is None:
+            return
+        (stop, task), self._running = self._running, None
+        stop.set()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(timeout_s):
+                await task

@@ -22,7 +22,7 @@ from reelbot.errors import JobNotFound, MissingImage, NotAllowed, TransientError
 from reelbot.jobs import JobStatus, Options, ReplyAddress, Requester, job_id_for, parse_prompt
 
 from .parse import command_of, find_image
-from .render import decode_button, help_text, keyboard, status_text
+from .render import decode_button, help_text, status_text
 from .surface import REPLY_TIMEOUT_S, TelegramSurface
 
 log = logging.getLogger(__name__)
@@ -158,23 +158,24 @@ class CommandLayer:
         """Post the status message at once, then queue; a refusal ends the status in words."""
         queued = status_text(Status(JobStatus.QUEUED, prompt))
         status_id = await self.surface.post_status(where, job_id, queued)
-        chat, sid, board = int(where.channel_id), int(status_id or 0), self.surface.board
+        where = where.model_copy(update={"status_message_id": status_id})
         try:
-            ticket = await run(where.model_copy(update={"status_message_id": status_id}))
+            ticket = await run(where)
         except Exception as exc:
             # The status message already says "queued"; it must not go on saying so.
             ours = isinstance(exc, UserError | TransientError)
             why = reply_for(exc) if ours else "This job could not be queued."
-            await board.show(chat, sid, f"⚠️ {why}", final=True, job_id=job_id)
+            refused = Status(JobStatus.FAILED, prompt, message=why)
+            await self.surface.edit_status(where, job_id, refused, None, ())
             if isinstance(exc, UserError):
                 return
             raise
         if ticket.duplicate:
-            await self.bot.delete_message(chat, sid)
+            await self.bot.delete_message(int(where.channel_id), int(status_id or 0))
             return
         now = Status(JobStatus.QUEUED, prompt, position=ticket.position, eta_s=ticket.eta_s)
-        markup = keyboard(status_buttons(job_id, JobStatus.QUEUED))
-        await board.show(chat, sid, status_text(now), markup, job_id=job_id)
+        buttons = status_buttons(job_id, JobStatus.QUEUED)
+        await self.surface.edit_status(where, job_id, now, None, buttons)
 
     async def admin(self, message: Message, user: TgUser, args: str) -> None:
         """``/admin …``: group administrators (asked live) and the deployment's owners."""

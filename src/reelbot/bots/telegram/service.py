@@ -66,23 +66,15 @@ class TelegramService:
             edit_interval_s=0.0,
             delivery_poll_s=delivery_poll_s,
         )
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     async def start(self, webhook: WebhookConfig | None = None) -> None:
         """Start the bot (polling, or the webhook when given), then the conversation."""
         await self.adapter.start(webhook)
-        self._stop = asyncio.Event()
-        self._task = asyncio.create_task(self.conversation.run(self._stop), name="telegram-chat")
+        self.conversation.start()
 
     async def stop(self) -> None:
         """Stop taking updates and deliveries; what is not posted waits in Redis."""
-        self._stop.set()
-        if self._task is not None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(STOP_TIMEOUT_S):
-                    await self._task
-            self._task = None
+        await self.conversation.stop(STOP_TIMEOUT_S)
         await self.adapter.stop()
         await self.board.close()
 

@@ -92,13 +92,11 @@ class StatusBoard:
             # just means the message is already right. A deleted message cannot be edited.
             if "not modified" not in exc.message.lower():
                 log.info("status edit of job %s skipped: %s", job_id, exc.message)
-        except TelegramError as exc:
-            # Progress is best effort; the result itself goes out through its own path.
-            log.warning("status edit of job %s failed: %s", job_id, exc)
-            return True
-        except Exception:
-            # Never "Task exception was never retrieved": say which job, keep going.
-            log.warning("status edit of job %s failed", job_id, exc_info=True)
+        except Exception as exc:
+            # Progress is best effort (the result goes out through its own path); never "Task
+            # exception was never retrieved": say which job, with a trace if it is not Telegram.
+            trace = not isinstance(exc, TelegramError)
+            log.warning("status edit of job %s failed: %s", job_id, exc, exc_info=trace)
             return True
         self._note(chat_id, message_id, text, markup)
         return True
