@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from reelbot.bots.discord import render
 from reelbot.bots.discord.bot import check_attachment, error_text, requester_of
-from reelbot.bots.discord.buttons import CancelButton, RerollButton, view_of
+from reelbot.bots.discord.buttons import JobButton, view_of
 from reelbot.bots.discord.surface import TOKEN_LIFETIME_S, DiscordSurface, size_limit
 from reelbot.catalog import Task, load_catalog
 from reelbot.chat.surface import result_buttons, status_buttons
@@ -224,9 +224,15 @@ def test_button_ids_are_short_and_parse_back() -> None:
     assert video is not None
     assert [getattr(i, "custom_id", "") for i in video.children] == [f"rb:rr:{job}"]
     assert view_of(status_buttons(job, JobStatus.DELIVERED)) is None
-    match = RerollButton.__discord_ui_compiled_template__.fullmatch(f"rb:rr:{job}")
-    assert match is not None and match["job"] == job
-    assert CancelButton.__discord_ui_compiled_template__.fullmatch(f"rb:rr:{job}") is None
+    # A click is parsed back from its custom_id alone (buttons outlive restarts).
+    template = JobButton.__discord_ui_compiled_template__
+    assert template.fullmatch(f"rb:xx:{job}") is None
+    clicked = views[0].children[0] if views[0] else None
+    for short, action in (("rr", "reroll"), ("cx", "cancel")):
+        match = template.fullmatch(f"rb:{short}:{job}")
+        assert match is not None
+        rebuilt = asyncio.run(JobButton.from_custom_id(cast(Any, None), cast(Any, clicked), match))
+        assert (rebuilt.button.action, rebuilt.button.job_id) == (action, job)
 
 
 def test_token_clock_and_size_limit() -> None:

@@ -62,6 +62,10 @@ class EditThrottle:
     def _wait(self, room: str) -> float:
         return self._last.get(room, -1e9) + self.interval_of(room) - self._clock()
 
+    def wait_s(self, room: str) -> float:
+        """Seconds until ``room`` may be edited again (0: now), for an edit made outside."""
+        return max(0.0, self._wait(room))
+
     async def run(
         self, key: str, action: Action, *, room: str | None = None, final: bool = False
     ) -> None:

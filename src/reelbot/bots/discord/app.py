@@ -88,7 +88,7 @@ class DiscordAdapter:
         self.extras = BestEffort(
             retry_if=_worth_retrying, backoff=SYNC_RETRY, attempts=SYNC_ATTEMPTS
         )
-        self.surface = DiscordSurface(self.client, edit_interval_s=edit_interval_s)
+        self.surface = DiscordSurface(self.client)
         self.conversation = DiscordConversation(
             service,
             self.surface,

@@ -125,8 +125,9 @@ class DiscordConversation(Conversation):
         """Post the result, or end the status message and say in a post why the job failed."""
         # The final status edit keeps Discord's pace for the message: no delayed progress edit
         # may come after it, and it waits out the interval since the last one.
+        wait = self.throttle.wait_s(delivery.job_id)
         self.throttle.forget(delivery.job_id)
-        await asyncio.sleep(self.surface.wait_s(delivery.record.request.reply))
+        await asyncio.sleep(wait)
         posted = await super().deliver(delivery)
         record = delivery.record
         if delivery.kind == "notice" and record.status == JobStatus.FAILED:

@@ -13,8 +13,17 @@ from reelbot.chat.replies import Button
 
 log = logging.getLogger(__name__)
 
+# Chat's button actions as Discord draws them: the short name in the custom_id, emoji, style.
+# The label is chat's (``Button.label``).
+_LOOKS = {
+    "reroll": ("rr", "🎲", discord.ButtonStyle.secondary),
+    "vary": ("var", "🔀", discord.ButtonStyle.secondary),
+    "animate": ("ani", "🎬", discord.ButtonStyle.secondary),
+    "cancel": ("cx", "✖️", discord.ButtonStyle.danger),
+}
+_ACTION_OF = {short: action for action, (short, _, _) in _LOOKS.items()}
 # custom_id is limited to 100 characters by Discord; ours are "rb:<short>:<job id>".
-_JOB = r"(?P<job>[a-z0-9]{1,64})"
+_TEMPLATE = rf"rb:(?P<short>{'|'.join(_ACTION_OF)}):(?P<job>[a-z0-9]{{1,64}})"
 
 
 class ButtonActions(Protocol):
@@ -25,35 +34,23 @@ class ButtonActions(Protocol):
         ...
 
 
-# The base never matches a custom_id; only its subclasses are registered.
-class _JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"(?!)(?P<job>)"):
-    """A button that acts on one job."""
+class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=_TEMPLATE):
+    """One of chat's buttons: an action on one job."""
 
-    action = ""
-    """Chat's name for what it does."""
-    short = ""
-    """Its part of the custom_id."""
-    label = ""
-    emoji = ""
-    style = discord.ButtonStyle.secondary
-
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, button: Button) -> None:
+        short, emoji, style = _LOOKS[button.action]
+        custom_id = f"rb:{short}:{button.job_id}"
         super().__init__(
-            discord.ui.Button(
-                label=self.label,
-                emoji=self.emoji,
-                style=self.style,
-                custom_id=f"rb:{self.short}:{job_id}",
-            )
+            discord.ui.Button(label=button.label, emoji=emoji, style=style, custom_id=custom_id)
         )
-        self.job_id = job_id
+        self.button = button
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         """Hand the click to the adapter, which answers errors as it does for commands."""
         actions: ButtonActions | None = getattr(interaction.client, "reelbot_bot", None)
         if actions is None:
             raise RuntimeError("the Discord client has no reelbot bot attached")
-        await actions.click(interaction, self.action, self.job_id)
+        await actions.click(interaction, self.button.action, self.button.job_id)
 
     @classmethod
     async def from_custom_id(
@@ -63,43 +60,13 @@ class _JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"(?!)
         match: re.Match[str],
         /,
     ) -> Self:
-        """Rebuild the button from its custom_id."""
-        return cls(match["job"])
+        """Rebuild the button from its custom_id (and the clicked component's label)."""
+        label = getattr(item, "label", None) or ""
+        return cls(Button(_ACTION_OF[match["short"]], match["job"], label))
 
 
-class RerollButton(_JobButton, template=rf"rb:rr:{_JOB}"):
-    """Run the same request again with a new seed."""
-
-    action, short, label, emoji = "reroll", "rr", "Re-roll", "🎲"
-
-
-class VariationsButton(_JobButton, template=rf"rb:var:{_JOB}"):
-    """Remix the result image with the same prompt."""
-
-    action, short, label, emoji = "vary", "var", "Variations", "🔀"
-
-
-class AnimateButton(_JobButton, template=rf"rb:ani:{_JOB}"):
-    """Animate the result image."""
-
-    action, short, label, emoji = "animate", "ani", "Animate", "🎬"
-
-
-class CancelButton(_JobButton, template=rf"rb:cx:{_JOB}"):
-    """Cancel a queued or running job."""
-
-    action, short, label, emoji = "cancel", "cx", "Cancel", "✖️"
-    style = discord.ButtonStyle.danger
-
-
-DYNAMIC_ITEMS: tuple[type[_JobButton], ...] = (
-    RerollButton,
-    VariationsButton,
-    AnimateButton,
-    CancelButton,
-)
-_BY_ACTION = {item.action: item for item in DYNAMIC_ITEMS}
-_OURS = re.compile(rf"rb:(?:{'|'.join(item.short for item in DYNAMIC_ITEMS)}):{_JOB}")
+DYNAMIC_ITEMS: tuple[type[JobButton], ...] = (JobButton,)
+_OURS = re.compile(_TEMPLATE)
 UNKNOWN_BUTTON = (
     "This button isn't one reelbot knows (it may be from an older version). Run the command again."
 )
@@ -126,5 +93,5 @@ def view_of(buttons: tuple[Button, ...]) -> discord.ui.View | None:
         return None
     view = discord.ui.View(timeout=None)
     for button in buttons:
-        view.add_item(_BY_ACTION[button.action](button.job_id))
+        view.add_item(JobButton(button))
     return view

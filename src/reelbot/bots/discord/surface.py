@@ -74,20 +74,12 @@ def retryable() -> Iterator[None]:
 class DiscordSurface:
     """The five ``Surface`` calls over discord.py's REST client."""
 
-    def __init__(
-        self,
-        client: discord.Client,
-        *,
-        edit_interval_s: float = 3.0,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.client, self.clock, self.edit_interval_s = client, clock, edit_interval_s
+    def __init__(self, client: discord.Client, *, clock: Callable[[], float] = time.time) -> None:
+        self.client, self.clock = client, clock
         self.ended: dict[str, None] = {}
         """Jobs whose status message shows their end: a late progress edit must not undo it."""
         self.stopping: dict[str, None] = {}
         """Jobs asked to stop while running: "Cancelling…" until the worker confirms."""
-        self._edited: dict[int, float] = {}
-        """When each live status message was last edited (for ``wait_s``)."""
 
     def token_alive(self, reply: ReplyAddress) -> bool:
         """Whether the interaction token can still be used, with a margin."""
@@ -131,9 +123,6 @@ class DiscordSurface:
         if status.status.finished:
             _remember(self.ended, job_id)
             self.stopping.pop(job_id, None)
-            self._edited.pop(message_id, None)
-        else:
-            self._edited[message_id] = time.monotonic()
         try:
             if self.token_alive(reply):
                 try:
@@ -195,12 +184,6 @@ class DiscordSurface:
             raise InvalidImage(
                 f"The attachment could not be downloaded from Discord{status}. Attach it again."
             ) from exc
-
-    def wait_s(self, reply: ReplyAddress) -> float:
-        """How long until the status message may be edited again (chat's throttle paces the
-        progress edits; the final one comes with the delivery)."""
-        last = self._edited.get(int(reply.status_message_id or 0), -1e9)
-        return max(0.0, last + self.edit_interval_s - time.monotonic())
 
     # -- posting ---------------------------------------------------------------------------
 
