@@ -250,7 +250,7 @@ async def test_unknown_commands_get_a_pointer_to_help_in_private(
         ("reply to a sticker", "Stickers can't be used"),
         ("pdf as document", "is not an image"),
         ("huge document", "up to 20 MB"),
-        ("huge file without a size", "over the 20 MB bots can download"),
+        ("huge file without a size", "That image is over 20 MB; bots can only download"),
         ("broken image", "not an image reelbot can read"),
     ],
 )

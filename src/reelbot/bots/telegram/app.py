@@ -162,11 +162,11 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     if isinstance(update, Update):
         chat = update.effective_chat
         where = f" in update {update.update_id}" + (f", chat {chat.id}" if chat else "")
-    if isinstance(exc, RetryAfter | NetworkError) and not isinstance(exc, BadRequest):
+    if exc is None:
+        return
+    if _worth_retrying(exc):
         # Telegram itself is unreachable or throttling: a reply would fail the same way.
         log.warning("Telegram call failed%s: %s", where, exc)
-        return
-    if exc is None:
         return
     text = reply_for(exc, where=where)  # logs anything that is not ours, with a reference
     if not isinstance(update, Update):

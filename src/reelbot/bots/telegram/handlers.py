@@ -103,23 +103,23 @@ class CommandLayer:
         command = command_of(message, self.bot.username)
         if command is None:
             return
-        name, args, user, chat_id = command.name, command.args, message.from_user, message.chat.id
+        name, args = command.name, command.args
+        ask = name in ("cancel", "admin")  # admin rights are asked live: only where they count
+        ctx = await self._ctx(message.chat.id, message.from_user, ask_admin=ask)
         if name in {t.value for t in Task}:
-            await self.start_task(message, await self._ctx(chat_id, user), Task(name), args)
+            await self.start_task(message, ctx, Task(name), args)
         elif name in ("help", "start"):
             await self._say(message, help_text(self.bot.username))
         elif name == "models":
             await self._say(message, self.service.models_text())
         elif name == "jobs":
-            await self._say(message, await self.service.jobs_text(await self._ctx(chat_id, user)))
+            await self._say(message, await self.service.jobs_text(ctx))
         elif name == "quota":
-            ctx = await self._ctx(chat_id, user)
             await self._say(message, await self.service.quota_text(ctx.requester))
         elif name == "cancel":
-            ctx = await self._ctx(chat_id, user, ask_admin=True)
             await self._cancel(message, ctx, args.split()[0] if args.split() else None)
         elif name == "admin":
-            await self.admin(message, user, args)
+            await self.admin(message, ctx, args)
         elif message.chat.type == ChatType.PRIVATE:
             # In groups other bots' commands come through as well; only answer in private.
             await self._say(message, f"I don't know /{name}. See /help.")
@@ -177,9 +177,8 @@ class CommandLayer:
         buttons = status_buttons(job_id, JobStatus.QUEUED)
         await self.surface.edit_status(where, job_id, now, None, buttons)
 
-    async def admin(self, message: Message, user: TgUser, args: str) -> None:
+    async def admin(self, message: Message, ctx: Context, args: str) -> None:
         """``/admin …``: group administrators (asked live) and the deployment's owners."""
-        ctx = await self._ctx(message.chat.id, user, ask_admin=True)
         if not ctx.requester.is_admin:
             raise NotAllowed("Only this group's administrators can use /admin.")
         words = args.split()

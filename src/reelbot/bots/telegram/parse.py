@@ -89,9 +89,13 @@ def find_image(message: Message) -> ImageSource | None:
     if source is None and message.reply_to_message is not None:
         source = _from_message(message.reply_to_message)
     if source is not None and source.file_size and source.file_size > DOWNLOAD_LIMIT:
-        mb = source.file_size / (1024 * 1024)
-        raise InvalidImage(
-            f"That image is {mb:.0f} MB; bots can only download files up to 20 MB. Send it as "
-            "a photo (Telegram shrinks photos) or a smaller file."
-        )
+        raise too_big(f"{source.file_size / (1024 * 1024):.0f} MB")
     return source
+
+
+def too_big(size: str = "over 20 MB") -> InvalidImage:
+    """An image over what bots may download (the size when known), in words."""
+    return InvalidImage(
+        f"That image is {size}; bots can only download files up to 20 MB. Send it as "
+        "a photo (Telegram shrinks photos) or a smaller file."
+    )

@@ -17,7 +17,7 @@ from reelbot.jobs import JobStatus, ReplyAddress
 from reelbot.queue.budgets import budget_for
 from reelbot.store.records import JobRecord
 
-from .parse import DOWNLOAD_LIMIT
+from .parse import DOWNLOAD_LIMIT, too_big
 from .render import caption_html, keyboard, status_text
 from .status import Markup, StatusBoard
 
@@ -145,10 +145,7 @@ class TelegramSurface:
             data = bytes(await file.download_as_bytearray(read_timeout=DOWNLOAD_TIMEOUT_S))
         except TelegramError as exc:
             if isinstance(exc, BadRequest) and "too big" in exc.message.lower():
-                raise InvalidImage(
-                    "That image is over the 20 MB bots can download. Send it as a photo "
-                    "(Telegram shrinks photos) or a smaller file."
-                ) from exc
+                raise too_big() from exc
             raise InvalidImage(
                 "Telegram would not let me download that image. Please send it again."
             ) from exc
