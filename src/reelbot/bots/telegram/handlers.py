@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import cast
 
 from telegram import Message, Update
@@ -18,7 +19,7 @@ from reelbot.chat.replies import Reply, reply_for
 from reelbot.chat.service import ChatService, Context, Rerun, Ticket
 from reelbot.chat.surface import status_buttons
 from reelbot.chat.texts import Status
-from reelbot.errors import JobNotFound, MissingImage, NotAllowed, TransientError, UserError
+from reelbot.errors import JobNotFound, NotAllowed, TransientError, UserError
 from reelbot.jobs import JobStatus, Options, ReplyAddress, Requester, job_id_for, parse_prompt
 
 from .parse import command_of, find_image
@@ -127,11 +128,6 @@ class CommandLayer:
     async def start_task(self, message: Message, ctx: Context, task: Task, text: str) -> None:
         """A generation command: check it, fetch its image, show a status message, submit."""
         image = find_image(message) if task.needs_image else None
-        if task.needs_image and image is None:
-            raise MissingImage(
-                f"/{task.value} needs an image: send a photo with /{task.value} as its caption, "
-                f"or reply to a photo with /{task.value}."
-            )
         source_id = f"{message.chat.id}:{message.message_id}"
         self.service.plan(task, text, Options(), source_id=source_id, has_image=bool(image))
         job_id = job_id_for(PLATFORM, source_id)
@@ -140,12 +136,7 @@ class CommandLayer:
             log.info("duplicate update for job %s ignored", job_id)
             return
         data = await self.surface.fetch_input(image.file_id) if image else None
-
-        def run(reply: ReplyAddress) -> Awaitable[Ticket]:
-            return self.service.generate(
-                ctx, task, text, reply=reply, source_id=source_id, image=data
-            )
-
+        run = partial(self.service.generate, ctx, task, text, source_id=source_id, image=data)
         await self._queue(self._address(message), job_id, text, run)
 
     async def _queue(
@@ -153,14 +144,15 @@ class CommandLayer:
         where: ReplyAddress,
         job_id: str,
         prompt: str,
-        run: Callable[[ReplyAddress], Awaitable[Ticket]],
+        run: Callable[..., Awaitable[Ticket]],
     ) -> None:
-        """Post the status message at once, then queue; a refusal ends the status in words."""
+        """Post the status message at once, then ``run(reply=…)`` (the submit, with the status
+        message's id); a refusal ends the status in words."""
         queued = status_text(Status(JobStatus.QUEUED, prompt))
         status_id = await self.surface.post_status(where, job_id, queued)
         where = where.model_copy(update={"status_message_id": status_id})
         try:
-            ticket = await run(where)
+            ticket = await run(reply=where)
         except Exception as exc:
             # The status message already says "queued"; it must not go on saying so.
             ours = isinstance(exc, UserError | TransientError)
@@ -222,10 +214,6 @@ class CommandLayer:
         if await self.service.request_of(new_id) is not None:
             return  # a re-delivered press
         await query.answer(ACK[action])
-        how = cast(Rerun, action)
-
-        def run(reply: ReplyAddress) -> Awaitable[Ticket]:
-            return self.service.rerun(ctx, job_id, how, reply=reply, source_id=source_id)
-
+        run = partial(self.service.rerun, ctx, job_id, cast(Rerun, action), source_id=source_id)
         where = self._address(message, old.reply.thread_id)
         await self._queue(where, new_id, parse_prompt(old.text)[0], run)

@@ -25,12 +25,10 @@ class Command:
 
 @dataclass(frozen=True)
 class ImageSource:
-    """An image that came with a command: a photo size or a document, by file id."""
+    """An image that came with a command (a photo size or a document), by file id."""
 
     file_id: str
     file_size: int | None
-    kind: str
-    """``photo`` or ``document``."""
 
 
 def parse_command(text: str | None, bot_username: str) -> Command | None:
@@ -56,7 +54,7 @@ def _from_message(message: Message) -> ImageSource | None:
     if message.photo:
         # Telegram lists sizes smallest first, but pick by area rather than trust the order.
         best = max(message.photo, key=lambda p: p.width * p.height)
-        return ImageSource(best.file_id, best.file_size, "photo")
+        return ImageSource(best.file_id, best.file_size)
     document = message.document
     if document is not None:
         mime = (document.mime_type or "").lower()
@@ -66,7 +64,7 @@ def _from_message(message: Message) -> ImageSource | None:
                 f"{name} is not an image ({mime or 'unknown type'}). Send a photo, or a PNG, "
                 "JPEG or WEBP file, with the command as its caption."
             )
-        return ImageSource(document.file_id, document.file_size, "document")
+        return ImageSource(document.file_id, document.file_size)
     if message.sticker is not None:
         raise InvalidImage(
             "Stickers can't be used as input. Send a photo with the command as its caption."

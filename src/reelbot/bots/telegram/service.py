@@ -17,7 +17,7 @@ from reelbot.errors import ConfigError
 from reelbot.runtime.signals import setup_logging, until_signal
 from reelbot.store.connection import connect
 
-from .app import CONFLICT_HELP, TelegramAdapter
+from .app import CONFLICT_HELP, POLL_TIMEOUT_S, TelegramAdapter
 from .handlers import PLATFORM, CommandLayer
 from .status import GROUP_INTERVAL_S, PRIVATE_INTERVAL_S, StatusBoard
 from .surface import TelegramSurface
@@ -25,7 +25,6 @@ from .webhook import WebhookConfig
 
 log = logging.getLogger(__name__)
 
-STOP_TIMEOUT_S = 15.0
 CONFLICT_LIMIT = 3
 """409s in a row after which ``reelbot telegram`` stops instead of fighting another poller."""
 
@@ -40,7 +39,7 @@ class TelegramService:
         catalog: Catalog,
         *,
         token: str,
-        poll_timeout: int = 10,
+        poll_timeout: int = POLL_TIMEOUT_S,
         private_interval: float = PRIVATE_INTERVAL_S,
         group_interval: float = GROUP_INTERVAL_S,
         delivery_poll_s: float = 0.5,
@@ -74,7 +73,7 @@ class TelegramService:
 
     async def stop(self) -> None:
         """Stop taking updates and deliveries; what is not posted waits in Redis."""
-        await self.conversation.stop(STOP_TIMEOUT_S)
+        await self.conversation.stop()
         await self.adapter.stop()
         await self.board.close()
 

@@ -6,6 +6,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 
 from telegram import Bot, InlineKeyboardMarkup
 from telegram.error import BadRequest, TelegramError
@@ -65,12 +66,8 @@ class StatusBoard:
         job_id: str = "",
     ) -> None:
         """Show ``text`` now or at the chat's next edit slot; after a ``final`` state, nothing."""
-
-        async def edit() -> bool:
-            return await self._edit(chat_id, message_id, text, markup, job_id)
-
-        key = f"{chat_id}:{message_id}"
-        await self.throttle.run(key, edit, room=str(chat_id), final=final)
+        edit = partial(self._edit, chat_id, message_id, text, markup, job_id)
+        await self.throttle.run(f"{chat_id}:{message_id}", edit, room=str(chat_id), final=final)
 
     async def _edit(
         self, chat_id: int, message_id: int, text: str, markup: Markup, job_id: str
