@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_MAX_SIDE",
     "ImageInfo",
+    "check_declared",
     "load_input_image",
     "probe_image",
 ]
@@ -56,6 +57,20 @@ def _mb(n: int) -> str:
 
 def _what_to_send(max_bytes: int) -> str:
     return f"Send a PNG, JPEG or WEBP image under {_mb(max_bytes)}."
+
+
+def check_declared(
+    size: int | None, mime: str | None, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> None:
+    """Refuse an input from what the platform says of it (its size, its MIME type), before it
+    is downloaded; the same words as the checks of the bytes."""
+    mime = (mime or "").split(";")[0].strip().lower()
+    if mime and not mime.startswith("image/"):
+        raise InvalidImage(f"That file is not an image ({mime}). {_what_to_send(max_bytes)}")
+    if size is not None and size > max_bytes:
+        raise InvalidImage(
+            f"The image is {_mb(size)}, over the {_mb(max_bytes)} limit. {_what_to_send(max_bytes)}"
+        )
 
 
 def _open(data: bytes, max_bytes: int, max_pixels: int) -> ImageFile.ImageFile:

@@ -76,9 +76,7 @@ class EditThrottle:
             return
         room = key if room is None else room
         if final:
-            self._final[key] = None
-            while len(self._final) > FINALS_KEPT:
-                self._final.popitem(last=False)
+            self.end(key)
         wait = self._wait(room)
         if wait <= 0 and room not in self._tasks:
             await self._now(room, action)
@@ -111,6 +109,12 @@ class EditThrottle:
                 # A lost progress edit is harmless; the next one (or the result) replaces it.
                 log.warning("delayed status edit for %s failed", keys[0], exc_info=True)
         self._tasks.pop(room, None)
+
+    def end(self, key: str) -> None:
+        """Count ``key`` as ended (its final state is shown elsewhere): later edits are dropped."""
+        self._final[key] = None
+        while len(self._final) > FINALS_KEPT:
+            self._final.popitem(last=False)
 
     def forget(self, key: str) -> None:
         """Drop the state of a finished message, and its delayed edit: shown after the final

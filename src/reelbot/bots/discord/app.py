@@ -12,7 +12,7 @@ import discord
 import yarl
 
 from reelbot.bots.discord.bot import DiscordBot, DiscordConversation
-from reelbot.bots.discord.buttons import DYNAMIC_ITEMS, answer_unknown
+from reelbot.bots.discord.buttons import JobButton, answer_unknown
 from reelbot.bots.discord.commands import Tree, build_tree
 from reelbot.bots.discord.surface import DiscordSurface
 from reelbot.chat.service import ChatService
@@ -61,7 +61,7 @@ class ReelbotClient(discord.Client):
 
     async def setup_hook(self) -> None:
         """Register the persistent buttons (the commands are synced after READY, by the app)."""
-        self.add_dynamic_items(*DYNAMIC_ITEMS)
+        self.add_dynamic_items(JobButton)
 
     async def on_interaction(self, interaction: discord.Interaction[discord.Client]) -> None:
         """Answer the buttons no handler takes."""
@@ -97,8 +97,7 @@ class DiscordAdapter:
             delivery_poll_s=delivery_poll_s,
         )
         self.client.reelbot_bot = DiscordBot(service, self.conversation)
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stop = asyncio.Event()
+        self._gateway: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Log in, sync the commands, connect to the gateway and wait for READY."""
@@ -106,7 +105,7 @@ class DiscordAdapter:
         assert self.settings.discord_token is not None
         try:
             await self.client.login(self.settings.discord_token.get_secret_value())
-            self._tasks.append(asyncio.create_task(self.client.connect(reconnect=True)))
+            self._gateway = asyncio.create_task(self.client.connect(reconnect=True))
             async with asyncio.timeout(READY_TIMEOUT_S):
                 await self.client.wait_until_ready()
         except discord.LoginFailure as exc:
@@ -119,7 +118,7 @@ class DiscordAdapter:
             ) from exc
         # Discord keeps the commands of the last sync: a failed one is retried in the background.
         await self.extras.call("Discord command sync", self._sync_commands)
-        self._tasks.append(asyncio.create_task(self.conversation.run(self._stop)))
+        self.conversation.start()
 
     async def _sync_commands(self) -> None:
         """Publish the slash commands (to one guild when configured, where updates show at once)."""
@@ -137,21 +136,16 @@ class DiscordAdapter:
 
         A post in flight goes back to the delivery queue and is made after a restart.
         """
-        self._stop.set()
+        await self.conversation.stop(STOP_TIMEOUT_S)  # it ends by itself within a poll
         await self.extras.aclose()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STOP_TIMEOUT_S):
                 await self.client.close()
-        if self._tasks:
-            # The conversation ends by itself within a poll; the gateway task ends with close().
-            _, pending = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT_S)
-            for task in pending:
-                task.cancel()
-            if pending:
-                _, stuck = await asyncio.wait(pending, timeout=STOP_TIMEOUT_S)
-                if stuck:
-                    log.warning("%d Discord adapter tasks did not stop", len(stuck))
-        self._tasks.clear()
+        gateway, self._gateway = self._gateway, None
+        if gateway is not None:  # it ends with close(); cancelled past the bound
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(STOP_TIMEOUT_S):
+                    await gateway
 
     async def __aenter__(self) -> DiscordAdapter:
         await self.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -17,8 +18,8 @@ from reelbot.chat.replies import lookup, reply_for
 from reelbot.chat.service import ChatService, Context, Rerun, Ticket
 from reelbot.chat.surface import Conversation, status_buttons
 from reelbot.chat.texts import Status, clip
-from reelbot.errors import InvalidImage, NotAllowed
-from reelbot.inputs import DEFAULT_MAX_BYTES
+from reelbot.errors import NotAllowed
+from reelbot.inputs import DEFAULT_MAX_BYTES, check_declared
 from reelbot.jobs import JobStatus, Options, ReplyAddress, Requester
 from reelbot.queue.delivery import Delivery
 
@@ -58,26 +59,16 @@ def requester_of(interaction: Interaction, owner_ids: tuple[str, ...]) -> Reques
 def check_attachment(attachment: discord.Attachment, size_limit: int) -> None:
     """Refuse an attachment from its metadata alone, before anything is downloaded."""
     limit = min(size_limit, DEFAULT_MAX_BYTES)
-    ctype = (attachment.content_type or "").split(";")[0].strip().lower()
-    if ctype and not ctype.startswith("image/"):
-        raise InvalidImage(
-            f"{attachment.filename} is not an image ({ctype}). Attach a PNG, JPEG or WEBP image."
-        )
-    if attachment.size > limit:
-        raise InvalidImage(
-            f"{attachment.filename} is {attachment.size / 1e6:.1f} MB; attach an image under "
-            f"{limit / 1e6:.0f} MB."
-        )
+    check_declared(attachment.size, attachment.content_type, max_bytes=limit)
 
 
 def _option_words(exc: BaseException) -> str:
     return f"That option is not valid: {exc}"
 
 
-_DISCORD_ERRORS: dict[type[BaseException], Callable[[BaseException], str]] = {
-    app_commands.TransformerError: _option_words,
-    app_commands.CheckFailure: _option_words,
-}
+_DISCORD_ERRORS: dict[type[BaseException], Callable[[BaseException], str]] = dict.fromkeys(
+    (app_commands.TransformerError, app_commands.CheckFailure), _option_words
+)
 
 
 def error_text(exc: BaseException) -> str:
@@ -114,12 +105,9 @@ class DiscordConversation(Conversation):
     async def show(self, reply: ReplyAddress, ticket: Ticket) -> None:
         """A new job's status, paced with the progress edits of the same message."""
         status = Status(JobStatus.QUEUED, ticket.params.prompt, ticket.position, ticket.eta_s)
-        buttons = status_buttons(ticket.job_id, status.status)
-
-        async def edit() -> None:
-            await self.surface.edit_status(reply, ticket.job_id, status, None, buttons)
-
-        await self.throttle.run(ticket.job_id, edit)
+        job, buttons = ticket.job_id, status_buttons(ticket.job_id, JobStatus.QUEUED)
+        edit = functools.partial(self.surface.edit_status, reply, job, status, None, buttons)
+        await self.throttle.run(job, edit)
 
     async def deliver(self, delivery: Delivery) -> str | None:
         """Post the result, or end the status message and say in a post why the job failed."""
@@ -127,6 +115,7 @@ class DiscordConversation(Conversation):
         # may come after it, and it waits out the interval since the last one.
         wait = self.throttle.wait_s(delivery.job_id)
         self.throttle.forget(delivery.job_id)
+        self.throttle.end(delivery.job_id)
         await asyncio.sleep(wait)
         posted = await super().deliver(delivery)
         record = delivery.record
@@ -192,14 +181,9 @@ class DiscordBot:
         self.service.plan(task, text, options, source_id=source, has_image=has_image)
         reply = await self._acknowledge(interaction)
         image = await self.surface.fetch_input(attachment.url) if attachment else None
+        ctx = self.context(interaction)
         ticket = await self.service.generate(
-            self.context(interaction),
-            task,
-            text,
-            reply=reply,
-            source_id=source,
-            options=options,
-            image=image,
+            ctx, task, text, reply=reply, source_id=source, options=options, image=image
         )
         await self.conversation.show(reply, ticket)
 
@@ -225,7 +209,10 @@ class DiscordBot:
         if not said.done and said.outcome != "stopping":
             await interaction.followup.send(said.text, ephemeral=True)
             return
-        (self.surface.ended if said.done else self.surface.stopping)[job_id] = None
+        if said.done:  # no later progress or place-in-line edit may undo "Cancelled"
+            self.conversation.throttle.end(job_id)
+        else:
+            self.surface.stopping[job_id] = None
         status = Status(said.record.status, said.record.request.text, credits_back=said.done)
         content = render.status_text(status, stopping=not said.done)
         await interaction.edit_original_response(content=content, view=None)
@@ -255,10 +242,7 @@ class DiscordBot:
         await interaction.response.send_message(clip(text, render.MAX_CONTENT), ephemeral=True)
 
     def admin(self, interaction: Interaction) -> Requester:
-        """The requester if they hold Manage Server (or are an owner); NotAllowed otherwise.
-
-        Discord hides /admin from the others, but a crafted or stale client can still send it.
-        """
+        """The requester if they hold Manage Server (or are an owner); NotAllowed otherwise."""
         requester = self.requester(interaction)
         if not requester.is_admin:
             raise NotAllowed("Only server admins (Manage Server) can use /admin.")

@@ -65,7 +65,6 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=_TEMPLA
         return cls(Button(_ACTION_OF[match["short"]], match["job"], label))
 
 
-DYNAMIC_ITEMS: tuple[type[JobButton], ...] = (JobButton,)
 _OURS = re.compile(_TEMPLATE)
 UNKNOWN_BUTTON = (
     "This button isn't one reelbot knows (it may be from an older version). Run the command again."

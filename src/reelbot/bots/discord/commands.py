@@ -232,18 +232,7 @@ async def admin_quota_usage(interaction: Interaction, scope: str = "server") -> 
     await bot_of(interaction).admin_words(interaction, f"quota usage {scope}")
 
 
-COMMANDS: tuple[app_commands.Command[Any, ..., Any] | app_commands.Group, ...] = (
-    imagine,
-    remix,
-    video,
-    animate,
-    jobs,
-    cancel,
-    quota,
-    models,
-    help_,
-    admin,
-)
+COMMANDS = (imagine, remix, video, animate, jobs, cancel, quota, models, help_, admin)
 
 
 class Tree(app_commands.CommandTree[Any]):

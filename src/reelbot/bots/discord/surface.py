@@ -4,6 +4,7 @@ interaction token while it lives (15 min) and the bot token after; attachment do
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import logging
 import time
@@ -29,7 +30,6 @@ TOKEN_MARGIN_S = 60.0
 """Switch to the bot token this long before the token expires, so an upload never straddles it."""
 DEFAULT_SIZE_LIMIT = 10 * 1024 * 1024
 DOWNLOAD_TIMEOUT_S = 30.0
-_REMEMBERED = 10_000
 # Error codes that mean the interaction token is no longer usable: Invalid Webhook Token,
 # Unknown Webhook, Unknown Interaction.
 _TOKEN_GONE = {50027, 10015, 10062}
@@ -40,19 +40,10 @@ def _token_gone(exc: discord.HTTPException) -> bool:
     return exc.status == 401 or (exc.status == 404 and exc.code in _TOKEN_GONE)
 
 
-def _remember(seen: dict[str, None], job_id: str) -> None:
-    seen[job_id] = None
-    if len(seen) > _REMEMBERED:  # bounded memory; old jobs get no progress events
-        for old in list(seen)[: _REMEMBERED // 2]:
-            del seen[old]
-
-
 def size_limit(reply: ReplyAddress) -> int:
     """The upload limit the interaction carried (``attachment_size_limit``)."""
-    try:
-        return int(reply.extra.get("max_bytes", DEFAULT_SIZE_LIMIT))
-    except ValueError:
-        return DEFAULT_SIZE_LIMIT
+    given = reply.extra.get("max_bytes", "")
+    return int(given) if given.isdigit() else DEFAULT_SIZE_LIMIT
 
 
 @contextmanager
@@ -76,8 +67,6 @@ class DiscordSurface:
 
     def __init__(self, client: discord.Client, *, clock: Callable[[], float] = time.time) -> None:
         self.client, self.clock = client, clock
-        self.ended: dict[str, None] = {}
-        """Jobs whose status message shows their end: a late progress edit must not undo it."""
         self.stopping: dict[str, None] = {}
         """Jobs asked to stop while running: "Cancelling…" until the worker confirms."""
 
@@ -114,14 +103,13 @@ class DiscordSurface:
 
         Previews are not drawn: an attachment edit per step would cost more than it shows.
         """
-        if reply.status_message_id is None or (job_id in self.ended and not status.status.finished):
+        if reply.status_message_id is None:
             return
         stopping = job_id in self.stopping and not status.status.finished
         content = render.status_text(status, stopping=stopping)
         view = None if stopping else view_of(buttons)
         message_id = int(reply.status_message_id)
         if status.status.finished:
-            _remember(self.ended, job_id)
             self.stopping.pop(job_id, None)
         try:
             if self.token_alive(reply):
@@ -147,23 +135,17 @@ class DiscordSurface:
             said = f"the result is {len(data) / 1e6:.1f} MB, over this channel's "
             return await self.post_text(record, said + f"{limit / 1e6:.0f} MB upload limit.")
         note = record.result.note if record.result else ""
+        caption = functools.partial(render.result_text, request, record.params, note=note)
         with retryable():
             return await self._post(
-                record,
-                render.result_text(request, record.params, mention=False, note=note),
-                render.result_text(request, record.params, mention=True, note=note),
-                view_of(buttons),
-                (data, render.filename_of(record)),
+                record, caption, view_of(buttons), (data, render.filename_of(record))
             )
 
     async def post_text(self, record: JobRecord, message: str | None) -> str | None:
         """Post what went wrong with a job, under its command."""
-        request = record.request
         with retryable():
             return await self._post(
-                record,
-                render.failure_text(request, message, mention=False),
-                render.failure_text(request, message, mention=True),
+                record, functools.partial(render.failure_text, record.request, message)
             )
 
     async def answer(self, reply: ReplyAddress, answer: Reply) -> None:
@@ -190,11 +172,13 @@ class DiscordSurface:
     async def _post(
         self,
         record: JobRecord,
-        content: str,
-        late: str,
+        text: Callable[..., str],
         view: discord.ui.View | None = None,
         file: tuple[bytes, str] | None = None,
     ) -> str | None:
+        """Post ``text(mention=False)`` by the interaction token, or after it expired
+        ``text(mention=True)`` in the channel."""
+
         def upload() -> discord.File:  # a File is closed once sent: a fresh one per try
             return discord.File(io.BytesIO(file[0]), filename=file[1]) if file else _MISSING
 
@@ -203,7 +187,7 @@ class DiscordSurface:
         if self.token_alive(reply):
             try:
                 sent = await self._webhook(reply).send(
-                    content,
+                    text(mention=False),
                     file=upload(),
                     view=view,
                     wait=True,
@@ -215,7 +199,7 @@ class DiscordSurface:
                     raise
                 log.info("interaction token gone; posting to channel %s", reply.channel_id)
         # After 15 minutes only the bot token works: post in the channel, replying to the status
-        # message and mentioning the user (``late``) so they still get notified.
+        # message and mentioning the user so they still get notified.
         reference = _MISSING
         if reply.status_message_id is not None:
             reference = discord.MessageReference(
@@ -224,7 +208,7 @@ class DiscordSurface:
                 fail_if_not_exists=False,
             )
         message = await self._channel(reply).send(
-            late,
+            text(mention=True),
             file=upload(),
             view=view,
             reference=reference,
