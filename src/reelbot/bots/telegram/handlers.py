@@ -146,8 +146,7 @@ class CommandLayer:
         prompt: str,
         run: Callable[..., Awaitable[Ticket]],
     ) -> None:
-        """Post the status message at once, then ``run(reply=…)`` (the submit, with the status
-        message's id); a refusal ends the status in words."""
+        """Post the status message, then submit: ``run(reply=…)``; a refusal ends it in words."""
         queued = status_text(Status(JobStatus.QUEUED, prompt))
         status_id = await self.surface.post_status(where, job_id, queued)
         where = where.model_copy(update={"status_message_id": status_id})

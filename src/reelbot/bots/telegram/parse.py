@@ -65,13 +65,12 @@ def _from_message(message: Message) -> ImageSource | None:
                 "JPEG or WEBP file, with the command as its caption."
             )
         return ImageSource(document.file_id, document.file_size)
-    if message.sticker is not None:
-        raise InvalidImage(
-            "Stickers can't be used as input. Send a photo with the command as its caption."
-        )
+    unusable = "Stickers" if message.sticker is not None else None
     if message.animation is not None or message.video is not None:
+        unusable = "Videos and GIFs"
+    if unusable:
         raise InvalidImage(
-            "Videos and GIFs can't be used as input. Send a photo with the command as its caption."
+            f"{unusable} can't be used as input. Send a photo with the command as its caption."
         )
     return None
 

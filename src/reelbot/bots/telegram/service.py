@@ -59,11 +59,7 @@ class TelegramService:
         self.adapter.route(self.layer.on_message, self.layer.on_button)
         # The board keeps Telegram's per-chat rate, so the conversation hands every edit on.
         self.conversation = Conversation(
-            self.service,
-            self.surface,
-            settings,
-            edit_interval_s=0.0,
-            delivery_poll_s=delivery_poll_s,
+            self.service, self.surface, settings, edit_interval_s=0, delivery_poll_s=delivery_poll_s
         )
 
     async def start(self, webhook: WebhookConfig | None = None) -> None:
@@ -99,13 +95,14 @@ def webhook_from_settings(settings: Settings) -> WebhookConfig | None:
 
 async def _serve(
     settings: Settings,
-    token: str,
     stop: asyncio.Event,
     webhook: WebhookConfig | None,
     *,
     alone: bool,
 ) -> None:
     """Run until ``stop``; a persistent 409 (another poller) ends it, as an error when ``alone``."""
+    assert settings.telegram_token is not None  # the callers check it
+    token = settings.telegram_token.get_secret_value()
     catalog = load_catalog(settings.models, settings.styles_file)
     redis = connect(settings.effective_redis_url)
     service = TelegramService(settings, redis, catalog, token=token)
@@ -131,9 +128,8 @@ async def run_telegram(settings: Settings, *, webhook: WebhookConfig | None = No
     if settings.telegram_token is None:
         raise ConfigError("REELBOT_TELEGRAM_TOKEN: not set; get one from @BotFather")
     setup_logging()
-    token = settings.telegram_token.get_secret_value()
     hook = webhook or webhook_from_settings(settings)
-    await until_signal(lambda stop: _serve(settings, token, stop, hook, alone=True))
+    await until_signal(lambda stop: _serve(settings, stop, hook, alone=True))
     return 0
 
 
@@ -141,5 +137,4 @@ async def run_up(settings: Settings, stop: asyncio.Event) -> None:
     """Serve Telegram until ``stop`` is set (the ``reelbot up`` hook); off without a token."""
     if settings.telegram_token is None:
         return
-    token = settings.telegram_token.get_secret_value()
-    await _serve(settings, token, stop, webhook_from_settings(settings), alone=False)
+    await _serve(settings, stop, webhook_from_settings(settings), alone=False)

@@ -98,11 +98,10 @@ class TelegramSurface:
         if len(data) > limit:
             # The worker encodes to the budget, so this is a bug or a changed limit.
             raise OutputTooLarge(limit_bytes=limit)
-        group = int(request.reply.channel_id) < 0  # who asked, where several share the chat
+        # Who asked, where several share the chat (group and channel ids are negative).
+        by = request.requester.display_name if int(request.reply.channel_id) < 0 else None
         common: dict[str, Any] = {
-            "caption": caption_html(
-                record.params, requested_by=request.requester.display_name if group else None
-            ),
+            "caption": caption_html(record.params, requested_by=by),
             "parse_mode": ParseMode.HTML,
             "reply_markup": keyboard(buttons),
             "read_timeout": UPLOAD_TIMEOUT_S,
