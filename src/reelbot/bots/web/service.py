@@ -48,24 +48,15 @@ class WebService:
 
     async def serve(self, stop: asyncio.Event, sock: socket.socket) -> None:
         """Serve until ``stop`` is set, then close the streams, the server and the consumer."""
-        done = asyncio.Event()
-        tasks = [
-            asyncio.create_task(self.conversation.run(done), name="web-conversation"),
-        ]
-        server = http.quiet_server(self.app)
+        self.conversation.start()
         try:
+            server = http.quiet_server(self.app)
             await http.serve_until(
                 server, sock, stop, close_s=CLOSE_TIMEOUT_S, on_stop=self.hub.close
             )
         finally:
-            done.set()
             # A post in flight goes back to the delivery queue and is made after a restart.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                    await asyncio.wait(tasks)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.conversation.stop(CLOSE_TIMEOUT_S)
 
 
 def announce(settings: Settings, sock: socket.socket) -> None:
