@@ -136,11 +136,13 @@ class DiscordAdapter:
 
         A post in flight goes back to the delivery queue and is made after a restart.
         """
-        await self.conversation.stop(STOP_TIMEOUT_S)  # it ends by itself within a poll
+        # The conversation ends within a poll, or sooner when the client's close fails a post.
+        conversation = asyncio.create_task(self.conversation.stop(STOP_TIMEOUT_S))
         await self.extras.aclose()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STOP_TIMEOUT_S):
                 await self.client.close()
+        await conversation
         gateway, self._gateway = self._gateway, None
         if gateway is not None:  # it ends with close(); cancelled past the bound
             with contextlib.suppress(Exception):
