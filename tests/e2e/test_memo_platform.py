@@ -178,3 +178,27 @@ async def test_a_post_that_keeps_failing_says_it_is_retrying_then_posts_once(
         stop.set()
         async with asyncio.timeout(30):
             await worker
+
+
+async def test_a_conversation_stopped_past_its_timeout_leaves_no_task_behind(
+    memo: tuple[MemoBot, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bot, settings = memo
+    conversation = Conversation(bot.service, bot.chat, settings)
+    real_close = conversation.consumer.close
+
+    async def slow_close() -> None:
+        await asyncio.sleep(1.0)  # a post still in flight when the platform process stops
+        await real_close()
+
+    monkeypatch.setattr(conversation.consumer, "close", slow_close)
+    before = asyncio.all_tasks()  # the fixture's own conversation runs beside this one
+    conversation.start()
+    await asyncio.sleep(0.5)
+    await conversation.stop(timeout_s=0.2)
+    left = [
+        t.get_name()
+        for t in asyncio.all_tasks() - before
+        if t.get_name() in ("chat-delivery", "chat-positions")
+    ]
+    assert left == []

@@ -205,12 +205,14 @@ class Conversation:
         try:
             await self.service.follow_progress(stop, self.on_update)
         finally:
-            await self.consumer.close()
-            for task in (consumer, positions):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            await self.throttle.aclose()
+            try:
+                await self.consumer.close()
+            finally:
+                # Even when this task is cancelled mid-close: no helper task outlives it.
+                for task in (consumer, positions):
+                    task.cancel()
+                await asyncio.gather(consumer, positions, return_exceptions=True)
+                await self.throttle.aclose()
 
     _running: tuple[asyncio.Event, asyncio.Task[None]] | None = None
 
@@ -225,6 +227,14 @@ class Conversation:
             return
         (stop, task), self._running = self._running, None
         stop.set()
-        with contextlib.suppress(Exception):
+        try:
+            # Shielded: a timeout here must not cut the task's own clean-up short.
             async with asyncio.timeout(timeout_s):
-                await task
+                await asyncio.shield(task)
+        except TimeoutError:
+            log.warning("the conversation did not stop within %.0f s; cancelling it", timeout_s)
+            task.cancel()
+        except Exception:
+            log.exception("the conversation ended with an error")
+        # Cancelled or not, wait for its clean-up: its helper tasks end with it.
+        await asyncio.gather(task, return_exceptions=True)
