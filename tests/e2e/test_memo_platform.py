@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import itertools
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,15 +14,14 @@ import redis as sync_redis
 from memo_platform import MemoBot, MemoChat
 from PIL import Image
 
+from integration.conftest import start_generation
 from reelbot.catalog import load_catalog
 from reelbot.chat.service import ChatService
 from reelbot.chat.surface import Conversation
 from reelbot.config import Settings
 from reelbot.jobs import JobStatus
 from reelbot.store.connection import connect
-from reelbot.store.leases import live_workers
 from reelbot.store.records import RecordStore
-from reelbot.worker.worker import serve_generation
 
 SURFACE_LINES = 150
 STEP_S = 30.0
@@ -63,22 +61,6 @@ async def memo(
         await redis.aclose(close_connection_pool=True)
 
 
-async def start_worker(settings: Settings, runner: Any, stop: asyncio.Event) -> asyncio.Task[int]:
-    queues = [settings.image_queue, settings.video_queue]
-    url = settings.effective_redis_url
-    task = asyncio.create_task(serve_generation(settings, runner, queues, redis_url=url, stop=stop))
-    redis = connect(url)
-    try:
-        async with asyncio.timeout(STEP_S):
-            for _ in itertools.count():
-                if len(await live_workers(redis)) >= len(queues):
-                    break
-                await asyncio.sleep(0.05)
-    finally:
-        await redis.aclose(close_connection_pool=True)
-    return task
-
-
 def test_the_surface_is_small() -> None:
     source = (Path(__file__).parent / "memo_platform.py").read_text().splitlines()
     assert len(source) <= SURFACE_LINES, len(source)
@@ -112,7 +94,7 @@ async def test_imagine_jobs_cancel_through_the_real_queue_and_worker(
         assert "no job" in chat.private[-1][1].lower()
 
         stop = asyncio.Event()
-        worker = await start_worker(settings, discord_runner, stop)
+        worker = await start_generation(settings, discord_runner, stop)
         try:
             job = await bot.say("ann", "room", "/imagine a red fox --seed 7", group=True)
             posted = await until(lambda: [m for m in chat.in_chat("room") if m.file])
@@ -141,7 +123,7 @@ async def test_a_refused_upload_ends_the_status_in_words(
     bot, settings = memo
     bot.chat.refuse = ValueError("400 Bad Request: file rejected")
     stop = asyncio.Event()
-    worker = await start_worker(settings, discord_runner, stop)
+    worker = await start_generation(settings, discord_runner, stop)
     try:
         job = await bot.say("ann", "room", "/imagine a fox", group=True)
         [status] = await until(
@@ -167,7 +149,7 @@ async def test_a_post_that_keeps_failing_says_it_is_retrying_then_posts_once(
     bot, settings = memo
     bot.chat.flaky = 3
     stop = asyncio.Event()
-    worker = await start_worker(settings, discord_runner, stop)
+    worker = await start_generation(settings, discord_runner, stop)
     try:
         await bot.say("ann", "room", "/imagine a patient fox", group=True)
         await until(lambda: [m for m in bot.chat.in_chat("room") if "still trying" in m.text])

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,46 +14,19 @@ import httpx
 import pytest
 from test_web_up import Page, _delivered, page
 
-from integration.conftest import make_settings
+from integration.conftest import SlowSteps, make_settings, start_generation
 from reelbot.bots.web.service import bind, serve_web
 from reelbot.config import Settings
 from reelbot.jobs import JobStatus
 from reelbot.runtime.server import RedisServer
 from reelbot.store.connection import connect
-from reelbot.store.leases import live_workers
 from reelbot.store.records import JobRecord, RecordStore
-from reelbot.worker.worker import serve_generation
 
 pytestmark = pytest.mark.timeout(150)
 
 OWNER = "owner-client-0003"
 OUTAGE_S = 30.0
 SLOW_VIDEO = "a long shot of the sea --steps 8 --duration 4 --fps 8"
-
-
-class SlowSteps:
-    """The real runner, each denoising step 0.2 s slower: a running job stays running a while."""
-
-    def __init__(self, real: Any, delay_s: float = 0.2) -> None:
-        self.real, self.delay_s = real, delay_s
-
-    def preload(self, *args: Any, **kwargs: Any) -> None:
-        self.real.preload(*args, **kwargs)
-
-    def generate(self, *args: Any, **kwargs: Any) -> Any:
-        return self.real.generate(*args, **kwargs)
-
-    def generate_batch(self, items: Any, *, on_progress: Any = None, **kwargs: Any) -> Any:
-        callbacks = list(on_progress or [None] * len(items))
-        first = callbacks[0]
-
-        def slow(event: Any) -> None:
-            if first is not None:
-                first(event)
-            if event.stage == "denoising":
-                time.sleep(self.delay_s)  # in the pipeline thread: a slower GPU
-
-        return self.real.generate_batch(items, on_progress=[slow, *callbacks[1:]], **kwargs)
 
 
 @dataclass
@@ -94,24 +65,11 @@ async def web(tmp_path: Path, discord_data_dir: Path) -> AsyncIterator[Web]:
 
 @pytest.fixture
 async def worker(web: Web, discord_runner: Any) -> AsyncIterator[None]:
-    settings = web.settings
-    queues = [settings.image_queue, settings.video_queue]
     stop = asyncio.Event()
-    task = asyncio.create_task(
-        serve_generation(
-            settings, SlowSteps(discord_runner), queues, redis_url=web.server.url, stop=stop
-        )
-    )
-    redis = connect(web.server.url)
+    task = await start_generation(web.settings, SlowSteps(discord_runner), stop)
     try:
-        async with asyncio.timeout(30):
-            for _ in itertools.count():
-                if len(await live_workers(redis)) >= len(queues):
-                    break
-                await asyncio.sleep(0.05)
         yield
     finally:
-        await redis.aclose(close_connection_pool=True)
         stop.set()
         async with asyncio.timeout(30):
             await task

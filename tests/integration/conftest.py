@@ -259,3 +259,49 @@ def worker_process(
 def tail(log: Path, chars: int = 3000) -> str:
     """The end of a subprocess's log, for failure messages."""
     return log.read_text(errors="replace")[-chars:] if log.exists() else ""
+
+
+class SlowSteps:
+    """The real runner, with each denoising step of a call taking ``delay_s`` longer."""
+
+    def __init__(self, real: Any, delay_s: float = 0.2) -> None:
+        self.real = real
+        self.delay_s = delay_s
+
+    def preload(self, *args: Any, **kwargs: Any) -> None:
+        self.real.preload(*args, **kwargs)
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        return self.real.generate(*args, **kwargs)
+
+    def generate_batch(self, items: Any, *, on_progress: Any = None, **kwargs: Any) -> Any:
+        callbacks = list(on_progress or [None] * len(items))
+        first = callbacks[0]
+
+        def slow(event: Any) -> None:
+            if first is not None:
+                first(event)
+            if event.stage == "denoising":
+                time.sleep(self.delay_s)  # in the pipeline thread: a slower GPU
+
+        return self.real.generate_batch(items, on_progress=[slow, *callbacks[1:]], **kwargs)
+
+
+async def start_generation(
+    settings: Settings, runner: Any, stop: asyncio.Event, *, within_s: float = 30.0
+) -> asyncio.Task[int]:
+    """Both generation workers in this process, returned once each has announced itself (a
+    worker closed before its loop started would never stop)."""
+    from reelbot.store.leases import live_workers
+
+    queues = [settings.image_queue, settings.video_queue]
+    url = settings.effective_redis_url
+    task = asyncio.create_task(serve_generation(settings, runner, queues, redis_url=url, stop=stop))
+    redis = connect(url)
+    try:
+        async with asyncio.timeout(within_s):
+            while len(await live_workers(redis)) < len(queues):  # noqa: ASYNC110 (Redis, polled)
+                await asyncio.sleep(0.05)
+    finally:
+        await redis.aclose(close_connection_pool=True)
+    return task

@@ -32,6 +32,7 @@ from .conftest import (
     PLATFORM,
     REPO,
     Posted,
+    SlowSteps,
     StartWorkers,
     delivered,
     make_settings,
@@ -140,32 +141,6 @@ async def test_waiting_compatible_jobs_run_as_one_batch_with_the_same_images(
         _assert_same_image(_pixels(one.data), _pixels(two.data))
     images = [_pixels(consumer.for_job(r.id)[0].data) for r in together]
     assert not np.array_equal(images[0], images[1])
-
-
-class SlowSteps:
-    """The real runner, with each denoising step of a call taking ``delay_s`` longer."""
-
-    def __init__(self, real: Any, delay_s: float) -> None:
-        self.real = real
-        self.delay_s = delay_s
-
-    def preload(self, *args: Any, **kwargs: Any) -> None:
-        self.real.preload(*args, **kwargs)
-
-    def generate(self, *args: Any, **kwargs: Any) -> Any:
-        return self.real.generate(*args, **kwargs)
-
-    def generate_batch(self, items: Any, *, on_progress: Any = None, **kwargs: Any) -> Any:
-        callbacks = list(on_progress or [None] * len(items))
-        first = callbacks[0]
-
-        def slow(event: Any) -> None:
-            if first is not None:
-                first(event)
-            if event.stage == "denoising":
-                time.sleep(self.delay_s)  # in the pipeline thread: a slower GPU
-
-        return self.real.generate_batch(items, on_progress=[slow, *callbacks[1:]], **kwargs)
 
 
 async def test_cancelling_one_job_of_a_running_batch_leaves_the_others(
