@@ -70,6 +70,10 @@ class ModelSpec(BaseModel):
         default=None, gt=0, le=1, description="image-to-image strength; None: not supported"
     )
     supports_negative: bool = True
+    preview_vae: str | None = Field(
+        default=None,
+        description='step previews by an AutoencoderTiny: hub id, folder, or "tiny"',
+    )
     cost_weight: float = Field(
         default=1.0, gt=0, description="credits for one 512x512 frame at the default steps"
     )

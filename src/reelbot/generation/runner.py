@@ -15,7 +15,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from time import perf_counter
 from typing import Any, Literal
@@ -26,6 +25,7 @@ from PIL import Image, ImageOps
 
 from reelbot.catalog import Catalog, ModelSpec, Task
 from reelbot.errors import Cancelled, ConfigError, MissingImage, OutOfMemory, UnknownModel
+from reelbot.generation import tiny
 from reelbot.generation.batching import plan_batches
 from reelbot.generation.device import (
     compute_dtype,
@@ -41,6 +41,7 @@ from reelbot.generation.gpu import (
     set_attention_backend,
     set_vae_tiling,
 )
+from reelbot.generation.previews import Previewer, load_preview_vae, source_of
 from reelbot.generation.registry import LoadedModel, family_of, load_model
 from reelbot.jobs import GenerationParams
 
@@ -60,7 +61,6 @@ Stage = Literal["loading", "denoising", "decoding"]
 
 # Without an explicit budget, leave a fifth of the accelerator for activations and the VAE.
 DEFAULT_BUDGET_FRACTION = 0.8
-PREVIEW_MAX_SIDE = 128
 
 
 @dataclass(frozen=True)
@@ -114,31 +114,6 @@ def fit_image(image: Image.Image, width: int, height: int) -> Image.Image:
     if upright.size == (width, height):
         return upright
     return ImageOps.fit(upright, (width, height), method=Image.Resampling.LANCZOS)
-
-
-@cache
-def _projection(channels: int) -> torch.Tensor:
-    """A fixed channels→RGB map, the same on every call, so previews look alike step to step."""
-    weights = torch.randn(3, channels, generator=torch.Generator().manual_seed(0))
-    return weights.div_(channels**0.5)
-
-
-def latent_preview(latents: torch.Tensor) -> Image.Image | None:
-    """A cheap RGB preview of spatial latents (B, C, H, W) or (B, C, F, H, W); None otherwise."""
-    if latents.ndim == 5:
-        grid = latents[0, :, 0]  # the first frame
-    elif latents.ndim == 4:
-        grid = latents[0]
-    else:
-        # Packed token sequences (FLUX.2, LTX) have a family-specific layout: no preview.
-        return None
-    x = grid.detach().to("cpu", torch.float32)
-    rgb = torch.einsum("kc,chw->hwk", _projection(x.shape[0]), x)
-    low, high = rgb.amin(), rgb.amax()
-    rgb = (rgb - low) / (high - low + 1e-6)
-    image = Image.fromarray((rgb * 255).round().to(torch.uint8).numpy(), "RGB")
-    scale = max(1, PREVIEW_MAX_SIDE // max(image.size))
-    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
 
 
 def _to_pil(frame: Any) -> Image.Image:
@@ -197,6 +172,7 @@ class Runner:
         self.preview_every = preview_every
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._previewers: dict[tuple[str, str], Previewer] = {}
 
     @property
     def device(self) -> str:
@@ -238,6 +214,7 @@ class Runner:
                 entry = self._cache.pop(name, None)
                 if entry is not None:
                     entry.release()
+            self._previewers = {k: v for k, v in self._previewers.items() if k[0] not in names}
             free_memory(self._device)
 
     def generate(
@@ -398,6 +375,21 @@ class Runner:
         self._cache[spec.name] = loaded
         return loaded, perf_counter() - start
 
+    def _previewer(self, spec: ModelSpec, pipe: Any) -> Previewer:
+        """The model's step previews: its ``preview_vae`` (loaded once), else the projection."""
+        key = (spec.name, type(pipe).__name__)
+        found = self._previewers.get(key)
+        if found is None:
+            vae = None
+            if spec.preview_vae is not None:
+                built = spec.preview_vae == "tiny"
+                folder = tiny.ensure_built(tiny.PREVIEW_VAE, self.data_dir) if built else None
+                source = source_of(spec.preview_vae, tiny_folder=folder)
+                dtype = compute_dtype(self._device, spec.dtype)
+                vae = load_preview_vae(source, device=self._device, dtype=dtype)
+            found = self._previewers[key] = Previewer(pipe, vae)
+        return found
+
     def _evict_for(self, need: int) -> None:
         """Drop least recently used models until ``need`` more bytes fit the budget."""
         budget = self.memory_budget_bytes
@@ -486,6 +478,7 @@ class Runner:
         dropped: set[int] = set()
         denoised_at: list[float] = []
         preview_every = self.preview_every
+        previewer = self._previewer(spec, pipe) if preview_every else None
 
         def on_step_end(
             pipe: Any, i: int, t: Any, tensors: dict[str, torch.Tensor]
@@ -499,7 +492,9 @@ class Runner:
                 if items[k].on_progress is None:
                     continue
                 latents = tensors.get("latents") if preview_due else None
-                preview = latent_preview(latents[k : k + 1]) if latents is not None else None
+                preview = None
+                if latents is not None and previewer is not None:
+                    preview = previewer(latents[k : k + 1], first.width, first.height)
                 items[k].progress(Progress(step, total, "denoising", preview))
             # A cancelled item stays in the batch (its latents cannot leave the pipeline's
             # loop) but is dropped from the output; when none is left, stop.

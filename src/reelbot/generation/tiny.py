@@ -24,9 +24,11 @@ import torch
 import transformers
 
 __all__ = [
+    "BUILDERS",
     "BUILD_VERSION",
     "FAMILIES",
     "MARKER",
+    "PREVIEW_VAE",
     "build",
     "ensure_built",
     "is_built",
@@ -347,6 +349,26 @@ FAMILIES: dict[str, Callable[[], Any]] = {
 }
 """Family name (``ModelSpec.family``) → builder of its tiny pipeline."""
 
+PREVIEW_VAE = "taesd16"
+"""The tiny preview autoencoder (``preview_vae = "tiny"``): 16 latent channels, Z-Image's."""
+
+
+def _build_taesd16() -> Any:
+    """A TAESD-shaped ``AutoencoderTiny`` (diffusers' tests/models/autoencoders, smaller)."""
+    return _seeded(
+        lambda: _diffusers.AutoencoderTiny(
+            encoder_block_out_channels=(8, 8, 8, 8),
+            decoder_block_out_channels=(8, 8, 8, 8),
+            num_encoder_blocks=(1, 1, 1, 1),
+            num_decoder_blocks=(1, 1, 1, 1),
+            latent_channels=16,
+        )
+    )
+
+
+BUILDERS: dict[str, Callable[[], Any]] = {**FAMILIES, PREVIEW_VAE: _build_taesd16}
+"""Everything ``ensure_built`` makes: the pipelines, and single models saved the same way."""
+
 
 def _marker(family: str) -> dict[str, str | int]:
     # The library versions are part of the key: a folder saved by another diffusers or
@@ -371,14 +393,14 @@ def is_built(folder: Path, family: str) -> bool:
 def build(family: str, folder: Path) -> None:
     """Build ``family``'s tiny pipeline and save it into ``folder`` (which must not exist)."""
     try:
-        builder = FAMILIES[family]
+        builder = BUILDERS[family]
     except KeyError:
-        known = ", ".join(sorted(FAMILIES))
+        known = ", ".join(sorted(BUILDERS))
         raise ValueError(f"no tiny builder for family {family!r} (known: {known})") from None
     # fork_rng keeps the caller's global RNG untouched by the fixed build seed.
     with torch.random.fork_rng(devices=[]):
         pipe = builder()
-    for component in pipe.components.values():
+    for component in getattr(pipe, "components", {"model": pipe}).values():
         if isinstance(component, torch.nn.Module):
             # Modules built from a config start in training mode; save them as they will run.
             component.eval()
