@@ -15,6 +15,7 @@ __all__ = [
     "clip",
     "eta_text",
     "final_text",
+    "help_text",
     "models_lines",
     "progress_bar",
     "status_text",
@@ -131,3 +132,19 @@ def models_lines(catalog: Catalog) -> list[str]:
     if catalog.styles:
         lines.append("Styles (--style): " + ", ".join(sorted(catalog.styles)))
     return lines
+
+
+def help_text(attach: str, *, footer: str = "") -> str:
+    """``/help`` for the platforms that read typed commands: the commands and their flags, with
+    how this platform takes an image (``attach``) and its own last line."""
+    lines = [
+        "reelbot makes images and videos from a prompt.",
+        "/imagine a red fox in the snow --ar 16:9 --seed 7 · an image",
+        f"/remix make it winter · change a picture ({attach})",
+        "/video waves at sunset --duration 2 · a short video",
+        f"/animate · bring a picture to life ({attach})",
+        "Flags: --ar 16:9 --seed 42 --no text --steps 4 --guidance 3.5 --model NAME "
+        "--strength 0.6 --duration 4 --fps 24 --style NAME",
+        "/jobs your jobs · /cancel [job] stop one · /models what runs here · /quota your budget",
+    ]
+    return "\n".join([*lines, footer] if footer else lines)

@@ -15,15 +15,16 @@ from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
 from reelbot.catalog import Task
+from reelbot.chat.commands import TextCommands, is_generation
 from reelbot.chat.replies import Reply, reply_for
 from reelbot.chat.service import ChatService, Context, Rerun, Ticket
 from reelbot.chat.surface import status_buttons
-from reelbot.chat.texts import Status
-from reelbot.errors import JobNotFound, NotAllowed, TransientError, UserError
+from reelbot.chat.texts import Status, help_text
+from reelbot.errors import JobNotFound, TransientError, UserError
 from reelbot.jobs import JobStatus, Options, ReplyAddress, Requester, job_id_for, parse_prompt
 
 from .parse import command_of, find_image
-from .render import decode_button, help_text, status_text
+from .render import decode_button, status_text
 from .surface import REPLY_TIMEOUT_S, TelegramSurface
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ class CommandLayer:
         self, service: ChatService, surface: TelegramSurface, *, max_upload_bytes: int | None
     ) -> None:
         self.service, self.surface, self.bot = service, surface, surface.bot
+        admins = "Only this group's administrators can use /admin."
+        self.commands = TextCommands(service, help_text=self._help, not_admin=admins)
         self.extra = {"max_bytes": str(max_upload_bytes)} if max_upload_bytes else {}
         """For a local Bot API server, which takes far bigger files; the worker encodes to it."""
 
@@ -91,6 +94,12 @@ class CommandLayer:
             extra=self.extra,
         )
 
+    def _help(self) -> str:
+        where = f"In groups, address me as /imagine@{self.bot.username}."
+        return help_text(
+            "send a photo with the command as its caption, or reply to one", footer=where
+        )
+
     async def _say(self, message: Message, text: str) -> None:
         await self.surface.answer(self._address(message), Reply(text, private=False))
 
@@ -107,20 +116,10 @@ class CommandLayer:
         name, args = command.name, command.args
         ask = name in ("cancel", "admin")  # admin rights are asked live: only where they count
         ctx = await self._ctx(message.chat.id, message.from_user, ask_admin=ask)
-        if name in {t.value for t in Task}:
+        if is_generation(name):
             await self.start_task(message, ctx, Task(name), args)
-        elif name in ("help", "start"):
-            await self._say(message, help_text(self.bot.username))
-        elif name == "models":
-            await self._say(message, self.service.models_text())
-        elif name == "jobs":
-            await self._say(message, await self.service.jobs_text(ctx))
-        elif name == "quota":
-            await self._say(message, await self.service.quota_text(ctx.requester))
-        elif name == "cancel":
-            await self._cancel(message, ctx, args.split()[0] if args.split() else None)
-        elif name == "admin":
-            await self.admin(message, ctx, args)
+        elif self.commands.knows(name := "help" if name == "start" else name):
+            await self._say(message, (await self.commands.answer(ctx, name, args)).text)
         elif message.chat.type == ChatType.PRIVATE:
             # In groups other bots' commands come through as well; only answer in private.
             await self._say(message, f"I don't know /{name}. See /help.")
@@ -167,20 +166,6 @@ class CommandLayer:
         now = Status(JobStatus.QUEUED, prompt, position=ticket.position, eta_s=ticket.eta_s)
         buttons = status_buttons(job_id, JobStatus.QUEUED)
         await self.surface.edit_status(where, job_id, now, None, buttons)
-
-    async def admin(self, message: Message, ctx: Context, args: str) -> None:
-        """``/admin …``: group administrators (asked live) and the deployment's owners."""
-        if not ctx.requester.is_admin:
-            raise NotAllowed("Only this group's administrators can use /admin.")
-        words = args.split()
-        if words[:1] == ["cancel"] and len(words) == 2:
-            await self._cancel(message, ctx, words[1])
-        else:
-            await self._say(message, await self.service.admin(ctx.requester, args))
-
-    async def _cancel(self, message: Message, ctx: Context, job_id: str | None) -> None:
-        said = await self.service.cancel(ctx, job_id)
-        await self._say(message, f"{said.job_id}: {said.text}")
 
     # -- buttons ---------------------------------------------------------------------------
 

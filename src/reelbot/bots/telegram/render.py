@@ -104,18 +104,3 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("help", "How to use this bot, with examples"),
 )
 """Every command with its menu description (for setMyCommands)."""
-
-
-def help_text(bot_username: str) -> str:
-    """Usage with examples."""
-    return (
-        "I make images and short videos from text.\n\n"
-        "/imagine a red fox in the snow --ar 16:9\n"
-        "/video waves rolling onto a beach --duration 2\n"
-        "Send a photo with /remix make it winter as its caption (or reply to a photo)\n"
-        "Send a photo with /animate as its caption to bring it to life\n\n"
-        "Flags: --ar W:H, --seed N, --no WORDS, --steps N, --guidance X, --model NAME, "
-        "--strength 0.1-1 (remix), --duration S and --fps N (video), --style NAME\n\n"
-        "/jobs your jobs · /cancel stop one · /quota your budget · /models what runs here\n"
-        f"In groups, address me as /imagine@{bot_username}."
-    )

@@ -6,18 +6,24 @@ from typing import Any
 
 from arq.connections import ArqRedis
 
-from reelbot.bots.web.views import HELP_TEXT, PLATFORM, job_view, unknown_command
+from reelbot.bots.web.views import PLATFORM, job_view
 from reelbot.catalog import Catalog, Task
-from reelbot.chat.service import ChatService, Context, Rerun, Ticket
+from reelbot.chat.commands import TextCommands, is_generation, split_command
+from reelbot.chat.service import CancelAnswer, ChatService, Context, Rerun, Ticket
+from reelbot.chat.texts import help_text
 from reelbot.config import Settings
-from reelbot.errors import InvalidImage, InvalidPrompt, JobNotFound, NotAllowed
+from reelbot.errors import InvalidImage, InvalidPrompt, JobNotFound
 from reelbot.jobs import JobStatus, ReplyAddress, Requester
 
 __all__ = ["WebChat"]
 
 RERUNS: dict[str, Rerun] = {"reroll": "reroll", "variations": "vary", "animate": "animate"}
 HISTORY_LIMIT = 30
-TASKS = {t.value for t in Task}
+ATTACH = "attach an image to the command"
+NOT_ADMIN = (
+    "/admin is for owners: add your web:ID (see /quota) to REELBOT_OWNER_IDS, or use the "
+    "operator CLI (reelbot quota …, reelbot jobs …)."
+)
 
 
 def _text(text: str) -> dict[str, Any]:
@@ -31,6 +37,9 @@ class WebChat:
     def __init__(self, redis: ArqRedis, settings: Settings, catalog: Catalog) -> None:
         self.catalog = catalog
         self.service = ChatService(redis, settings, catalog, platform=PLATFORM)
+        self.commands = TextCommands(
+            self.service, help_text=lambda: help_text(ATTACH), not_admin=NOT_ADMIN
+        )
 
     def context(self, client: str) -> Context:
         """The person at one browser; an owner when ``web:CLIENT`` is in REELBOT_OWNER_IDS."""
@@ -48,41 +57,18 @@ class WebChat:
         self, client: str, message_id: str, text: str, image: bytes | None
     ) -> dict[str, Any]:
         """Run one typed command; a generation answers with its job card (status, position)."""
-        text = text.strip()
-        if not text.startswith("/"):
-            raise InvalidPrompt(
-                "Commands start with a slash: try /imagine a red fox --seed 7, or /help."
+        name, rest = split_command(text)
+        ctx = self.context(client)
+        if not is_generation(name):
+            said = await self.commands.answer(ctx, name, rest)
+            return _text(said.text) if said.cancel is None else self._cancelled(said.cancel)
+        task = Task(name)
+        if image is not None and not task.needs_image:
+            raise InvalidImage(
+                f"/{task.value} takes no image; use /remix or /animate to start from one."
             )
-        name, _, rest = text[1:].partition(" ")
-        name, ctx = name.lower(), self.context(client)
-        if name in TASKS:
-            task = Task(name)
-            if image is not None and not task.needs_image:
-                raise InvalidImage(
-                    f"/{task.value} takes no image; use /remix or /animate to start from one."
-                )
-            where = self._reply(client, message_id)
-            return self._card(await self.service.generate(ctx, task, rest, image=image, **where))
-        if name == "jobs":
-            return _text(await self.service.jobs_text(ctx))
-        if name == "cancel":
-            return await self.cancel(ctx, rest.strip() or None)
-        if name == "models":
-            head = f"Models on this deployment ({self.catalog.set_name}):"
-            return _text(f"{head}\n{self.service.models_text()}")
-        if name == "help":
-            return _text(HELP_TEXT)
-        if name == "quota":
-            quota = await self.service.quota_text(ctx.requester)
-            return _text(f"{quota}\nYou are {PLATFORM}:{client} here.")
-        if name == "admin":
-            if not ctx.requester.is_owner:
-                raise NotAllowed(
-                    f"/admin is for owners: add {PLATFORM}:{client} to REELBOT_OWNER_IDS, or use "
-                    "the operator CLI (reelbot quota …, reelbot jobs …)."
-                )
-            return _text(await self.service.admin(ctx.requester, rest))
-        raise InvalidPrompt(unknown_command(name))
+        where = self._reply(client, message_id)
+        return self._card(await self.service.generate(ctx, task, rest, image=image, **where))
 
     async def action(
         self, client: str, message_id: str, action: str, job_id: str
@@ -90,7 +76,7 @@ class WebChat:
         """A button under a job card: re-roll, variations, animate or cancel."""
         ctx = self.context(client)
         if action == "cancel":
-            return await self.cancel(ctx, job_id)
+            return self._cancelled(await self.service.cancel(ctx, job_id))
         how = RERUNS.get(action)
         if how is None:
             raise InvalidPrompt(f"Unknown button {action[:20]!r}.")
@@ -98,9 +84,9 @@ class WebChat:
         # Only this browser's own jobs: a job id is all a click carries.
         return self._card(await self.service.rerun(ctx, job_id, how, same_chat=True, **where))
 
-    async def cancel(self, ctx: Context, job_id: str | None) -> dict[str, Any]:
+    @staticmethod
+    def _cancelled(said: CancelAnswer) -> dict[str, Any]:
         """The job's card with the cancel answer under it (owners may cancel any web job)."""
-        said = await self.service.cancel(ctx, job_id)
         view = job_view(said.record)
         view["notice"] = said.text
         return view

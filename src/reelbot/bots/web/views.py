@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import base64
-import difflib
 from typing import Any
 
-from reelbot.catalog import Task
 from reelbot.chat.replies import Button
 from reelbot.chat.surface import result_buttons, status_buttons
 from reelbot.chat.texts import Status
@@ -14,26 +12,13 @@ from reelbot.jobs import JobStatus
 from reelbot.store.records import JobRecord
 
 __all__ = [
-    "HELP_TEXT",
     "PLATFORM",
     "job_view",
     "status_view",
-    "unknown_command",
 ]
 
 PLATFORM = "web"
 
-HELP_TEXT = """reelbot makes images and videos from a prompt.
-/imagine a red fox in the snow --ar 16:9 --seed 7 · an image
-/remix make it winter (attach an image) · change a picture
-/video waves at sunset --duration 2 · a short video
-/animate (attach an image) · bring a picture to life
-Flags: --ar 16:9 --seed 42 --no text --steps 4 --guidance 3.5 --model NAME --strength 0.6 \
---duration 4 --fps 24 --style NAME
-/jobs your jobs · /cancel [job] stop one · /models what runs here · /quota your budget"""
-"""The web's own help: its images are attached to the command, not replied to."""
-
-COMMANDS = (*(t.value for t in Task), "jobs", "cancel", "models", "help", "quota", "admin")
 NAMES = {"vary": "variations"}
 """Chat button actions by the names the page's buttons carry."""
 
@@ -120,10 +105,3 @@ def status_view(
     if preview:
         view["preview"] = "data:image/jpeg;base64," + base64.b64encode(preview).decode()
     return view
-
-
-def unknown_command(name: str) -> str:
-    """The answer to a command that does not exist, with the nearest one."""
-    close = difflib.get_close_matches(name.lower(), COMMANDS, n=1)
-    hint = f" Did you mean /{close[0]}?" if close else ""
-    return f"Unknown command /{name[:40]}.{hint} Try /help."
