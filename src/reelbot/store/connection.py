@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
 from redis.asyncio.retry import Retry
@@ -16,6 +20,8 @@ CONNECT_TIMEOUT_S = 5.0
 # enough that a real outage surfaces as an error instead of a hang.
 RETRIES = 20
 BACKOFF_CAP_S = 1.0
+CLOSE_TIMEOUT_S = 8.0
+"""How long closing waits on a Redis that is gone before it lets the process stop."""
 
 
 def connect(
@@ -39,3 +45,16 @@ def connect(
         job_deserializer=serializer.loads,
         default_queue_name=queue,
     )
+
+
+@contextlib.asynccontextmanager
+async def connected(url: str) -> AsyncIterator[ArqRedis]:
+    """``connect(url)`` for the length of a block; closed on the way out, within
+    ``CLOSE_TIMEOUT_S`` even when the server has gone away."""
+    redis = connect(url)
+    try:
+        yield redis
+    finally:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await redis.aclose(close_connection_pool=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from reelbot.bots.discord.app import DiscordAdapter
@@ -12,26 +11,19 @@ from reelbot.catalog import load_catalog
 from reelbot.chat.service import ChatService
 from reelbot.config import Settings
 from reelbot.runtime.signals import setup_logging, until_signal
-from reelbot.store.connection import connect
+from reelbot.store.connection import connected
 
 log = logging.getLogger(__name__)
-
-CLOSE_TIMEOUT_S = 8.0
 
 
 async def run_up(settings: Settings, stop: asyncio.Event) -> None:
     """Serve Discord until ``stop`` is set: commands in, progress shown, results posted."""
     catalog = load_catalog(settings.models, settings.styles_file)
-    redis = connect(settings.effective_redis_url)
-    service = ChatService(redis, settings, catalog, platform=PLATFORM)
-    try:
+    async with connected(settings.effective_redis_url) as redis:
+        service = ChatService(redis, settings, catalog, platform=PLATFORM)
         async with DiscordAdapter(settings, service=service):
             log.info("reelbot discord is running")
             await stop.wait()
-    finally:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await redis.aclose(close_connection_pool=True)
 
 
 def run_discord(settings: Settings) -> None:

@@ -15,7 +15,7 @@ from reelbot.chat.surface import Conversation
 from reelbot.config import Settings
 from reelbot.errors import ConfigError
 from reelbot.runtime.signals import setup_logging, until_signal
-from reelbot.store.connection import connect
+from reelbot.store.connection import connected
 
 from .app import CONFLICT_HELP, POLL_TIMEOUT_S, TelegramAdapter
 from .handlers import PLATFORM, CommandLayer
@@ -43,6 +43,7 @@ class TelegramService:
         private_interval: float = PRIVATE_INTERVAL_S,
         group_interval: float = GROUP_INTERVAL_S,
         delivery_poll_s: float = 0.5,
+        positions_every_s: float = 10.0,
     ) -> None:
         self.service = ChatService(redis, settings, catalog, platform=PLATFORM)
         self.adapter = TelegramAdapter(
@@ -51,15 +52,21 @@ class TelegramService:
         self.board = StatusBoard(
             self.adapter.bot, private_interval=private_interval, group_interval=group_interval
         )
-        self.surface = TelegramSurface(self.adapter.bot, self.board)
+        self.surface = TelegramSurface(self.adapter.bot, self.board, self.service.results)
         mb = settings.telegram_max_upload_mb
         self.layer = CommandLayer(
             self.service, self.surface, max_upload_bytes=mb * 1024 * 1024 if mb else None
         )
         self.adapter.route(self.layer.on_message, self.layer.on_button)
-        # The board keeps Telegram's per-chat rate, so the conversation hands every edit on.
+        # The board keeps Telegram's per-chat rate, so the conversation hands every edit on;
+        # a waiting job's place is redrawn every 10 s (at most 6 of a group's 20 a minute).
         self.conversation = Conversation(
-            self.service, self.surface, settings, edit_interval_s=0, delivery_poll_s=delivery_poll_s
+            self.service,
+            self.surface,
+            settings,
+            edit_interval_s=0,
+            delivery_poll_s=delivery_poll_s,
+            positions_every_s=positions_every_s,
         )
 
     async def start(self, webhook: WebhookConfig | None = None) -> None:
@@ -104,23 +111,22 @@ async def _serve(
     assert settings.telegram_token is not None  # the callers check it
     token = settings.telegram_token.get_secret_value()
     catalog = load_catalog(settings.models, settings.styles_file)
-    redis = connect(settings.effective_redis_url)
-    service = TelegramService(settings, redis, catalog, token=token)
-    try:
-        await service.start(webhook)
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await stop.wait()
-            if service.adapter.conflicts >= CONFLICT_LIMIT:
-                if alone:
-                    raise ConfigError(CONFLICT_HELP)
-                # Under ``up`` the other adapters keep serving; only Telegram stands down.
-                log.error("%s", CONFLICT_HELP)
-                break
-    finally:
-        await service.stop()
-        await redis.aclose(close_connection_pool=True)
+    async with connected(settings.effective_redis_url) as redis:
+        service = TelegramService(settings, redis, catalog, token=token)
+        try:
+            await service.start(webhook)
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await stop.wait()
+                if service.adapter.conflicts >= CONFLICT_LIMIT:
+                    if alone:
+                        raise ConfigError(CONFLICT_HELP)
+                    # Under ``up`` the other adapters keep serving; only Telegram stands down.
+                    log.error("%s", CONFLICT_HELP)
+                    break
+        finally:
+            await service.stop()
 
 
 async def run_telegram(settings: Settings, *, webhook: WebhookConfig | None = None) -> int:

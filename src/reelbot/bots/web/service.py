@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import sys
@@ -20,7 +19,7 @@ from reelbot.errors import ConfigError
 from reelbot.runtime import http
 from reelbot.runtime.http import is_loopback
 from reelbot.runtime.signals import setup_logging, until_signal
-from reelbot.store.connection import connect
+from reelbot.store.connection import connected
 
 log = logging.getLogger(__name__)
 
@@ -91,16 +90,11 @@ async def run_up(settings: Settings, stop: asyncio.Event) -> None:
 
 async def serve_web(settings: Settings, stop: asyncio.Event, sock: socket.socket) -> None:
     """Serve the web chat on ``sock`` until ``stop`` is set; closes the socket."""
-    redis = connect(settings.effective_redis_url)
-    try:
-        service = WebService(settings, redis)
-        announce(settings, sock)
-        await service.serve(stop, sock)
-    finally:
-        sock.close()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await redis.aclose(close_connection_pool=True)
+    with sock:
+        async with connected(settings.effective_redis_url) as redis:
+            service = WebService(settings, redis)
+            announce(settings, sock)
+            await service.serve(stop, sock)
 
 
 def run_web(settings: Settings) -> None:
