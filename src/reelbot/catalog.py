@@ -104,10 +104,15 @@ class ModelSpec(BaseModel):
             best -= self.frame_step
         return max(1, best)
 
-    def estimate_cost(self, *, width: int, height: int, steps: int, frames: int = 1) -> float:
-        """Credits for one job: the weight scaled by pixels, steps and frames."""
+    def estimate_cost(
+        self, *, width: int, height: int, steps: int, frames: int = 1, count: int = 1
+    ) -> float:
+        """Credits for one job: the weight scaled by pixels, steps and frames, times the images
+        of a grid (``count``)."""
         pixels = (width * height) / (512 * 512)
-        return round(self.cost_weight * pixels * (steps / self.steps_default) * frames, 2)
+        one = round(self.cost_weight * pixels * (steps / self.steps_default) * frames, 2)
+        # Rounded per image first: a grid costs exactly n times what one image costs.
+        return round(one * count, 2)
 
 
 class StylePreset(BaseModel):

@@ -46,6 +46,9 @@ class CoreSection(BaseModel):
     video_queue: str = "reelbot:video"
     max_queued: int = Field(default=500, ge=1, description="global queue cap")
     result_ttl_s: int = Field(default=24 * 3600, ge=60)
+    default_count: int = Field(
+        default=1, ge=1, le=4, description="images per image command without --n (a grid)"
+    )
     heartbeat_s: float = Field(default=2.0, gt=0)
     dead_worker_s: float = Field(default=10.0, gt=0)
 

@@ -24,7 +24,7 @@ from enum import StrEnum
 from typing import Protocol
 
 import re2
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "Blocklist",
@@ -183,6 +183,7 @@ class ServerPolicy(BaseModel):
     mode: OutputMode | None = None
     nsfw_mode: OutputMode | None = None
     threshold: float | None = None
+    count: int | None = Field(default=None, ge=1, le=4, description="images per command")
 
     def describe(self) -> str:
         """One line for chat and the command line (patterns and words are admins' to see)."""
@@ -193,6 +194,8 @@ class ServerPolicy(BaseModel):
             f"words={len(self.words)}",
             f"patterns={len(self.patterns)}",
         ]
+        if self.count is not None:
+            parts.append(f"count={self.count}")
         return " ".join(parts)
 
 

@@ -21,6 +21,7 @@ from reelbot.catalog import Catalog, ModelSpec, Task
 from reelbot.errors import InvalidOption, InvalidPrompt, MissingImage
 
 __all__ = [
+    "MAX_COUNT",
     "MAX_PROMPT_CHARS",
     "MAX_SEED",
     "GenerationParams",
@@ -41,6 +42,8 @@ MAX_PROMPT_CHARS = 1500
 MAX_RAW_CHARS = 4000
 MAX_SEED = 2**32 - 1
 MAX_ASPECT = 4.0
+MAX_COUNT = 4
+"""The most images one command makes (``--n``): a 2×2 grid."""
 
 
 class JobStatus(StrEnum):
@@ -107,6 +110,7 @@ class Options(BaseModel):
     duration: float | None = None
     fps: int | None = None
     style: str | None = None
+    n: int | None = None
 
 
 class GenerationRequest(BaseModel):
@@ -143,6 +147,7 @@ class GenerationParams(BaseModel):
     style: str | None = None
     aspect: str | None = Field(default=None, description="the ratio asked for, e.g. 16:9")
     cost: float = 0.0
+    count: int = Field(default=1, description="images in one call (a grid), seeds seed…seed+n-1")
 
     def summary(self) -> str:
         """The parameters a user needs to reproduce the result, as flags."""
@@ -158,6 +163,8 @@ class GenerationParams(BaseModel):
             parts.append(f"--duration {self.frames / self.fps:.2g} --fps {self.fps}")
         if self.style:
             parts.append(f"--style {self.style}")
+        if self.count > 1:
+            parts.append(f"--n {self.count}")
         return " ".join(parts)
 
 
@@ -190,6 +197,7 @@ _FLAG_ALIASES = {
     "duration": "duration",
     "fps": "fps",
     "style": "style",
+    "n": "n",
 }
 _MULTI_WORD = {"negative"}
 # Phones turn "--" into an em or en dash; Midjourney accepts both, so do we.
@@ -211,7 +219,8 @@ def _suggest(name: str) -> str:
 
 def _known_flags() -> str:
     return (
-        "--ar, --seed, --no, --steps, --guidance, --model, --strength, --duration, --fps, --style"
+        "--ar, --seed, --no, --steps, --guidance, --model, --strength, --duration, --fps, "
+        "--style, --n"
     )
 
 
@@ -288,6 +297,7 @@ def _example(name: str) -> str:
         "duration": "--duration 4",
         "fps": "--fps 24",
         "style": "--style anime",
+        "n": "--n 4",
     }[name]
 
 
@@ -316,7 +326,7 @@ def _flag(name: str) -> str:
 def _typed_options(values: dict[str, str]) -> Options:
     typed: dict[str, Any] = {}
     for name, value in values.items():
-        if name in ("seed", "steps", "fps"):
+        if name in ("seed", "steps", "fps", "n"):
             typed[name] = _int(name, value)
         elif name in ("guidance", "strength", "duration"):
             typed[name] = _float(name, value)
@@ -392,11 +402,13 @@ def resolve(
     explicit: Options | None = None,
     has_image: bool = False,
     default_seed: int | None = None,
+    default_count: int = 1,
 ) -> GenerationParams:
     """Parse a prompt's flags, merge explicit options and check each value against the model.
 
     ``default_seed`` is used when the user gave none (callers derive it from the job id, so a
-    re-run of the same job gives the same result).
+    re-run of the same job gives the same result). ``default_count`` is the grid size of an
+    image job without ``--n`` (the server's or the deployment's default; video ignores it).
     """
     prompt, from_text = parse_prompt(text)
     opts = merge_options(from_text, explicit or Options())
@@ -486,7 +498,8 @@ def resolve(
             if getattr(opts, name) is not None:
                 raise InvalidOption(f"--{name} only applies to /video and /animate.", option=name)
 
-    cost = spec.estimate_cost(width=width, height=height, steps=steps, frames=frames)
+    count = _count_for(task, opts.n, default_count)
+    cost = spec.estimate_cost(width=width, height=height, steps=steps, frames=frames, count=count)
     return GenerationParams(
         task=task,
         model=spec.name,
@@ -503,4 +516,21 @@ def resolve(
         style=style.name if style else None,
         aspect=_normal_aspect(opts.aspect),
         cost=cost,
+        count=count,
     )
+
+
+def _count_for(task: Task, n: int | None, default: int) -> int:
+    """How many images: ``--n`` (1 to 4, images only), else the default (1 for video)."""
+    if n is None:
+        return 1 if task.is_video else max(1, min(MAX_COUNT, default))
+    if task.is_video:
+        raise InvalidOption(
+            f"--n only applies to images; /{task.value} makes one video at a time.", option="n"
+        )
+    if not 1 <= n <= MAX_COUNT:
+        raise InvalidOption(
+            f"--n {n} is out of range: use 1 to {MAX_COUNT} images (--n 4 makes a 2×2 grid).",
+            option="n",
+        )
+    return n

@@ -31,11 +31,16 @@ __all__ = ["Button", "Reply", "reply_for", "retry_hint"]
 
 @dataclass(frozen=True)
 class Button:
-    """One button under a message: what it does (``action``) to which job, and its label."""
+    """One button under a message: what it does (``action``) to which job, and its label.
+
+    ``index`` is the 0-based image of a grid the action takes (U2: upscale image 1); None means
+    the whole result.
+    """
 
     action: str
     job_id: str
     label: str
+    index: int | None = None
 
 
 @dataclass(frozen=True)

@@ -281,8 +281,12 @@ class ChatService:
         reply: ReplyAddress,
         source_id: str,
         same_chat: bool = False,
+        index: int | None = None,
     ) -> Ticket:
         """A button on a result: re-roll it (fresh seed), vary or animate its image.
+
+        ``index`` picks one image of a grid (its stored tile) as the source; a re-roll of a
+        grid makes a grid of the same size again.
 
         The source image comes from the stored result, never from the platform, so a failed
         platform download cannot lose the click. ``same_chat``: only a job that was started in
@@ -301,7 +305,7 @@ class ChatService:
         prompt, from_text = parse_prompt(old.request.text)
         if how == "reroll":
             options = merge_options(from_text, old.request.options).model_copy(
-                update={"seed": None}
+                update={"seed": None, "n": old.params.count if old.params.count > 1 else None}
             )
             return await self.generate(
                 ctx,
@@ -314,8 +318,13 @@ class ChatService:
             )
         if old.result is None or old.params.task.is_video:
             raise JobNotFound("That job has no image to start from.")
+        source = old.result
+        if index is not None and old.result.tiles:
+            if not 0 <= index < len(old.result.tiles):
+                raise JobNotFound(f"That grid has no image {index + 1}.")
+            source = old.result.tiles[index]
         async with reachable():
-            data = await self.results.get(old.result.ref)
+            data = await self.results.get(source.ref)
         if data is None:
             raise JobNotFound("That result has expired; run the command again.")
         task = rerun_task(how, old.request.task)

@@ -71,7 +71,15 @@ def status_buttons(job_id: str, status: JobStatus) -> tuple[Button, ...]:
 
 
 def result_buttons(record: JobRecord) -> tuple[Button, ...]:
-    """Re-roll for every result; variations and animate for an image."""
+    """Re-roll for every result; variations and animate for an image.
+
+    A grid gets U1–U4 (upscale image i), V1–V4 (a subtle variation of image i) and Re-roll.
+    """
+    tiles = record.result.tiles if record.result is not None else ()
+    if tiles:
+        ups = [Button("upscale", record.id, f"U{i + 1}", i) for i in range(len(tiles))]
+        varies = [Button("vary_subtle", record.id, f"V{i + 1}", i) for i in range(len(tiles))]
+        return (*ups, Button("reroll", record.id, "Re-roll"), *varies)
     buttons = [Button("reroll", record.id, "Re-roll")]
     if not record.params.task.is_video:
         buttons += [

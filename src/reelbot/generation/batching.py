@@ -26,7 +26,8 @@ BATCHABLE_TASKS = frozenset({Task.IMAGINE})
 
 def batch_key(params: GenerationParams) -> tuple[Hashable, ...] | None:
     """What must match for two jobs to share a pipeline call; None: the job runs alone."""
-    if params.task not in BATCHABLE_TASKS:
+    if params.task not in BATCHABLE_TASKS or params.count > 1:
+        # A grid already fills its call with its own images: it runs alone.
         return None
     return (
         params.model,

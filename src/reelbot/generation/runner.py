@@ -418,6 +418,14 @@ class Runner:
         device = generator_device(self._device)
         generators = [torch.Generator(device).manual_seed(p.seed) for p in group]
         batched = len(group) > 1
+        if params.count > 1:
+            # A grid: one call, image i from its own generator seeded seed + i, so each
+            # image is what ``--seed seed+i --n 1`` makes alone (batching runs a grid alone).
+            if batched:
+                raise ValueError("a grid (count > 1) runs alone in its pipeline call")
+            generators = [
+                torch.Generator(device).manual_seed(params.seed + i) for i in range(params.count)
+            ]
         kwargs: dict[str, Any] = {
             # A list of one seeds exactly like the bare generator (diffusers' randn_tensor);
             # the bare values keep the one-job call what it always was. The lists are new
@@ -427,9 +435,11 @@ class Runner:
             "width": params.width,
             "num_inference_steps": params.steps,
             "guidance_scale": params.guidance,
-            "generator": generators if batched else generators[0],
+            "generator": generators if batched or params.count > 1 else generators[0],
             "output_type": "pil",
         }
+        if params.count > 1:
+            kwargs["num_images_per_prompt"] = params.count
 
         def require(name: str, what: str) -> None:
             if name not in accepted:
@@ -524,9 +534,15 @@ class Runner:
             if k in dropped:
                 results.append(Cancelled())
                 continue
+            # A grid (alone in its call) returns its images as the frames, in seed order.
+            frames = (
+                [f for i in range(item.params.count) for f in self._frames(output, item.params, i)]
+                if item.params.count > 1
+                else self._frames(output, item.params, k)
+            )
             results.append(
                 GenerationOutput(
-                    frames=self._frames(output, item.params, k),
+                    frames=frames,
                     fps=item.params.fps if item.params.task.is_video else None,
                     seed=item.params.seed,
                     timings=dict(timings),

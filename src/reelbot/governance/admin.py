@@ -26,7 +26,8 @@ ADMIN_HELP = (
     "SCOPE: server (this one), role:ID, user:ID, or a full scope such as discord:server:ID. "
     "KEY: daily (credits a day; on a server, the server's shared pool), concurrent, "
     "cooldown (s), queue. VALUE: a number, none (unlimited) or inherit.\n"
-    "/admin policy … (content policy of this server; /admin policy help)"
+    "/admin policy … (content policy of this server; /admin policy help)\n"
+    "/admin count 1-4|inherit (images per image command here without --n; 2-4 make a grid)"
 )
 _MENTION = re.compile(r"^<@(&?)!?(\d+)>$")
 
@@ -112,6 +113,9 @@ async def run_admin(book: QuotaBook, admin: Admin, text: str, *, now: float | No
         return "\n".join(e.line() for e in entries) or "No changes recorded yet."
     if words[0] == "policy":
         return await run_policy(PolicyStore(book.redis, book.settings), admin, words[1:], now=at)
+    if words[0] == "count":  # a server setting kept with its policy: /admin count 4
+        store = PolicyStore(book.redis, book.settings)
+        return await run_policy(store, admin, words if len(words) > 1 else ["show"], now=at)
     if words[0] != "quota" or len(words) < 2:
         raise InvalidOption(f"Unknown admin command. {ADMIN_HELP}", option="command")
     action, rest = words[1], words[2:]

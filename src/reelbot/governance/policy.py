@@ -39,9 +39,10 @@ POLICY_HELP = (
     "/admin policy show · /admin policy mode block|spoiler|allow|inherit · "
     "/admin policy nsfw-mode block|spoiler|allow|inherit · /admin policy threshold 0-1|inherit · "
     "/admin policy block WORD… · /admin policy unblock WORD… · /admin policy pattern REGEX · "
-    "/admin policy unpattern REGEX · /admin policy words\n"
+    "/admin policy unpattern REGEX · /admin policy words · /admin count 1-4|inherit\n"
     "mode: what happens to a flagged result (block: withheld and refunded; spoiler: posted "
-    "behind a spoiler; allow); nsfw-mode: the same in channels marked NSFW."
+    "behind a spoiler; allow); nsfw-mode: the same in channels marked NSFW; count: images per "
+    "image command without --n (2-4 make a grid)."
 )
 _PROMPT_IN_AUDIT = 200
 
@@ -211,9 +212,17 @@ def _threshold(word: str) -> float | None:
     return value
 
 
+def _count(word: str) -> int | None:
+    if word == "inherit":
+        return None
+    if word not in ("1", "2", "3", "4"):
+        raise InvalidOption(f"{word!r} is not a count: use 1 to 4 or inherit.", option="count")
+    return int(word)
+
+
 def edit(policy: ServerPolicy, action: str, args: list[str]) -> ServerPolicy:
     """The policy after one ``/admin policy`` action; ``InvalidOption`` for bad words."""
-    if action in ("mode", "nsfw-mode", "threshold") and len(args) != 1:
+    if action in ("mode", "nsfw-mode", "threshold", "count") and len(args) != 1:
         raise InvalidOption(f"/admin policy {action} takes one value. {POLICY_HELP}", option=action)
     if action in ("block", "unblock", "pattern", "unpattern") and not args:
         raise InvalidOption(f"/admin policy {action} needs a value. {POLICY_HELP}", option=action)
@@ -223,6 +232,8 @@ def edit(policy: ServerPolicy, action: str, args: list[str]) -> ServerPolicy:
         return policy.model_copy(update={"nsfw_mode": _mode(args[0].lower())})
     if action == "threshold":
         return policy.model_copy(update={"threshold": _threshold(args[0].lower())})
+    if action == "count":
+        return policy.model_copy(update={"count": _count(args[0].lower())})
     if action == "block":
         words = tuple(dict.fromkeys([*policy.words, " ".join(args).strip().lower()]))
         return policy.model_copy(update={"words": words})

@@ -169,6 +169,8 @@ class JobQueue:
         existing = await self.records.get(job_id)
         if existing is not None:
             return await self._submitted(existing, created=False, with_position=with_position)
+        # A grid size without --n: the server's own default over the deployment's.
+        own_count = (await self.policy.for_requester(request.requester)).count
         try:
             params = resolve(
                 request.task,
@@ -177,6 +179,7 @@ class JobQueue:
                 explicit=request.options,
                 has_image=request.image_ref is not None,
                 default_seed=seed_for(job_id),
+                default_count=own_count or self.settings.default_count,
             )
         except UserError as exc:
             metrics.REFUSALS.labels(platform, exc.code).inc()

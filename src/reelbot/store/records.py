@@ -84,6 +84,9 @@ class ResultInfo(BaseModel):
     note: str = ""
     spoiler: bool = Field(default=False, description="post behind the platform's spoiler")
     nsfw_score: float | None = Field(default=None, description="the classifier's highest score")
+    tiles: tuple[ResultInfo, ...] = Field(
+        default=(), description="a grid's images alone, in seed order (empty for one image)"
+    )
 
 
 class JobRecord(BaseModel):

@@ -23,8 +23,12 @@ class ResultStore(ABC):
     """Stores a job's encoded result until the platform has posted it."""
 
     @abstractmethod
-    async def put(self, job_id: str, data: bytes, *, mime: str) -> str:
-        """Store ``data`` and return a reference to it."""
+    async def put(self, job_id: str, data: bytes, *, mime: str, part: int | None = None) -> str:
+        """Store ``data`` and return a reference to it.
+
+        ``part`` is the index of one image of a grid (stored beside the grid itself, which is
+        the part-less result); each part has its own reference, fetched with ``get`` alike.
+        """
 
     @abstractmethod
     async def get(self, ref: str) -> bytes | None:
@@ -44,10 +48,11 @@ class RedisResultStore(ResultStore):
         self.redis = redis
         self.ttl_s = ttl_s
 
-    async def put(self, job_id: str, data: bytes, *, mime: str) -> str:
-        """Store the bytes under the job's result key."""
-        await self.redis.set(keys.result(job_id), data, ex=self.ttl_s)
-        return f"{self.scheme}{job_id}"
+    async def put(self, job_id: str, data: bytes, *, mime: str, part: int | None = None) -> str:
+        """Store the bytes under the job's result key (a grid's part: ``<job>.<part>``)."""
+        name = job_id if part is None else f"{job_id}.{part}"
+        await self.redis.set(keys.result(name), data, ex=self.ttl_s)
+        return f"{self.scheme}{name}"
 
     def _key(self, ref: str) -> str:
         if not ref.startswith(self.scheme):

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from arq.connections import ArqRedis
 from arq.worker import Retry, func
@@ -62,6 +62,9 @@ from reelbot.store.results import RedisResultStore, ResultStore, load_input
 from reelbot.worker.claiming import Batch, BatchItem, claim_batch
 from reelbot.worker.ports import GenerationOutput, PipelineRunner, Scorer
 from reelbot.worker.slot import GpuSlot, preload_defaults
+
+if TYPE_CHECKING:
+    from reelbot.generation.media import EncodedMedia
 
 log = logging.getLogger(__name__)
 
@@ -601,8 +604,12 @@ class GenerationWorker(QueueWorker):
     async def _finish(
         self, record: JobRecord, output: GenerationOutput, publisher: ProgressPublisher
     ) -> None:
-        """Encode, store and hand over to delivery; overlaps the next job's pipeline call."""
-        from reelbot.generation.media import EncodedMedia, encode_image, encode_video
+        """Encode, store and hand over to delivery; overlaps the next job's pipeline call.
+
+        A grid (count > 1) is encoded twice over: the composed grid as the result, and each
+        image alone as a tile, every one fitted to the budget.
+        """
+        from reelbot.generation.media import encode_image, encode_video
 
         params = record.params
         if await self._cancelled_meanwhile(record, [JobStatus.RUNNING]):
@@ -617,9 +624,12 @@ class GenerationWorker(QueueWorker):
         started = time.monotonic()
         # Scored on the CPU beside the encode, while the GPU already runs the next job.
         scoring = asyncio.ensure_future(self._score(record, output))
+        tiles: list[EncodedMedia] = []
         try:
             media: EncodedMedia
-            if params.task.is_video:
+            if params.count > 1:
+                media, tiles = await asyncio.to_thread(_encode_grid, output.frames, budget)
+            elif params.task.is_video:
                 fps = output.fps or params.fps or 16
                 media = await asyncio.to_thread(
                     encode_video, output.frames, fps=fps, max_bytes=budget
@@ -657,6 +667,10 @@ class GenerationWorker(QueueWorker):
         if await self._cancelled_meanwhile(record, [JobStatus.ENCODING]):
             return
         ref = await self.results.put(record.id, media.data, mime=media.mime)
+        tile_infos = []
+        for index, tile in enumerate(tiles):
+            tile_ref = await self.results.put(record.id, tile.data, mime=tile.mime, part=index)
+            tile_infos.append(_info(tile_ref, tile, spoiler=verdict.spoiler))
         info = ResultInfo(
             ref=ref,
             mime=media.mime,
@@ -669,6 +683,7 @@ class GenerationWorker(QueueWorker):
             note=media.note,
             spoiler=verdict.spoiler,
             nsfw_score=verdict.score,
+            tiles=tuple(tile_infos),
         )
         delivering = await self.records.transition(
             record.id,
@@ -705,6 +720,32 @@ class GenerationWorker(QueueWorker):
             nsfw_mode=rules.nsfw_mode,
             nsfw_channel=record.request.reply.nsfw_channel,
         )
+
+
+def _encode_grid(
+    frames: Sequence[Image.Image], budget: int
+) -> tuple[EncodedMedia, list[EncodedMedia]]:
+    """A grid's images composed into one (the result) and each alone (the tiles), each fitted
+    to ``budget``; in a thread (``EncodedMedia`` values)."""
+    from reelbot.generation.grid import compose_grid
+    from reelbot.generation.media import encode_image
+
+    grid = encode_image(compose_grid(frames), max_bytes=budget)
+    return grid, [encode_image(frame, max_bytes=budget) for frame in frames]
+
+
+def _info(ref: str, media: EncodedMedia, *, spoiler: bool) -> ResultInfo:
+    """Where one encoded image is stored and what it is."""
+    return ResultInfo(
+        ref=ref,
+        mime=media.mime,
+        ext=media.ext,
+        size=len(media.data),
+        width=media.width,
+        height=media.height,
+        note=media.note,
+        spoiler=spoiler,
+    )
 
 
 _pipeline_threads = itertools.count()

@@ -14,7 +14,7 @@ from discord import app_commands
 from reelbot.bots.discord import render
 from reelbot.bots.discord.surface import TOKEN_LIFETIME_S, DiscordSurface
 from reelbot.catalog import Task
-from reelbot.chat.replies import lookup, reply_for
+from reelbot.chat.replies import Button, lookup, reply_for
 from reelbot.chat.service import ChatService, Context, Rerun, Ticket
 from reelbot.chat.surface import Conversation, status_buttons
 from reelbot.chat.texts import Status, clip
@@ -187,17 +187,18 @@ class DiscordBot:
         )
         await self.conversation.show(reply, ticket)
 
-    async def click(self, interaction: Interaction, action: str, job_id: str) -> None:
-        """A button: cancel from a status message, or re-roll, vary, animate a result."""
+    async def click(self, interaction: Interaction, button: Button) -> None:
+        """A button: cancel from a status message, or re-roll, vary, upscale… a result (image)."""
         try:
-            if action == "cancel":
-                await self.cancel_button(interaction, job_id)
+            if button.action == "cancel":
+                await self.cancel_button(interaction, button.job_id)
                 return
             # Acknowledge before touching Redis: a slow lookup must not cost the 3 s window.
             reply = await self._acknowledge(interaction)
-            how = cast(Rerun, action)
-            ctx, source = self.context(interaction), str(interaction.id)
-            ticket = await self.service.rerun(ctx, job_id, how, reply=reply, source_id=source)
+            how, ctx, source = cast(Rerun, button.action), self.context(interaction), interaction.id
+            ticket = await self.service.rerun(
+                ctx, button.job_id, how, reply=reply, source_id=str(source), index=button.index
+            )
             await self.conversation.show(reply, ticket)
         except Exception as exc:
             await send_error(interaction, exc)

@@ -13,33 +13,33 @@ from reelbot.chat.replies import Button
 
 log = logging.getLogger(__name__)
 
-# Chat's button actions as Discord draws them: the short name in the custom_id, emoji, style.
-# The label is chat's (``Button.label``).
-_LOOKS = {
-    "reroll": ("rr", "🎲", discord.ButtonStyle.secondary),
-    "vary": ("var", "🔀", discord.ButtonStyle.secondary),
-    "animate": ("ani", "🎬", discord.ButtonStyle.secondary),
-    "cancel": ("cx", "✖️", discord.ButtonStyle.danger),
+# Chat's button actions as Discord draws them: short name in the custom_id, emoji, style.
+_GREY = discord.ButtonStyle.secondary
+_LOOKS = {  # two a line
+    **{"reroll": ("rr", "🎲", _GREY), "animate": ("ani", "🎬", _GREY)},
+    **{"vary": ("var", "🔀", _GREY), "vary_subtle": ("vs", "🔀", _GREY)},
+    **{"upscale": ("up", "🔍", _GREY), "cancel": ("cx", "✖️", discord.ButtonStyle.danger)},
 }
 _ACTION_OF = {short: action for action, (short, _, _) in _LOOKS.items()}
-# custom_id is limited to 100 characters by Discord; ours are "rb:<short>:<job id>".
-_TEMPLATE = rf"rb:(?P<short>{'|'.join(_ACTION_OF)}):(?P<job>[a-z0-9]{{1,64}})"
+# custom_id is at most 100 characters: "rb:<short>:<job id>[:<image i of a grid>]".
+_TEMPLATE = rf"rb:(?P<short>{'|'.join(_ACTION_OF)}):(?P<job>[a-z0-9]{{1,64}})(?::(?P<i>[0-9]))?"
 
 
 class ButtonActions(Protocol):
     """What a click asks of the adapter (``bot.DiscordBot``, hung on the client at start)."""
 
-    async def click(self, interaction: discord.Interaction[Any], action: str, job_id: str) -> None:
-        """Run chat's ``action`` (cancel, reroll, vary, animate) on ``job_id``."""
-        ...
+    async def click(self, interaction: discord.Interaction[Any], button: Button) -> None:
+        """Run chat's ``button.action`` (cancel, reroll, vary…) on its job (and image)."""
 
 
 class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=_TEMPLATE):
     """One of chat's buttons: an action on one job."""
 
     def __init__(self, button: Button) -> None:
-        short, emoji, style = _LOOKS[button.action]
-        custom_id = f"rb:{short}:{button.job_id}"
+        short, look, style = _LOOKS[button.action]
+        custom_id, emoji = f"rb:{short}:{button.job_id}", look if button.index is None else None
+        if button.index is not None:  # U1–V4 read by their labels alone
+            custom_id += f":{button.index}"
         super().__init__(
             discord.ui.Button(label=button.label, emoji=emoji, style=style, custom_id=custom_id)
         )
@@ -50,19 +50,16 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=_TEMPLA
         actions: ButtonActions | None = getattr(interaction.client, "reelbot_bot", None)
         if actions is None:
             raise RuntimeError("the Discord client has no reelbot bot attached")
-        await actions.click(interaction, self.button.action, self.button.job_id)
+        await actions.click(interaction, self.button)
 
     @classmethod
     async def from_custom_id(
-        cls,
-        interaction: discord.Interaction[Any],
-        item: discord.ui.Item[Any],
-        match: re.Match[str],
-        /,
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], m: re.Match[str], /
     ) -> Self:
         """Rebuild the button from its custom_id (and the clicked component's label)."""
         label = getattr(item, "label", None) or ""
-        return cls(Button(_ACTION_OF[match["short"]], match["job"], label))
+        index = int(m["i"]) if m["i"] else None
+        return cls(Button(_ACTION_OF[m["short"]], m["job"], label, index))
 
 
 _OURS = re.compile(_TEMPLATE)
@@ -72,9 +69,8 @@ UNKNOWN_BUTTON = (
 
 
 async def answer_unknown(interaction: discord.Interaction[Any]) -> None:
-    """A button no handler takes (an old message, a forged custom_id) still gets an answer;
-    Discord would otherwise show "This interaction failed". discord.py runs a button only
-    when its custom_id is on the clicked message; so does this check."""
+    """A button no handler takes (an old message, a forged custom_id) still gets an answer, not
+    "This interaction failed"; like discord.py, only a custom_id on the clicked message is run."""
     if interaction.type != discord.InteractionType.component:
         return
     custom_id = str(dict(interaction.data or {}).get("custom_id", ""))
@@ -88,9 +84,7 @@ async def answer_unknown(interaction: discord.Interaction[Any]) -> None:
 
 def view_of(buttons: tuple[Button, ...]) -> discord.ui.View | None:
     """Chat's buttons as a persistent view; None for no buttons (which clears them)."""
-    if not buttons:
-        return None
     view = discord.ui.View(timeout=None)
-    for button in buttons:
-        view.add_item(JobButton(button))
-    return view
+    for item in map(JobButton, buttons):
+        view.add_item(item)
+    return view if buttons else None

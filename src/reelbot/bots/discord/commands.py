@@ -39,12 +39,14 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "strength": (Range[float, 0.05, 1.0], "how much to change the picture (0.05 to 1)"),
     "duration": (Range[float, 0.1, 60.0], "seconds of video"),
     "fps": (Range[int, 1, 60], "frames per second"),
+    "count": (Range[int, 1, 4], "how many images: 2 to 4 make a grid"),
 }
 _COMMON = ("negative", "seed", "aspect", "steps", "guidance", "model")
+_IMAGE = (*_COMMON, "count")
 # Each generation command: what it does, its required options, its optional ones, in order.
 _GENERATION: dict[Task, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
-    Task.IMAGINE: ("Make an image from a prompt", ("prompt",), _COMMON),
-    Task.REMIX: ("Change a picture with a prompt", ("prompt", "image"), (*_COMMON, "strength")),
+    Task.IMAGINE: ("Make an image from a prompt", ("prompt",), _IMAGE),
+    Task.REMIX: ("Change a picture with a prompt", ("prompt", "image"), (*_IMAGE, "strength")),
     Task.VIDEO: ("Make a short video from a prompt", ("prompt",), (*_COMMON, "duration", "fps")),
     Task.ANIMATE: (
         "Bring a picture to life as a short video",
@@ -103,6 +105,7 @@ def _generation(task: Task) -> Command:
 
     async def generate(interaction: Interaction, **given: Any) -> None:
         image: discord.Attachment | None = given.pop("image", None)
+        given["n"] = given.pop("count", None)
         options = Options(**{k: v for k, v in given.items() if k in Options.model_fields})
         prompt = given.get("prompt") or ""
         await bot_of(interaction).generate(interaction, task, prompt, options, image)
@@ -190,8 +193,8 @@ async def admin_audit(interaction: Interaction, count: int = 10) -> None:
 
 @admin.command(name="policy", description="Content policy: blocked words, flagged results")
 @app_commands.describe(
-    action="show, mode, nsfw-mode, threshold, block, unblock, pattern, unpattern, words, help",
-    value="block|spoiler|allow|inherit for the modes, 0-1 for threshold, else a word or regex",
+    action="show, mode, nsfw-mode, threshold, count, block, unblock, pattern, unpattern, words",
+    value="block|spoiler|allow|inherit for modes, 0-1 threshold, 1-4 count, else a word/regex",
 )
 async def admin_policy(interaction: Interaction, action: str = "show", value: str = "") -> None:
     """/admin policy [action] [value]."""
