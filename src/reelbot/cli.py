@@ -34,10 +34,18 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     gen = sub.add_parser("generate", help="one local generation to a file, no Redis")
-    gen.add_argument("task", choices=["imagine", "remix", "video", "animate"])
-    gen.add_argument("prompt", help='the prompt with flags, e.g. "a red fox --ar 16:9 --seed 7"')
-    gen.add_argument("--image", type=Path, help="input image for remix and animate")
+    gen.add_argument("task", choices=["imagine", "remix", "video", "animate", "upscale"])
+    gen.add_argument(
+        "prompt",
+        nargs="?",
+        default="",
+        help='the prompt with flags, e.g. "a red fox --ar 16:9 --seed 7" (none for upscale)',
+    )
+    gen.add_argument("--image", type=Path, help="input image for remix, animate and upscale")
+    gen.add_argument("--scale", type=int, choices=(2, 4), help="upscale: 2 or 4 times bigger")
+    gen.add_argument("--creative", action="store_true", help="upscale: the image model adds detail")
     gen.add_argument("--out", type=Path, required=True, help="output file (.png/.jpg or .mp4)")
+    gen.add_argument("--out-each", type=Path, metavar="DIR", help="--n: also each image alone")
     gen.add_argument(
         "--max-bytes", type=int, default=10 * 1024 * 1024, help="byte budget of the output"
     )
@@ -146,7 +154,7 @@ def _cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
 
     from reelbot.catalog import Task, load_catalog
     from reelbot.inputs import load_input_image
-    from reelbot.jobs import resolve
+    from reelbot.jobs import Options, resolve
 
     task = Task(args.task)
     out: Path = args.out
@@ -155,10 +163,12 @@ def _cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
         return _fail(f"--out {out}: /{task.value} makes a video; name the file .mp4")
     if not task.is_video and suffix not in (".png", ".jpg", ".jpeg"):
         return _fail(f"--out {out}: /{task.value} makes an image; name the file .png or .jpg")
+    if args.out_each is not None and task.is_video:
+        return _fail(f"--out-each is for images (a grid's, with --n), not /{task.value}")
     image = None
     if args.image is not None:
         if not task.needs_image:
-            return _fail(f"--image only applies to remix and animate, not {task.value}")
+            return _fail(f"--image only applies to remix, animate and upscale, not {task.value}")
         try:
             data = args.image.read_bytes()
         except OSError as exc:
@@ -171,9 +181,14 @@ def _cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
         catalog,
         has_image=image is not None,
         default_seed=int(time.time_ns() % (2**32)),
+        default_count=settings.default_count,
+        explicit=Options(scale=args.scale, creative=args.creative or None),
+        image_size=image.size if image is not None else None,
+        upscale_max_side=settings.upscale_max_side,
     )
 
     from reelbot.generation.gpu import GpuOptions
+    from reelbot.generation.grid import compose_grid
     from reelbot.generation.media import encode_image, encode_video
     from reelbot.generation.runner import Progress as StepProgress
     from reelbot.generation.runner import Runner
@@ -204,13 +219,20 @@ def _cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
         if task.is_video:
             media = encode_video(output.frames, fps=params.fps or 16, max_bytes=args.max_bytes)
         else:
-            media = encode_image(output.frames[0], max_bytes=args.max_bytes)
+            # --n 2..4: the images side by side (generation/grid.py), as the chats post them.
+            shown = compose_grid(output.frames) if params.count > 1 else output.frames[0]
+            media = encode_image(shown, max_bytes=args.max_bytes)
             if media.ext != suffix.lstrip(".").replace("jpeg", "jpg"):
                 out = out.with_suffix(f".{media.ext}")
         bar.update(bar_task, description=f"{params.model}: done")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(media.data)
     console.print(f"[bold]{out}[/bold]  {media.width}x{media.height}", highlight=False)
+    for i, frame in enumerate(output.frames if args.out_each else ()):
+        alone = encode_image(frame, max_bytes=args.max_bytes)  # image i: --seed seed+i --n 1
+        args.out_each.mkdir(parents=True, exist_ok=True)
+        (path := args.out_each / f"{out.stem}-{i + 1}.{alone.ext}").write_bytes(alone.data)
+        console.print(f"{path}  seed {params.seed + i}", highlight=False)
     if media.note:
         console.print(media.note, highlight=False)
     print(f"seed {params.seed}")

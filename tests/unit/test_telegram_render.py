@@ -43,12 +43,36 @@ def test_callback_data_round_trips_within_64_bytes(action: str) -> None:
     job_id = job_id_for("telegram", "-1001234567890:123456")
     data = encode_button(action, job_id)
     assert len(data.encode()) <= CALLBACK_DATA_LIMIT
-    assert decode_button(data) == (action, job_id)
+    assert decode_button(data) == Button(action, job_id, "")
+    # Image i of a grid (U2: upscale image 1) rides as ":<i>", still within the 64 bytes.
+    tile = encode_button(action, job_id, 3)
+    assert tile == f"{data}:3" and len(tile.encode()) <= CALLBACK_DATA_LIMIT
+    assert decode_button(tile) == Button(action, job_id, "", 3)
 
 
-@pytest.mark.parametrize("data", [None, "", "regen:5", "rr:", "rr:../../x", "zz:abc", "rr"])
+def test_buttons_posted_before_grids_still_decode() -> None:
+    assert decode_button("va:te1abc") == Button("vary", "te1abc", "", None)
+    assert decode_button("rr:te1abc") == Button("reroll", "te1abc", "", None)
+
+
+@pytest.mark.parametrize(
+    "data", [None, "", "regen:5", "rr:", "rr:../../x", "zz:abc", "rr", "up:te1:", "up:te1:12"]
+)
 def test_foreign_callback_data_is_ignored(data: str | None) -> None:
     assert decode_button(data) is None
+
+
+def test_a_grid_keyboard_has_u1_to_u4_with_reroll_then_v1_to_v4() -> None:
+    ups = tuple(Button("upscale", "te1", f"U{i + 1}", i) for i in range(4))
+    varies = tuple(Button("vary_subtle", "te1", f"V{i + 1}", i) for i in range(4))
+    markup = keyboard((*ups, Button("reroll", "te1", "Re-roll"), *varies))
+    assert markup is not None
+    rows = [[b.callback_data for b in row] for row in markup.inline_keyboard]
+    assert rows == [
+        ["up:te1:0", "up:te1:1", "up:te1:2", "up:te1:3", "rr:te1"],
+        ["vs:te1:0", "vs:te1:1", "vs:te1:2", "vs:te1:3"],
+    ]
+    assert [b.text for b in markup.inline_keyboard[1]] == ["V1", "V2", "V3", "V4"]
 
 
 def test_result_buttons_per_task() -> None:

@@ -62,9 +62,13 @@ __all__ = [
     "rerun_task",
 ]
 
-Rerun = Literal["reroll", "vary", "animate"]
+Rerun = Literal["reroll", "rerun", "vary", "vary_subtle", "vary_strong", "animate", "upscale"]
+VARIATIONS = ("vary", "vary_subtle", "vary_strong")
+"""``vary`` is the subtle one (buttons posted before there were two)."""
 CancelSaid = Literal["removed", "stopping", "too_late", "already_finished", "already_delivered"]
 
+UPSCALE_BUTTON = Options(scale=2)
+"""What an Upscale button asks for."""
 ANSWER_WITHIN_S = 10.0
 """How long a command waits on Redis before it is answered "temporarily unavailable"."""
 PROGRESS_POLL_S = 0.5
@@ -76,7 +80,11 @@ _REQUEST_CACHE = 1024
 def rerun_task(how: Rerun, task: Task) -> Task:
     """What a result's button makes: a re-roll repeats the job's task, vary remixes the image,
     animate brings it to life."""
-    return task if how == "reroll" else Task.REMIX if how == "vary" else Task.ANIMATE
+    if how == "upscale":
+        return Task.UPSCALE
+    if how in ("reroll", "rerun"):
+        return task
+    return Task.ANIMATE if how == "animate" else Task.REMIX
 
 
 @dataclass(frozen=True)
@@ -187,10 +195,13 @@ class ChatService:
         self.platform = platform
         self.queue = JobQueue(redis, settings, catalog)
         self.results = RedisResultStore(redis, ttl_s=settings.result_ttl_s)
+        self.settings = settings
         self.owner_ids = settings.owner_ids
         self._requests: OrderedDict[str, GenerationRequest] = OrderedDict()
         self.on_submit: list[Callable[[Ticket, GenerationRequest], None]] = []
         """Called with every job this service queues (a ``Conversation`` watches its place)."""
+        self.on_cancel: list[Callable[[CancelAnswer], None]] = []
+        """Called with every answer to a cancel (a ``Conversation`` shows "Cancelling…")."""
 
     # -- generation ------------------------------------------------------------------------
 
@@ -303,9 +314,11 @@ class ChatService:
         if old is None:
             raise JobNotFound("That job is too old to use again; run the command again.")
         prompt, from_text = parse_prompt(old.request.text)
-        if how == "reroll":
+        if how in ("reroll", "rerun"):
+            # Re-run: the same seed, so the same result; re-roll: a fresh one.
+            seed = old.params.seed if how == "rerun" else None
             options = merge_options(from_text, old.request.options).model_copy(
-                update={"seed": None, "n": old.params.count if old.params.count > 1 else None}
+                update={"seed": seed, "n": old.params.count if old.params.count > 1 else None}
             )
             return await self.generate(
                 ctx,
@@ -328,7 +341,34 @@ class ChatService:
         if data is None:
             raise JobNotFound("That result has expired; run the command again.")
         task = rerun_task(how, old.request.task)
-        return await self.generate(ctx, task, prompt, image=data, reply=reply, source_id=source_id)
+        if task == Task.UPSCALE:
+            # The Upscale button and U1–U4: the subtle ×2 (``/upscale`` offers ×4, --creative).
+            return await self.generate(
+                ctx, task, "", options=UPSCALE_BUTTON, image=data, reply=reply, source_id=source_id
+            )
+        varied = self._variation(old, how) if how in VARIATIONS else None
+        return await self.generate(
+            ctx, task, prompt, options=varied, image=data, reply=reply, source_id=source_id
+        )
+
+    def _variation(self, old: JobRecord, how: Rerun) -> Options:
+        """A variation keeps the source's model (where it remixes), style, negative and grid
+        size; its size follows the source image; its strength is the model's subtle or strong
+        one (``vary_subtle`` / ``vary_strong`` in the model TOML)."""
+        said = merge_options(parse_prompt(old.request.text)[1], old.request.options)
+        source = self.catalog.models.get(old.params.model)
+        model = source.name if source is not None and Task.REMIX in source.pipelines else None
+        spec = self.catalog.pick(Task.REMIX, model)
+        strength = None
+        if spec.strength_default is not None:  # a model that edits by reference takes none
+            strength = spec.vary_strong if how == "vary_strong" else spec.vary_subtle
+        return Options(
+            model=model,
+            style=said.style,
+            negative=said.negative,
+            strength=strength,
+            n=old.params.count if old.params.count > 1 else None,
+        )
 
     async def request_of(self, job_id: str) -> GenerationRequest | None:
         """The request a job was made from, while its record lives."""
@@ -411,17 +451,22 @@ class ChatService:
             or (record.posted_at is not None and record.result is not None)
         ):
             said = "already_delivered"
-        return CancelAnswer(job_id=job_id, outcome=said, record=record)
+        answer = CancelAnswer(job_id=job_id, outcome=said, record=record)
+        for hook in self.on_cancel:
+            hook(answer)
+        return answer
 
     async def history(self, ctx: Context, *, limit: int = 30) -> list[JobRecord]:
         """The asker's recent jobs on this platform, newest first."""
         async with reachable():
             return await self.queue.user_jobs(ctx.requester, limit=limit)
 
-    async def result_for(self, ctx: Context, job_id: str) -> tuple[bytes, str] | None:
-        """A job's stored result and its type, for the person who made it (or an owner) on
-        this platform; never another platform's job (ids can be computed from platform ids).
-        None, saying nothing of whether the job exists, for anything else."""
+    async def result_for(
+        self, ctx: Context, job_id: str, part: int | None = None
+    ) -> tuple[bytes, str] | None:
+        """A job's stored result (``part``: image i of a grid) and its type, for the person who
+        made it (or an owner) on this platform; never another platform's job (ids can be
+        computed from platform ids). None, saying nothing of whether it exists, for the rest."""
         async with reachable():
             record = await self.queue.records.get(job_id)
             if record is None or record.result is None:
@@ -431,8 +476,12 @@ class ChatService:
                 return None
             if made_by.user_id != asker.user_id and not asker.is_owner:
                 return None
-            data = await self.results.get(record.result.ref)
-        return None if data is None else (data, record.result.mime)
+            tiles = record.result.tiles
+            if part is not None and not 0 <= part < len(tiles):
+                return None
+            info = record.result if part is None else tiles[part]
+            data = await self.results.get(info.ref)
+        return None if data is None else (data, info.mime)
 
     # -- the rest of the commands ------------------------------------------------------------
 

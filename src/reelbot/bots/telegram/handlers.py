@@ -16,15 +16,15 @@ from telegram.ext import ContextTypes
 
 from reelbot.catalog import Task
 from reelbot.chat.commands import TextCommands, is_generation
-from reelbot.chat.replies import Reply, reply_for
+from reelbot.chat.replies import Reply
 from reelbot.chat.service import ChatService, Context, Rerun, Ticket
-from reelbot.chat.surface import status_buttons
-from reelbot.chat.texts import Status, help_text
-from reelbot.errors import JobNotFound, TransientError, UserError
-from reelbot.jobs import JobStatus, Options, ReplyAddress, Requester, job_id_for, parse_prompt
+from reelbot.chat.surface import repost, submit_with_status
+from reelbot.chat.texts import help_text
+from reelbot.errors import JobNotFound
+from reelbot.jobs import Options, ReplyAddress, Requester, job_id_for, parse_prompt
 
 from .parse import command_of, find_image
-from .render import decode_button, status_text
+from .render import decode_button
 from .surface import REPLY_TIMEOUT_S, TelegramSurface
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ SUBMIT_GRACE_S = 1.0
 ALERT_LIMIT = 200
 """answerCallbackQuery shows at most 200 characters."""
 ACK = {"reroll": "Re-rolling…", "vary": "Making variations…", "animate": "Animating…"}
+ACK["upscale"] = "Upscaling…"
 
 
 def requester_for(
@@ -119,7 +120,11 @@ class CommandLayer:
         if is_generation(name):
             await self.start_task(message, ctx, Task(name), args)
         elif self.commands.knows(name := "help" if name == "start" else name):
-            await self._say(message, (await self.commands.answer(ctx, name, args)).text)
+            said = await self.commands.answer(ctx, name, args)
+            if said.shown is not None:  # /show: the result again, in this chat
+                await repost(self.surface, self._address(message), said.shown)
+            else:
+                await self._say(message, said.text)
         elif message.chat.type == ChatType.PRIVATE:
             # In groups other bots' commands come through as well; only answer in private.
             await self._say(message, f"I don't know /{name}. See /help.")
@@ -145,27 +150,11 @@ class CommandLayer:
         prompt: str,
         run: Callable[..., Awaitable[Ticket]],
     ) -> None:
-        """Post the status message, then submit: ``run(reply=…)``; a refusal ends it in words."""
-        queued = status_text(Status(JobStatus.QUEUED, prompt))
-        status_id = await self.surface.post_status(where, job_id, queued)
-        where = where.model_copy(update={"status_message_id": status_id})
-        try:
-            ticket = await run(reply=where)
-        except Exception as exc:
-            # The status message already says "queued"; it must not go on saying so.
-            ours = isinstance(exc, UserError | TransientError)
-            why = reply_for(exc) if ours else "This job could not be queued."
-            refused = Status(JobStatus.FAILED, prompt, message=why)
-            await self.surface.edit_status(where, job_id, refused, None, ())
-            if isinstance(exc, UserError):
-                return
-            raise
-        if ticket.duplicate:
-            await self.bot.delete_message(int(where.channel_id), int(status_id or 0))
-            return
-        now = Status(JobStatus.QUEUED, prompt, position=ticket.position, eta_s=ticket.eta_s)
-        buttons = status_buttons(job_id, JobStatus.QUEUED)
-        await self.surface.edit_status(where, job_id, now, None, buttons)
+        """Post the status message, then submit: ``run(reply=…)`` (chat's submit_with_status)."""
+        queued = await submit_with_status(self.surface, where, job_id, prompt, run)
+        if queued is not None and queued[0].duplicate:  # the status message of a job twice
+            where = queued[1]
+            await self.bot.delete_message(int(where.channel_id), int(where.status_message_id or 0))
 
     # -- buttons ---------------------------------------------------------------------------
 
@@ -179,7 +168,7 @@ class CommandLayer:
         if press is None or not isinstance(message, Message):
             await query.answer("This button no longer works; send the command again.")
             return
-        action, job_id = press
+        action, job_id, how = press.action, press.job_id, cast(Rerun, press.action)
         ctx = await self._ctx(message.chat.id, query.from_user, ask_admin=action == "cancel")
         if action == "cancel":
             try:
@@ -189,6 +178,10 @@ class CommandLayer:
                 said = await self.service.cancel(ctx, job_id)
             await query.answer(said.text[:ALERT_LIMIT])
             return
+        if action == "info":  # longer than an alert: a reply under the result
+            await query.answer()
+            await self._say(message, await self.commands.history.info(ctx, job_id))
+            return
         old = await self.service.request_of(job_id)
         if old is None:
             await query.answer("That job has expired; send the command again.", show_alert=True)
@@ -197,7 +190,7 @@ class CommandLayer:
         new_id = job_id_for(PLATFORM, source_id)
         if await self.service.request_of(new_id) is not None:
             return  # a re-delivered press
-        await query.answer(ACK[action])
-        run = partial(self.service.rerun, ctx, job_id, cast(Rerun, action), source_id=source_id)
+        await query.answer(ACK.get(action, "Starting…"))
+        run = partial(self.service.rerun, ctx, job_id, how, source_id=source_id, index=press.index)
         where = self._address(message, old.reply.thread_id)
         await self._queue(where, new_id, parse_prompt(old.text)[0], run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
@@ -15,40 +16,42 @@ CAPTION_LIMIT = 1024
 MESSAGE_LIMIT = 4096
 CALLBACK_DATA_LIMIT = 64
 
-PREFIX = {"reroll": "rr", "vary": "va", "animate": "an", "cancel": "cx"}
+PREFIX = {"reroll": "rr", "vary": "va", "animate": "an", "cancel": "cx", "upscale": "up"}
+PREFIX |= {"vary_subtle": "vs", "vary_strong": "vx", "rerun": "rn", "info": "in"}
 """A chat button's action → its prefix in ``callback_data`` (kept short for the 64 bytes)."""
 ACTION = {prefix: action for action, prefix in PREFIX.items()}
 ICON = {"reroll": "🔁", "vary": "🎨", "animate": "🎬", "cancel": "✖"}
+_DATA = re.compile(r"(?P<prefix>[a-z]{2}):(?P<job>[A-Za-z0-9]{1,40})(?::(?P<i>[0-9]))?")
+ROW = 5  # buttons a row: a grid's U1–U4 and Re-roll, then V1–V4 (as on Discord)
 
 
-def encode_button(action: str, job_id: str) -> str:
-    """``rr:<job_id>``: small enough for the 64-byte limit, and meaningful after a restart."""
-    data = f"{PREFIX[action]}:{job_id}"
+def encode_button(action: str, job_id: str, index: int | None = None) -> str:
+    """``rr:<job>``, ``up:<job>:<i>`` for image i of a grid: within 64 bytes, lasting restarts."""
+    data = f"{PREFIX[action]}:{job_id}" + ("" if index is None else f":{index}")
     if len(data.encode()) > CALLBACK_DATA_LIMIT:
         raise ValueError(f"callback_data over {CALLBACK_DATA_LIMIT} bytes: {data!r}")
     return data
 
 
-def decode_button(data: str | None) -> tuple[str, str] | None:
-    """``(action, job_id)`` of a button, or None for data this bot did not write."""
-    prefix, _, job_id = (data or "").partition(":")
-    if prefix not in ACTION or not job_id or len(job_id) > 40 or not job_id.isalnum():
+def decode_button(data: str | None) -> Button | None:
+    """The button (no label) of ``callback_data``, or None for data this bot did not write."""
+    m = _DATA.fullmatch(data or "")
+    if m is None or m["prefix"] not in ACTION:
         return None
-    return ACTION[prefix], job_id
+    return Button(ACTION[m["prefix"]], m["job"], "", int(m["i"]) if m["i"] else None)
 
 
 def keyboard(buttons: tuple[Button, ...]) -> InlineKeyboardMarkup | None:
-    """Chat buttons as one row of inline buttons; None for no buttons."""
-    if not buttons:
-        return None
-    row = [
+    """Chat buttons as rows of inline buttons; None for no buttons."""
+    keys = [
         InlineKeyboardButton(
             f"{ICON.get(b.action, '')} {b.label}".strip(),
-            callback_data=encode_button(b.action, b.job_id),
+            callback_data=encode_button(b.action, b.job_id, b.index),
         )
         for b in buttons
     ]
-    return InlineKeyboardMarkup([row])
+    rows = [keys[i : i + ROW] for i in range(0, len(keys), ROW)]
+    return InlineKeyboardMarkup(rows) if rows else None
 
 
 def utf16_len(text: str) -> int:
@@ -97,6 +100,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("remix", "Change a photo: send it with /remix make it winter"),
     ("video", "Make a short video: /video waves at sunset"),
     ("animate", "Bring a photo to life: send it with /animate"),
+    ("upscale", "Make a photo bigger: send it with /upscale --scale 4"),
     ("jobs", "Your queued and running jobs"),
     ("cancel", "Cancel your job: /cancel or /cancel JOB"),
     ("quota", "Your remaining budget"),

@@ -145,14 +145,11 @@ def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> 
             message_id = _id(_field(form.get("msg")), "message id")
             action = _field(form.get("action"))
             if action:
-                answer = await chat.action(
-                    client, message_id, action, _field(form.get("job")) or ""
-                )
+                job, index = _field(form.get("job")) or "", _index(_field(form.get("index")))
+                answer = await chat.action(client, message_id, action, job, index)
             else:
-                image = await _upload(form.get("image"))
-                answer = await chat.command(
-                    client, message_id, _field(form.get("text")) or "", image
-                )
+                text, image = _field(form.get("text")) or "", await _upload(form.get("image"))
+                answer = await chat.command(client, message_id, text, image)
         return JSONResponse(answer)
 
     async def events(request: Request) -> Response:
@@ -171,7 +168,8 @@ def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> 
         job_id = str(request.path_params["job_id"])
         # An <img> sends no headers of ours: the page's client id comes in the query (views).
         client = request.query_params.get("client") or ""
-        found = await chat.media(job_id, client=client) if _ID.match(client) else None
+        part = _index(request.query_params.get("part"))  # one image of a grid
+        found = await chat.media(job_id, client=client, part=part) if _ID.match(client) else None
         if found is None:
             return _error(404, "not_found", "No such result (or it expired).")
         data, mime = found
@@ -205,6 +203,13 @@ def _declared_length(request: Request) -> int:
 
 def _field(value: str | UploadFile | None) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _index(value: str | None) -> int | None:
+    """Image i of a grid (the form's ``index``, the media's ``part``); None: the whole result."""
+    if value and not re.fullmatch("[0-9]{1,2}", value):
+        raise UserError("The page sent no valid image number; reload it.")
+    return int(value) if value else None
 
 
 async def _upload(value: str | UploadFile | None) -> bytes | None:

@@ -18,6 +18,7 @@ from reelbot.jobs import JobStatus, ReplyAddress, Requester
 __all__ = ["WebChat"]
 
 RERUNS: dict[str, Rerun] = {"reroll": "reroll", "variations": "vary", "animate": "animate"}
+RERUNS |= {"upscale": "upscale", "vary_subtle": "vary_subtle"}  # a grid's U1–U4, V1–V4
 HISTORY_LIMIT = 30
 ATTACH = "attach an image to the command"
 NOT_ADMIN = (
@@ -71,9 +72,9 @@ class WebChat:
         return self._card(await self.service.generate(ctx, task, rest, image=image, **where))
 
     async def action(
-        self, client: str, message_id: str, action: str, job_id: str
+        self, client: str, message_id: str, action: str, job_id: str, index: int | None = None
     ) -> dict[str, Any]:
-        """A button under a job card: re-roll, variations, animate or cancel."""
+        """A button under a job card (``index``: under image i of a grid): re-roll, vary… cancel."""
         ctx = self.context(client)
         if action == "cancel":
             return self._cancelled(await self.service.cancel(ctx, job_id))
@@ -82,7 +83,8 @@ class WebChat:
             raise InvalidPrompt(f"Unknown button {action[:20]!r}.")
         where = self._reply(client, message_id)
         # Only this browser's own jobs: a job id is all a click carries.
-        return self._card(await self.service.rerun(ctx, job_id, how, same_chat=True, **where))
+        ticket = await self.service.rerun(ctx, job_id, how, same_chat=True, index=index, **where)
+        return self._card(ticket)
 
     @staticmethod
     def _cancelled(said: CancelAnswer) -> dict[str, Any]:
@@ -105,6 +107,8 @@ class WebChat:
             for r in reversed(records)
         ]
 
-    async def media(self, job_id: str, *, client: str) -> tuple[bytes, str] | None:
-        """A web job's stored result and its content type, for its client or an owner."""
-        return await self.service.result_for(self.context(client), job_id)
+    async def media(
+        self, job_id: str, *, client: str, part: int | None = None
+    ) -> tuple[bytes, str] | None:
+        """A web job's stored result (``part``: a grid's image) and its type, for its client."""
+        return await self.service.result_for(self.context(client), job_id, part)

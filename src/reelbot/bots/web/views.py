@@ -11,21 +11,18 @@ from reelbot.chat.texts import Status
 from reelbot.jobs import JobStatus
 from reelbot.store.records import JobRecord
 
-__all__ = [
-    "PLATFORM",
-    "job_view",
-    "status_view",
-]
+__all__ = ["PLATFORM", "job_view", "status_view"]
 
 PLATFORM = "web"
 
 NAMES = {"vary": "variations"}
 """Chat button actions by the names the page's buttons carry."""
+_SHOWN = {"mime", "width", "height", "size", "note", "spoiler"}
 
 
-def actions(buttons: tuple[Button, ...]) -> list[str]:
-    """The page's names of a message's buttons."""
-    return [NAMES.get(b.action, b.action) for b in buttons]
+def actions(buttons: tuple[Button, ...], index: int | None = None) -> list[str]:
+    """The page's names of a message's buttons (``index``: those under image i of a grid)."""
+    return [NAMES.get(b.action, b.action) for b in buttons if b.index == index]
 
 
 def _actions(record: JobRecord, status: JobStatus) -> list[str]:
@@ -44,19 +41,18 @@ def job_view(
 ) -> dict[str, Any]:
     """A whole job card: command, status, place in line, result and its parameters."""
     status = JobStatus.DELIVERED if delivered else record.status
-    media = None
-    if record.result is not None and status in (JobStatus.DELIVERING, JobStatus.DELIVERED):
-        info = record.result
-        media = {
-            "url": f"/media/{record.id}?client={record.requester.user_id}",
-            "mime": info.mime,
-            "kind": "video" if info.mime.startswith("video/") else "image",
-            "width": info.width,
-            "height": info.height,
-            "size": info.size,
-            "note": info.note,
-            "spoiler": info.spoiler,
-        }
+    media, info = None, record.result
+    if info is not None and status in (JobStatus.DELIVERING, JobStatus.DELIVERED):
+        url = f"/media/{record.id}?client={record.requester.user_id}"
+        kind = "video" if info.mime.startswith("video/") else "image"
+        media = {"url": url, "kind": kind} | info.model_dump(include=_SHOWN)
+        # A grid shows as its images, each with its own buttons (U1 and V1 under the first).
+        buttons = result_buttons(record)
+        media["tiles"] = [
+            {"url": f"{url}&part={i}", "actions": actions(buttons, i)}
+            | tile.model_dump(include=_SHOWN)
+            for i, tile in enumerate(info.tiles)
+        ]
     view: dict[str, Any] = {
         "type": "job",
         "job_id": record.id,
@@ -74,16 +70,12 @@ def job_view(
         "created_at": record.created_at,
     }
     if position is not None:
-        view["position"] = position
-        view["eta_s"] = round(eta_s or 0.0, 1)
+        view |= {"position": position, "eta_s": round(eta_s or 0.0, 1)}
     return view
 
 
 def status_view(
-    job_id: str,
-    status: Status,
-    preview: bytes | None,
-    buttons: tuple[Button, ...],
+    job_id: str, status: Status, preview: bytes | None, buttons: tuple[Button, ...]
 ) -> dict[str, Any]:
     """A status message's state as a partial update of the job's card."""
     view: dict[str, Any] = {
@@ -96,8 +88,7 @@ def status_view(
         "actions": actions(buttons),
     }
     if status.position is not None:
-        view["position"] = status.position
-        view["eta_s"] = round(status.eta_s or 0.0, 1)
+        view |= {"position": status.position, "eta_s": round(status.eta_s or 0.0, 1)}
     if status.message:
         view["message"] = status.message
         if status.status == JobStatus.DELIVERING:
