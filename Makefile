@@ -15,6 +15,9 @@ $(BIN)/reelbot: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# spandrel without its dependencies (it wants torchvision, which has no build for the
+	# torch above): tests/unit/test_upscale.py checks our upscaler loader against it.
+	$(BIN)/python -m pip install -q --no-deps spandrel==0.4.2 einops==0.8.2
 	touch $(BIN)/reelbot
 
 venv: $(BIN)/reelbot

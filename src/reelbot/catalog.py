@@ -20,17 +20,18 @@ from reelbot.errors import ConfigError, UnknownModel
 
 
 class Task(StrEnum):
-    """The four generation tasks, named after the chat commands."""
+    """The generation tasks, named after the chat commands."""
 
     IMAGINE = "imagine"
     REMIX = "remix"
     VIDEO = "video"
     ANIMATE = "animate"
+    UPSCALE = "upscale"
 
     @property
     def needs_image(self) -> bool:
         """Whether the task takes an input image."""
-        return self in (Task.REMIX, Task.ANIMATE)
+        return self in (Task.REMIX, Task.ANIMATE, Task.UPSCALE)
 
     @property
     def is_video(self) -> bool:
@@ -115,6 +116,29 @@ class ModelSpec(BaseModel):
         return round(one * count, 2)
 
 
+class UpscalerSpec(BaseModel):
+    """A super-resolution network (``[upscalers.NAME]``): its weights, its factor, its cost."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    description: str = ""
+    weights: str = Field(description='"hf:OWNER/REPO/FILE", a local .pth/.safetensors, "tiny"')
+    scale: int = Field(ge=2, le=8, description="the network's own factor")
+    tile: int = Field(default=256, ge=16, description="input pixels a side per tile")
+    tile_overlap: int = Field(default=32, ge=0, description="pixels neighbouring tiles share")
+    creative_strength: float = Field(
+        default=0.3, gt=0, le=1, description="img2img strength of --creative's hires pass"
+    )
+    cost_weight: float = Field(
+        default=0.05, gt=0, description="credits per 512x512 of output (creative adds the model's)"
+    )
+
+    def estimate_cost(self, *, width: int, height: int) -> float:
+        """Credits for the super-resolution pass, from the output's pixels."""
+        return round(self.cost_weight * width * height / (512 * 512), 2)
+
+
 class StylePreset(BaseModel):
     """A named style: a prompt template, a negative prompt and a default strength."""
 
@@ -146,6 +170,21 @@ class Catalog(BaseModel):
     models: dict[str, ModelSpec]
     styles: dict[str, StylePreset] = Field(default_factory=dict)
     defaults: dict[Task, str] = Field(default_factory=dict)
+    upscalers: dict[str, UpscalerSpec] = Field(default_factory=dict)
+
+    def upscaler(self, name: str | None = None) -> UpscalerSpec:
+        """The named upscaler, or the default one (``[defaults] upscale``, else the first)."""
+        if not self.upscalers:
+            raise UnknownModel("This deployment serves no upscaler for /upscale.")
+        if name is None:
+            name = self.defaults.get(Task.UPSCALE) or next(iter(self.upscalers))
+        try:
+            return self.upscalers[name]
+        except KeyError:
+            names = ", ".join(sorted(self.upscalers))
+            raise UnknownModel(
+                f"There is no upscaler called {name!r}. Upscalers: {names}."
+            ) from None
 
     def get(self, name: str) -> ModelSpec:
         """A model by name, or a user error that lists what exists."""
@@ -212,15 +251,33 @@ def _parse(set_name: str, data: Mapping[str, Any], base_dir: Path | None) -> Cat
             for name, raw in dict(data.get("styles", {})).items()
         }
         defaults = {Task(k): str(v) for k, v in dict(data.get("defaults", {})).items()}
+        upscalers = {
+            name: UpscalerSpec(name=name, **_local_weights(dict(raw), base_dir))
+            for name, raw in dict(data.get("upscalers", {})).items()
+        }
     except (ValidationError, ValueError, TypeError) as exc:
         detail = "; ".join(str(exc).splitlines()[0:3])
         raise ConfigError(f"REELBOT_MODELS: invalid model set {set_name!r}: {detail}") from None
     for task, name in defaults.items():
+        if task == Task.UPSCALE:
+            if name not in upscalers:
+                raise ConfigError(f"REELBOT_MODELS: default upscaler {name!r} is not defined")
+            continue
         if name not in models or task not in models[name].tasks:
             raise ConfigError(f"REELBOT_MODELS: default {name!r} for {task} is not a model for it")
     if not models:
         raise ConfigError(f"REELBOT_MODELS: model set {set_name!r} defines no models")
-    return Catalog(set_name=set_name, models=models, styles=styles, defaults=defaults)
+    return Catalog(
+        set_name=set_name, models=models, styles=styles, defaults=defaults, upscalers=upscalers
+    )
+
+
+def _local_weights(entry: dict[str, Any], base_dir: Path | None) -> dict[str, Any]:
+    """An upscaler entry with a relative ``weights`` path made absolute to its TOML file."""
+    weights = str(entry.get("weights", ""))
+    if base_dir is not None and weights.startswith(("./", "../")):
+        entry["weights"] = str((base_dir / weights).resolve())
+    return entry
 
 
 def load_catalog(models: str, extra_styles: Path | None = None) -> Catalog:

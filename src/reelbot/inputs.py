@@ -24,6 +24,7 @@ __all__ = [
     "check_declared",
     "load_input_image",
     "probe_image",
+    "upright_size",
 ]
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
@@ -133,6 +134,20 @@ def probe_image(
             ) from exc
         fmt = "JPEG" if im.format == "MPO" else str(im.format)
         return ImageInfo(format=fmt, width=im.size[0], height=im.size[1], frames=frames)
+
+
+def upright_size(data: bytes) -> tuple[int, int]:
+    """An image's (width, height) as ``load_input_image`` turns it: EXIF rotations of a quarter
+    turn swap the sides. From the header; no pixels are decoded."""
+    info = probe_image(data)
+    try:
+        with Image.open(BytesIO(data)) as im:
+            orientation = im.getexif().get(0x0112)
+    except Exception:
+        orientation = None  # a broken EXIF block leaves the pixels as they are
+    if orientation in (5, 6, 7, 8):
+        return info.height, info.width
+    return info.width, info.height
 
 
 def load_input_image(

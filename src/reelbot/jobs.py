@@ -43,6 +43,9 @@ MAX_RAW_CHARS = 4000
 MAX_SEED = 2**32 - 1
 MAX_ASPECT = 4.0
 MAX_COUNT = 4
+UPSCALE_MAX_SIDE = 4096
+"""The long side /upscale stops at unless the deployment says otherwise."""
+UPSCALE_SCALES = (2, 4)
 """The most images one command makes (``--n``): a 2×2 grid."""
 
 
@@ -111,6 +114,8 @@ class Options(BaseModel):
     fps: int | None = None
     style: str | None = None
     n: int | None = None
+    scale: int | None = None
+    creative: bool | None = None
 
 
 class GenerationRequest(BaseModel):
@@ -148,6 +153,9 @@ class GenerationParams(BaseModel):
     aspect: str | None = Field(default=None, description="the ratio asked for, e.g. 16:9")
     cost: float = 0.0
     count: int = Field(default=1, description="images in one call (a grid), seeds seed…seed+n-1")
+    upscale_model: str | None = Field(
+        default=None, description="/upscale --creative: the image model of the img2img pass"
+    )
 
     def summary(self) -> str:
         """The parameters a user needs to reproduce the result, as flags."""
@@ -198,8 +206,12 @@ _FLAG_ALIASES = {
     "fps": "fps",
     "style": "style",
     "n": "n",
+    "scale": "scale",
+    "creative": "creative",
 }
 _MULTI_WORD = {"negative"}
+_SWITCHES = {"creative"}
+"""Flags that take no value: ``--creative``."""
 # Phones turn "--" into an em or en dash; Midjourney accepts both, so do we.
 _FLAG_RE = re.compile(r"(?:(?<=\s)|^)(?:--|—|–)([^\s]*)")
 _ASPECT_RE = re.compile(r"^(\d{1,3})\s*[:x×/]\s*(\d{1,3})$")
@@ -220,7 +232,7 @@ def _suggest(name: str) -> str:
 def _known_flags() -> str:
     return (
         "--ar, --seed, --no, --steps, --guidance, --model, --strength, --duration, --fps, "
-        "--style, --n"
+        "--style, --n, --scale, --creative"
     )
 
 
@@ -259,7 +271,9 @@ def parse_prompt(text: str) -> tuple[str, Options]:
             )
         if name in values:
             raise InvalidOption(f"--{raw_name} is given twice; give it once.", option=name)
-        if name in _MULTI_WORD:
+        if name in _SWITCHES:
+            value, leftover = "on", rest
+        elif name in _MULTI_WORD:
             value, leftover = rest, ""
         else:
             value, _, leftover = rest.partition(" ")
@@ -298,6 +312,8 @@ def _example(name: str) -> str:
         "fps": "--fps 24",
         "style": "--style anime",
         "n": "--n 4",
+        "scale": "--scale 2",
+        "creative": "--creative",
     }[name]
 
 
@@ -326,8 +342,10 @@ def _flag(name: str) -> str:
 def _typed_options(values: dict[str, str]) -> Options:
     typed: dict[str, Any] = {}
     for name, value in values.items():
-        if name in ("seed", "steps", "fps", "n"):
+        if name in ("seed", "steps", "fps", "n", "scale"):
             typed[name] = _int(name, value)
+        elif name in _SWITCHES:
+            typed[name] = True
         elif name in ("guidance", "strength", "duration"):
             typed[name] = _float(name, value)
         else:
@@ -403,6 +421,8 @@ def resolve(
     has_image: bool = False,
     default_seed: int | None = None,
     default_count: int = 1,
+    image_size: tuple[int, int] | None = None,
+    upscale_max_side: int = UPSCALE_MAX_SIDE,
 ) -> GenerationParams:
     """Parse a prompt's flags, merge explicit options and check each value against the model.
 
@@ -416,6 +436,13 @@ def resolve(
         raise MissingImage(
             f"/{task.value} needs an image: attach one (or reply to one) with the command."
         )
+    if task == Task.UPSCALE:
+        return _resolve_upscale(
+            prompt, opts, catalog, image_size, max_side=upscale_max_side, seed=default_seed or 0
+        )
+    for name in ("scale", "creative"):
+        if getattr(opts, name) is not None:
+            raise InvalidOption(f"--{name} only applies to /upscale.", option=name)
     spec = catalog.pick(task, opts.model)
 
     style = None
@@ -534,3 +561,105 @@ def _count_for(task: Task, n: int | None, default: int) -> int:
             option="n",
         )
     return n
+
+
+_NOT_FOR_UPSCALE = ("aspect", "steps", "guidance", "strength", "duration", "fps", "style", "n")
+
+
+def _resolve_upscale(
+    prompt: str,
+    opts: Options,
+    catalog: Catalog,
+    image_size: tuple[int, int] | None,
+    *,
+    max_side: int,
+    seed: int,
+) -> GenerationParams:
+    """``/upscale``: the output size (the image's × ``--scale``, its long side at most
+    ``max_side``) and, for ``--creative``, the image model of the img2img pass.
+
+    ``image_size`` is the input's (width, height); without it (a check before the image is
+    read) the size and the cost are 0. A prompt only guides ``--creative``.
+    """
+    for name in _NOT_FOR_UPSCALE:
+        if getattr(opts, name) is not None:
+            flag = _flag(name)
+            raise InvalidOption(
+                f"--{flag} does not apply to /upscale (it keeps the image as it is); "
+                f"use --scale 2|4 and --creative.",
+                option=flag,
+            )
+    scale = opts.scale if opts.scale is not None else UPSCALE_SCALES[0]
+    if scale not in UPSCALE_SCALES:
+        raise InvalidOption(
+            f"--scale {scale} is not offered: use --scale 2 or --scale 4.", option="scale"
+        )
+    creative = bool(opts.creative)
+    upscaler_name = opts.model if opts.model in catalog.upscalers else None
+    upscaler = catalog.upscaler(upscaler_name)
+    model = None
+    if creative:
+        model = catalog.pick(Task.REMIX, None if upscaler_name else opts.model)
+        if model.strength_default is None:
+            raise InvalidOption(
+                f"{model.name} has no img2img pass for --creative; pick another --model.",
+                option="model",
+            )
+    elif opts.model is not None and upscaler_name is None:
+        raise InvalidOption(
+            f"--model {opts.model[:40]} names an image model: it only applies with --creative "
+            f"(upscalers: {', '.join(sorted(catalog.upscalers))}).",
+            option="model",
+        )
+    # A prompt is kept with the job (a re-roll of it repeats it) and guides --creative's pass.
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise InvalidPrompt(
+            f"That prompt is {len(prompt)} characters; keep it under {MAX_PROMPT_CHARS}."
+        )
+    check_prompt_text(prompt)
+    if opts.negative and (model is None or not model.supports_negative):
+        raise InvalidOption("--no needs --creative with a model that uses it.", option="no")
+    seed = opts.seed if opts.seed is not None else seed % (MAX_SEED + 1)
+    if not 0 <= seed <= MAX_SEED:
+        raise _range_error("seed", seed, 0, MAX_SEED, upscaler.name)
+
+    width, height = _upscaled_size(image_size, scale, max_side)
+    cost = upscaler.estimate_cost(width=width, height=height)
+    steps, guidance, strength = 1, 0.0, None
+    if model is not None:
+        steps, guidance = model.steps_default, model.guidance_default
+        strength = upscaler.creative_strength
+        # img2img runs about strength × steps of the model's steps, over the output's pixels.
+        refine = model.estimate_cost(width=width, height=height, steps=steps)
+        cost = round(cost + refine * strength, 2)
+    return GenerationParams(
+        task=Task.UPSCALE,
+        model=upscaler.name,
+        prompt=prompt,
+        negative_prompt=opts.negative or "",
+        width=width,
+        height=height,
+        steps=steps,
+        guidance=guidance,
+        seed=seed,
+        strength=strength,
+        cost=cost,
+        upscale_model=model.name if model is not None else None,
+    )
+
+
+def _upscaled_size(
+    image_size: tuple[int, int] | None, scale: int, max_side: int
+) -> tuple[int, int]:
+    """The image's size × ``scale``, scaled down (the ratio kept) to a long side of ``max_side``."""
+    if image_size is None:
+        return 0, 0
+    width, height = image_size
+    if max(width, height) >= max_side:
+        raise InvalidOption(
+            f"The image is already {width}x{height}; /upscale makes images up to {max_side} "
+            f"pixels on the long side.",
+            option="scale",
+        )
+    fit = min(1.0, max_side / (max(width, height) * scale))
+    return max(1, round(width * scale * fit)), max(1, round(height * scale * fit))

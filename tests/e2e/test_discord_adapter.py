@@ -335,7 +335,12 @@ async def test_result_posted_as_followup_with_buttons(
     job = queue.job_of(0)
     assert name == f"reelbot-{job}.png"
     assert Image.open(io.BytesIO(data)).size == (64, 64)
-    assert discord_emu.buttons(msg["id"]) == [f"rb:rr:{job}", f"rb:var:{job}", f"rb:ani:{job}"]
+    assert discord_emu.buttons(msg["id"]) == [
+        f"rb:up:{job}",
+        f"rb:rr:{job}",
+        f"rb:var:{job}",
+        f"rb:ani:{job}",
+    ]
     await discord_emu.wait_for(lambda: "Done" in content(discord_emu, inter))
     assert discord_emu.buttons(inter.original_id or "") == []
     async with asyncio.timeout(10):  # marked once the delivery returns

@@ -183,7 +183,12 @@ async def test_every_command_end_to_end(stack: Stack) -> None:
             assert [b.split(":")[1] for b in emu.buttons(message["id"])] == ["rr"]
         else:
             assert isinstance(media, Image.Image) and media.format == "PNG"
-            assert [b.split(":")[1] for b in emu.buttons(message["id"])] == ["rr", "var", "ani"]
+            assert [b.split(":")[1] for b in emu.buttons(message["id"])] == [
+                "up",
+                "rr",
+                "var",
+                "ani",
+            ]
         assert "--seed" in message["content"]
     assert "--seed 7" in (await result_of(emu, inters["imagine"]))["content"]
     for inter in inters.values():

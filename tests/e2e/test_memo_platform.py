@@ -101,7 +101,7 @@ async def test_imagine_jobs_cancel_through_the_real_queue_and_worker(
             assert len(posted) == 1 and "--seed 7" in posted[0].text
             image = Image.open(io.BytesIO(posted[0].file or b""))
             assert image.size[0] > 0 and image.format == "PNG"
-            assert [b.action for b in posted[0].buttons] == ["reroll", "vary", "animate"]
+            assert [b.action for b in posted[0].buttons] == ["upscale", "reroll", "vary", "animate"]
             await until(lambda: any("Done" in m.text for m in chat.in_chat("room")))
             async with asyncio.timeout(STEP_S):
                 while (await records.require(job)).status != JobStatus.DELIVERED:  # noqa: ASYNC110

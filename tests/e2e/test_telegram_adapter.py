@@ -458,7 +458,7 @@ async def test_result_post_and_buttons(
     got = emu.files[posted["photo"][-1]["file_id"]].data
     assert Image.open(io.BytesIO(got)).size == (64, 64)
     data = [b["callback_data"] for b in posted["reply_markup"]["inline_keyboard"][0]]
-    assert data == [f"rr:{job.id}", f"va:{job.id}", f"an:{job.id}"]
+    assert data == [f"up:{job.id}", f"rr:{job.id}", f"va:{job.id}", f"an:{job.id}"]
     await emu.wait_for(lambda: emu.bot_messages(chat.id)[0]["text"].startswith("✅ Done"))
 
     # Re-roll: a new job with the same prompt and a new seed, answered under the result.

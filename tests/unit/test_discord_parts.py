@@ -218,7 +218,7 @@ def test_button_ids_are_short_and_parse_back() -> None:
     image = _record().model_copy(update={"id": job})
     views = [view_of(result_buttons(image)), view_of(status_buttons(job, JobStatus.RUNNING))]
     ids = [item.custom_id for view in views if view for item in view.children]  # type: ignore[attr-defined]
-    assert ids == [f"rb:rr:{job}", f"rb:var:{job}", f"rb:ani:{job}", f"rb:cx:{job}"]
+    assert ids == [f"rb:up:{job}", f"rb:rr:{job}", f"rb:var:{job}", f"rb:ani:{job}", f"rb:cx:{job}"]
     assert all(len(i) <= 100 for i in ids)
     video = view_of(result_buttons(_record(Task.VIDEO).model_copy(update={"id": job})))
     assert video is not None

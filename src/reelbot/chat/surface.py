@@ -82,6 +82,7 @@ def result_buttons(record: JobRecord) -> tuple[Button, ...]:
         return (*ups, Button("reroll", record.id, "Re-roll"), *varies)
     buttons = [Button("reroll", record.id, "Re-roll")]
     if not record.params.task.is_video:
+        buttons.insert(0, Button("upscale", record.id, "Upscale"))
         buttons += [
             Button("vary", record.id, "Variations"),
             Button("animate", record.id, "Animate"),

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from reelbot.catalog import Catalog, ModelSpec, Task
+from reelbot.catalog import Catalog, ModelSpec, Task, UpscalerSpec
 from reelbot.errors import Cancelled, ConfigError, MissingImage, OutOfMemory, UnknownModel
-from reelbot.generation import tiny
+from reelbot.generation import tiny, upscale
 from reelbot.generation.batching import plan_batches
 from reelbot.generation.device import (
     compute_dtype,
@@ -57,7 +57,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Stage = Literal["loading", "denoising", "decoding"]
+Stage = Literal["loading", "denoising", "decoding", "running"]
+"""``running``: a tiled pass (``/upscale``), one step per tile."""
 
 # Without an explicit budget, leave a fifth of the accelerator for activations and the VAE.
 DEFAULT_BUDGET_FRACTION = 0.8
@@ -172,6 +173,8 @@ class Runner:
         self.preview_every = preview_every
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._sr: dict[str, upscale.SRNet] = {}
+        """Loaded upscalers by name: a few MB each, kept beside the budgeted pipelines."""
         self._previewers: dict[tuple[str, str], Previewer] = {}
 
     @property
@@ -190,6 +193,10 @@ class Runner:
 
     def preload(self, model: str, task: Task | None = None) -> None:
         """Load a model (and its pipeline for ``task``, or for all its tasks) ahead of jobs."""
+        if task == Task.UPSCALE:
+            with self._lock:
+                self._sr_net(self.catalog.upscaler(model))
+            return
         spec = self.catalog.get(model)
         with self._lock:
             try:
@@ -231,6 +238,8 @@ class Runner:
         is not resident, once per denoising step, and once with stage "decoding". Setting
         ``cancel`` stops the run at the end of the current step.
         """
+        if params.task == Task.UPSCALE:
+            return self._upscale(params, image, on_progress, cancel)
         spec = self.catalog.pick(params.task, params.model)
         if params.task.needs_image and image is None:
             raise MissingImage(f"/{params.task.value} needs an input image.")
@@ -292,6 +301,132 @@ class Runner:
         return [r if r is not None else Cancelled() for r in results]
 
     # -- internals --------------------------------------------------------------------------
+
+    def _sr_net(self, spec: UpscalerSpec) -> upscale.SRNet:
+        """The loaded upscaler ``spec``, on this runner's device (lock held)."""
+        net = self._sr.get(spec.name)
+        if net is None:
+            if spec.weights == "tiny":
+                path = tiny.ensure_sr_built(self.data_dir)
+            else:
+                path = upscale.weights_path(spec.weights, self.data_dir)
+            net = upscale.load_sr(path).to(self._device)
+            log.info(
+                "upscaler %s: %s x%d (%s loader)",
+                spec.name,
+                net.architecture,
+                net.scale,
+                net.loader,
+            )
+            self._sr[spec.name] = net
+        return net
+
+    def _upscale(
+        self,
+        params: GenerationParams,
+        image: Image.Image | None,
+        on_progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> GenerationOutput:
+        """``/upscale``: super-resolution in tiles, then for ``--creative`` the image model's
+        img2img over tiles of its own size (a hires fix); one progress step per tile."""
+        if image is None:
+            raise MissingImage("/upscale needs an input image.")
+        spec = self.catalog.upscaler(params.model)
+        _check_cancel(cancel)
+        with self._lock:
+            _check_cancel(cancel)
+            try:
+                return self._run_upscale(spec, params, image, on_progress, cancel)
+            except torch.OutOfMemoryError as exc:
+                detail = _first_line(exc)
+            free_memory(self._device)
+            raise OutOfMemory(f"{params.model} on {self._device}: {detail}")
+
+    def _run_upscale(
+        self,
+        spec: UpscalerSpec,
+        params: GenerationParams,
+        image: Image.Image,
+        on_progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> GenerationOutput:
+        def report(event: Progress) -> None:
+            if on_progress is not None:
+                on_progress(event)
+
+        start = perf_counter()
+        if spec.name not in self._sr:
+            report(Progress(0, 1, "loading"))
+        net = self._sr_net(spec)
+        model = (
+            self.catalog.pick(Task.REMIX, params.upscale_model) if params.upscale_model else None
+        )
+        loaded = self._load(model)[0] if model is not None else None
+        load_s = perf_counter() - start
+        source = image.convert("RGB")
+        width, height = params.width, params.height
+        if (source.width - source.height) * (width - height) < 0:
+            width, height = height, width  # sized from the header, turned by its EXIF since
+        sr_tiles = upscale.tiles_for(source.width, source.height, spec.tile, spec.tile_overlap)
+        refine_tiles: list[upscale.Tile] = []
+        if model is not None:
+            m = model.size_multiple
+            tile_w = max(m, min(model.width, width // m * m))
+            tile_h = max(m, min(model.height, height // m * m))
+            refine_tiles = upscale.tiles_for(width, height, tile_w, tile_w // 4, tile_h)
+        total = len(sr_tiles) + len(refine_tiles)
+
+        def stepped(offset: int) -> Callable[[int, int], None]:
+            return lambda done, _: report(Progress(offset + done, total, "running"))
+
+        begun = perf_counter()
+        out = upscale.run_sr(
+            net,
+            source,
+            device=self._device,
+            tile=spec.tile,
+            overlap=spec.tile_overlap,
+            on_tile=stepped(0),
+            cancel=cancel,
+        )
+        if out.size != (width, height):
+            out = out.resize((width, height), Image.Resampling.LANCZOS)
+        timings = {"load": load_s, "upscale": perf_counter() - begun}
+        if model is not None and loaded is not None:
+            begun = perf_counter()
+            pipe = loaded.pipeline(Task.REMIX)
+
+            def refine(part: Image.Image, index: int) -> Image.Image:
+                tile = params.model_copy(
+                    update={
+                        "task": Task.REMIX,
+                        "model": model.name,
+                        "width": part.width,
+                        "height": part.height,
+                        "seed": (params.seed + index) % 2**32,
+                        "upscale_model": None,
+                    }
+                )
+
+                def on_step(pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+                    _check_cancel(cancel)
+                    return tensors
+
+                kwargs = self._call_kwargs(model, pipe, [tile], part)
+                return _to_pil(pipe(**kwargs, callback_on_step_end=on_step).images[0])
+
+            overlap = refine_tiles[0].right - refine_tiles[0].left
+            out = upscale.refine_tiles(
+                out,
+                refine_tiles,
+                refine,
+                overlap=overlap // 4,
+                on_tile=stepped(len(sr_tiles)),
+                cancel=cancel,
+            )
+            timings["refine"] = perf_counter() - begun
+        return GenerationOutput(frames=[out], fps=None, seed=params.seed, timings=timings)
 
     def _run_guarded(self, spec: ModelSpec, items: list[_Item]) -> list[BatchResult]:
         """``_generate`` with its failures turned into per-item results (lock held)."""

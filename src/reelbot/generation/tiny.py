@@ -29,8 +29,10 @@ __all__ = [
     "FAMILIES",
     "MARKER",
     "PREVIEW_VAE",
+    "TINY_SR",
     "build",
     "ensure_built",
+    "ensure_sr_built",
     "is_built",
     "qwen_tokenizer",
     "t5_tokenizer",
@@ -436,4 +438,33 @@ def ensure_built(family: str, data_dir: Path) -> Path:
                 raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+TINY_SR = "sr-compact-x4.safetensors"
+"""The tiny upscaler's file under ``data_dir/tiny`` (``weights = "tiny"`` in the model TOML)."""
+
+
+def ensure_sr_built(data_dir: Path) -> Path:
+    """A tiny random Real-ESRGAN compact network (×4), saved with the published key names and
+    read back by ``upscale.load_sr`` like a downloaded file; written once, atomically."""
+    from safetensors.torch import save_file
+
+    from reelbot.generation.upscale import SRVGGNetCompact
+
+    target = data_dir / "tiny" / TINY_SR
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        net = SRVGGNetCompact(num_feat=8, num_conv=2, scale=4)
+        # Small weights: the output stays near the nearest-upsampled input, a picture, not noise.
+        with torch.no_grad():
+            for param in net.parameters():
+                param.mul_(0.1)
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    staged = target.with_name(f".{target.name}.{os.getpid()}")
+    save_file(state, str(staged))
+    os.replace(staged, target)
     return target

@@ -17,19 +17,21 @@ from arq.jobs import serialize_job
 from redis.exceptions import RedisError
 
 from reelbot import metrics
-from reelbot.catalog import Catalog
+from reelbot.catalog import Catalog, Task
 from reelbot.config import Settings
 from reelbot.errors import (
     BackendUnavailable,
     Busy,
     Cancelled,
     ContentRefused,
+    InvalidImage,
     JobNotFound,
     UserError,
 )
 from reelbot.governance import audit
 from reelbot.governance.policy import PolicyStore, server_scope
 from reelbot.governance.quotas import RESERVE_LUA, QuotaBook, settle_moved
+from reelbot.inputs import upright_size
 from reelbot.jobs import GenerationRequest, JobStatus, Requester, job_id_for, resolve, seed_for
 from reelbot.queue.delivery import enqueue_delivery
 from reelbot.store import keys, serializer
@@ -37,6 +39,7 @@ from reelbot.store.estimates import Position, estimate_s, queue_position, second
 from reelbot.store.leases import live_workers
 from reelbot.store.progress import ProgressEvent, publish
 from reelbot.store.records import ACTIVE_TTL_S, JobRecord, RecordStore
+from reelbot.store.results import load_input
 
 __all__ = ["GENERATE", "CancelOutcome", "JobQueue", "Submitted", "may_cancel"]
 
@@ -160,6 +163,15 @@ class JobQueue:
             metrics.REFUSALS.labels(request.requester.platform, BackendUnavailable.code).inc()
             raise BackendUnavailable(f"Redis: {type(exc).__name__}") from exc
 
+    async def _input_size(self, request: GenerationRequest) -> tuple[int, int] | None:
+        """An /upscale input's upright size (its output size and cost follow from it)."""
+        if request.task != Task.UPSCALE or request.image_ref is None:
+            return None
+        data = await load_input(self.redis, request.image_ref)
+        if data is None:
+            raise InvalidImage("The input image expired before the job was queued; send it again.")
+        return upright_size(data)
+
     async def _submit_request(
         self, request: GenerationRequest, *, with_position: bool, now: float | None
     ) -> Submitted:
@@ -180,6 +192,8 @@ class JobQueue:
                 has_image=request.image_ref is not None,
                 default_seed=seed_for(job_id),
                 default_count=own_count or self.settings.default_count,
+                image_size=await self._input_size(request),
+                upscale_max_side=self.settings.upscale_max_side,
             )
         except UserError as exc:
             metrics.REFUSALS.labels(platform, exc.code).inc()

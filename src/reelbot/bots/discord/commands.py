@@ -40,6 +40,8 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "duration": (Range[float, 0.1, 60.0], "seconds of video"),
     "fps": (Range[int, 1, 60], "frames per second"),
     "count": (Range[int, 1, 4], "how many images: 2 to 4 make a grid"),
+    "scale": (Literal[2, 4], "how many times bigger"),
+    "creative": (bool, "let the image model add detail (slower, costs more)"),
 }
 _COMMON = ("negative", "seed", "aspect", "steps", "guidance", "model")
 _IMAGE = (*_COMMON, "count")
@@ -53,6 +55,7 @@ _GENERATION: dict[Task, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
         ("image",),
         ("prompt", *_COMMON, "duration", "fps"),
     ),
+    Task.UPSCALE: ("Make a picture 2 or 4 times bigger", ("image",), ("scale", "creative")),
 }
 
 
@@ -123,7 +126,7 @@ def _generation(task: Task) -> Command:
     return _command(description, name=task.value)(completed(described(generate)))
 
 
-imagine, remix, video, animate = (_generation(task) for task in _GENERATION)
+imagine, remix, video, animate, upscale = (_generation(task) for task in _GENERATION)
 
 
 @_command("Your queued and running jobs")
@@ -235,7 +238,7 @@ async def admin_quota_usage(interaction: Interaction, scope: str = "server") -> 
     await bot_of(interaction).admin_words(interaction, f"quota usage {scope}")
 
 
-COMMANDS = (imagine, remix, video, animate, jobs, cancel, quota, models, help_, admin)
+COMMANDS = (imagine, remix, video, animate, upscale, jobs, cancel, quota, models, help_, admin)
 
 
 class Tree(app_commands.CommandTree[Any]):
