@@ -153,8 +153,14 @@ def _command_entities(text: str) -> list[dict[str, Any]]:
 class TelegramEmulator:
     """The Bot API server. ``async with TelegramEmulator() as emu:`` starts it on a free port."""
 
-    def __init__(self, *, token: str = TOKEN, username: str = BOT_USERNAME) -> None:
+    def __init__(
+        self, *, token: str = TOKEN, username: str = BOT_USERNAME, group_per_minute: int = 0
+    ) -> None:
         self.token = token
+        self.group_per_minute = group_per_minute
+        """Telegram's FAQ: a bot sends at most 20 messages a minute to one group; above that,
+        429 with ``retry_after``. 0: no limit (the default, so other tests keep their pace)."""
+        self._group_sends: dict[int, list[float]] = {}
         self.bot = {
             "id": int(token.split(":")[0]),
             "is_bot": True,
@@ -766,8 +772,67 @@ class TelegramEmulator:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), timeout=left)
 
+    def _count_send(self, chat: Chat) -> None:
+        """One more message to ``chat``; a group over ``group_per_minute`` gets 429."""
+        if chat.id > 0 or not self.group_per_minute:
+            return
+        now = time.monotonic()
+        sent = [t for t in self._group_sends.get(chat.id, []) if now - t < 60.0]
+        if len(sent) >= self.group_per_minute:
+            wait = max(1, round(60.0 - (now - sent[0])))
+            raise ApiError(429, f"Too Many Requests: retry after {wait}", {"retry_after": wait})
+        self._group_sends[chat.id] = [*sent, now]
+
+    def _input_photo(self, item: Any, files: dict[str, bytes]) -> bytes:
+        """An InputMediaPhoto's bytes (``attach://<name>`` or a file id); 400 otherwise."""
+        if not isinstance(item, dict) or item.get("type") != "photo":
+            raise ApiError(400, "Bad Request: wrong type of the web page content")
+        return self._upload({"media": item.get("media")}, files, "media")
+
+    async def _m_sendmediagroup(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
+        """2-10 photos as one album; returns the Messages. It takes no reply_markup (the
+        method has no such parameter; an album carries no keyboard)."""
+        chat = self._chat(params)
+        media = self._json(params, "media")
+        if not isinstance(media, list) or not 2 <= len(media) <= 10:
+            raise ApiError(400, "Bad Request: wrong number of messages in a media group")
+        self._count_send(chat)
+        group_id = str(next(self._file_seq) + 10**12)
+        reply_to = self._reply_to(chat, params)
+        sent = []
+        for item in media:
+            data = self._input_photo(item, files)
+            content = self._text_content(item, "caption", CAPTION_MAX)
+            message = self._message(
+                chat,
+                self._bot_user(),
+                reply_to=reply_to,
+                photo=self._photo_sizes(data),
+                media_group_id=group_id,
+                **content,
+            )
+            sent.append(self._clean(message))
+        return sent
+
+    async def _m_editmessagemedia(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
+        """A photo message's photo replaced (``attach://`` upload); a text message has none."""
+        message = self._own_message(params)
+        if not {"photo", "video", "document", "animation"} & message.keys():
+            raise ApiError(400, "Bad Request: there is no media in the message to edit")
+        data = self._input_photo(self._json(params, "media"), files)
+        message["photo"] = self._photo_sizes(data)
+        message.pop("caption", None)  # the new media's caption (none given: none)
+        message["edit_date"] = int(time.time())
+        markup = self._reply_markup(params)
+        if markup is None:
+            message.pop("reply_markup", None)
+        else:
+            message["reply_markup"] = markup
+        return self._clean(message)
+
     async def _m_sendmessage(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
         chat = self._chat(params)
+        self._count_send(chat)
         content = self._text_content(params, "text", TEXT_MAX)
         if not content:
             raise ApiError(400, "Bad Request: message text is empty")
@@ -829,6 +894,7 @@ class TelegramEmulator:
 
     async def _m_sendphoto(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
         chat = self._chat(params)
+        self._count_send(chat)
         data = self._upload(params, files, "photo")
         if len(data) > PHOTO_MAX_BYTES:
             raise ApiError(400, "Bad Request: PHOTO_SAVE_FILE_INVALID")
@@ -873,6 +939,7 @@ class TelegramEmulator:
 
     async def _m_sendvideo(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
         chat = self._chat(params)
+        self._count_send(chat)
         data = self._upload(params, files, "video")
         content = self._caption(params)
         video = self._video_object(data, params, "video")
@@ -880,6 +947,7 @@ class TelegramEmulator:
 
     async def _m_sendanimation(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
         chat = self._chat(params)
+        self._count_send(chat)
         data = self._upload(params, files, "animation")
         content = self._caption(params)
         animation = self._video_object(data, params, "animation")
@@ -889,6 +957,7 @@ class TelegramEmulator:
 
     async def _m_senddocument(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
         chat = self._chat(params)
+        self._count_send(chat)
         data = self._upload(params, files, "document")
         stored = self.add_file(data, "documents", "bin")
         document = {

@@ -152,7 +152,7 @@ def test_texts_fit_discords_2000_characters() -> None:
     running = render.status_text(Status(JobStatus.RUNNING, "p", step=3, total=6))
     assert "3/6" in running and "**Running**" in running
     # A running job asked to stop is not called cancelled before the worker says so.
-    stopping = render.status_text(Status(JobStatus.RUNNING, "p", step=3, total=6), stopping=True)
+    stopping = render.status_text(Status(JobStatus.RUNNING, "p", step=3, total=6, stopping=True))
     assert "Cancelling" in stopping and "Cancelled" not in stopping
     assert len(render.failure_text(_request(), "m" * 5000, mention=True)) <= 2000
     models = "\n".join(models_lines(catalog))

@@ -13,21 +13,23 @@ import base64
 import contextlib
 import functools
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from reelbot.chat.replies import Button, Reply
-from reelbot.chat.service import ChatService, Ticket, Update
+from reelbot.chat.replies import Button, Reply, reply_for
+from reelbot.chat.service import CancelAnswer, ChatService, Ticket, Update
 from reelbot.chat.texts import Status, undeliverable_text
 from reelbot.chat.throttle import EditThrottle
 from reelbot.config import Settings
-from reelbot.errors import BackendUnavailable
+from reelbot.errors import BackendUnavailable, TransientError, UserError
 from reelbot.jobs import GenerationRequest, JobStatus, ReplyAddress
 from reelbot.queue.delivery import Delivery, DeliveryConsumer
 from reelbot.store.records import JobRecord
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Conversation", "Surface", "result_buttons", "status_buttons"]
+__all__ = ["Conversation", "Surface", "result_buttons", "status_buttons", "submit_with_status"]
 
 
 class Surface(Protocol):
@@ -90,6 +92,35 @@ def result_buttons(record: JobRecord) -> tuple[Button, ...]:
     return tuple(buttons)
 
 
+async def submit_with_status(
+    surface: Surface,
+    where: ReplyAddress,
+    job_id: str,
+    prompt: str,
+    run: Callable[..., Awaitable[Ticket]],
+) -> tuple[Ticket, ReplyAddress] | None:
+    """Post the status message, then submit (``run(reply=…)``, the address with its id) and show
+    the place in line. A refused submit ends the message in words; a user's mistake gives None."""
+    status_id = await surface.post_status(where, job_id, Status(JobStatus.QUEUED, prompt).text)
+    where = where.model_copy(update={"status_message_id": status_id})
+    try:
+        ticket = await run(reply=where)
+    except Exception as exc:
+        # The status message already says "queued"; it must not go on saying so.
+        ours = isinstance(exc, UserError | TransientError)
+        why = reply_for(exc) if ours else "This job could not be queued."
+        refused = Status(JobStatus.FAILED, prompt, message=why)
+        await surface.edit_status(where, job_id, refused, None, ())
+        if isinstance(exc, UserError):
+            return None
+        raise
+    if not ticket.duplicate:
+        now = Status(JobStatus.QUEUED, prompt, position=ticket.position, eta_s=ticket.eta_s)
+        buttons = status_buttons(job_id, JobStatus.QUEUED)
+        await surface.edit_status(where, job_id, now, None, buttons)
+    return ticket, where
+
+
 class Conversation:
     """Progress events into throttled status edits and deliveries into posts, for a surface."""
 
@@ -110,6 +141,13 @@ class Conversation:
         self.waiting: dict[str, GenerationRequest] = {}
         """Jobs of this platform waiting in line, whose place is redrawn while they wait."""
         service.on_submit.append(self.watch)
+        self.stopping: set[str] = set()
+        """Jobs asked to stop while running (``ChatService.cancel``): drawn "Cancelling…"."""
+        self._paces: dict[str, tuple[float, int]] = {}
+        """When a running job's first step was seen here, and which: its ETA from its pace."""
+        self._previews: dict[str, bytes] = {}
+        """Each running job's newest step preview (JPEG) that no edit has shown yet."""
+        service.on_cancel.append(self.cancelled)
         self.consumer = DeliveryConsumer(
             service.redis,
             service.platform,
@@ -124,6 +162,19 @@ class Conversation:
         """Redraw a queued job's place in line until it runs (when positions are refreshed)."""
         if self.positions_every_s is not None and not ticket.duplicate:
             self.waiting[ticket.job_id] = request
+
+    def cancelled(self, answer: CancelAnswer) -> None:
+        """A running job asked to stop shows "Cancelling…" (no Cancel) until it has."""
+        if answer.outcome == "stopping":
+            self.stopping.add(answer.job_id)
+
+    def eta_s(self, job_id: str, step: int | None, total: int | None) -> float | None:
+        """Seconds left of a running job at its pace since the first step seen; None before."""
+        if not step or not total:
+            return None
+        now = time.monotonic()
+        seen_at, first = self._paces.setdefault(job_id, (now, step))
+        return (now - seen_at) / (step - first) * (total - step) if step > first else None
 
     async def refresh_positions(self, stop: asyncio.Event) -> None:
         """Every ``positions_every_s``: each waiting job's place in line and ETA, redrawn."""
@@ -159,18 +210,27 @@ class Conversation:
             # The delivery posts the end state; a late event must not race it.
             return
         request = update.request
+        step, total = event.step or None, event.total or None
+        denoising = event.status == JobStatus.RUNNING and event.stage == "denoising"
+        stopping = event.job_id in self.stopping
         status = Status(
             event.status,
             request.text,
-            step=event.step or None,
-            total=event.total or None,
+            eta_s=self.eta_s(event.job_id, step, total) if denoising else None,
+            step=step,
+            total=total,
             message=event.message,
             stage=event.stage,
+            stopping=stopping,
         )
-        preview = base64.b64decode(event.preview_jpeg_b64) if event.preview_jpeg_b64 else None
-        buttons = status_buttons(event.job_id, event.status)
+        if event.preview_jpeg_b64:
+            self._previews[event.job_id] = base64.b64decode(event.preview_jpeg_b64)
+        buttons = () if stopping else status_buttons(event.job_id, event.status)
 
         async def edit() -> None:
+            # The newest preview not shown yet: a later edit that replaced the one carrying it
+            # (the throttle keeps only the latest) shows it instead.
+            preview = self._previews.pop(event.job_id, None)
             await self.surface.edit_status(request.reply, event.job_id, status, preview, buttons)
 
         await self.throttle.run(event.job_id, edit)
@@ -179,6 +239,9 @@ class Conversation:
         """Post a result, or end the status message in words (failed, cancelled)."""
         record = delivery.record
         self.throttle.forget(record.id)
+        self.stopping.discard(record.id)
+        self._paces.pop(record.id, None)
+        self._previews.pop(record.id, None)
         if delivery.kind == "result" and delivery.data is not None:
             posted = await self.surface.post_result(record, delivery.data, result_buttons(record))
             done = Status(JobStatus.DELIVERED, record.request.text)

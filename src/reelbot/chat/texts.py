@@ -81,10 +81,14 @@ class Status:
     """A failure that refunded the job's credits (every one before the result was made)."""
     stage: str | None = None
     """What the worker is doing while it runs (loading, denoising, decoding), when it says."""
+    stopping: bool = False
+    """Asked to stop while running: "Cancelling…" until the worker confirms."""
 
     @property
     def head(self) -> str:
         """The first line, without markup: ``🎨 Running ▰▰▱▱ 2/4 · about 3 s``."""
+        if self.stopping and not self.status.finished:
+            return f"🛑 {CANCEL_TEXT['stopping']}"
         if self.status == JobStatus.QUEUED:
             where = f" · position {self.position}" if self.position is not None else ""
             return f"⏳ Queued{where}{eta_text(self.eta_s)}"

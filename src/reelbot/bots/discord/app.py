@@ -78,6 +78,7 @@ class DiscordAdapter:
         service: ChatService,
         edit_interval_s: float = 3.0,
         delivery_poll_s: float = 0.5,
+        positions_every_s: float = 5.0,
     ) -> None:
         if settings.discord_token is None or not settings.discord_token.get_secret_value():
             raise ConfigError("REELBOT_DISCORD_TOKEN: not set; the Discord adapter needs it")
@@ -95,6 +96,7 @@ class DiscordAdapter:
             settings,
             edit_interval_s=edit_interval_s,
             delivery_poll_s=delivery_poll_s,
+            positions_every_s=positions_every_s,
         )
         self.client.reelbot_bot = DiscordBot(service, self.conversation)
         self._gateway: asyncio.Task[None] | None = None

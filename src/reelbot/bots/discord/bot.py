@@ -212,10 +212,9 @@ class DiscordBot:
             return
         if said.done:  # no later progress or place-in-line edit may undo "Cancelled"
             self.conversation.throttle.end(job_id)
-        else:
-            self.surface.stopping[job_id] = None
-        status = Status(said.record.status, said.record.request.text, credits_back=said.done)
-        content = render.status_text(status, stopping=not said.done)
+        done, record = said.done, said.record  # not done: "Cancelling…" (chat's Conversation)
+        status = Status(record.status, record.request.text, credits_back=done, stopping=not done)
+        content = render.status_text(status)
         await interaction.edit_original_response(content=content, view=None)
 
     # -- the rest of the commands answer privately ------------------------------------------
@@ -231,8 +230,6 @@ class DiscordBot:
 
         async def said() -> str:
             answer = await self.service.cancel(self.context(interaction), job_id)
-            if answer.outcome == "stopping":
-                self.surface.stopping[answer.job_id] = None
             return f"`{answer.job_id}`: {answer.text}"
 
         await self.private(interaction, said())

@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import re
 
-from reelbot.chat.texts import CANCEL_TEXT, Status, clip, final_text
+from reelbot.chat.texts import Status, clip, final_text
 from reelbot.jobs import GenerationParams, GenerationRequest, JobStatus
 from reelbot.store.records import JobRecord
 
 MAX_CONTENT = 2000
 """Discord's limit on a message's content."""
-STOPPING = f"🛑 {CANCEL_TEXT['stopping']}"
-"""A running job that was asked to stop; "Cancelled" only once the worker confirms."""
-
 _STATE = re.compile(r"^(\S+ )(\w+)")
 
 
-def status_text(status: Status, *, stopping: bool = False) -> str:
+def status_text(status: Status) -> str:
     """The status message: ``⏳ **Queued** · position 1`` and the prompt, quoted."""
-    text = status.text
-    if stopping and not status.status.finished:  # chat's text with the stopping head
-        text = STOPPING + text.removeprefix(status.head)
-    return clip(_STATE.sub(r"\1**\2**", text, count=1), MAX_CONTENT)
+    return clip(_STATE.sub(r"\1**\2**", status.text, count=1), MAX_CONTENT)
 
 
 def result_text(

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import aiohttp
 import discord
@@ -67,8 +68,6 @@ class DiscordSurface:
 
     def __init__(self, client: discord.Client, *, clock: Callable[[], float] = time.time) -> None:
         self.client, self.clock = client, clock
-        self.stopping: dict[str, None] = {}
-        """Jobs asked to stop while running: "Cancelling…" until the worker confirms."""
 
     def token_alive(self, reply: ReplyAddress) -> bool:
         """Whether the interaction token can still be used, with a margin."""
@@ -99,29 +98,30 @@ class DiscordSurface:
         preview: bytes | None,
         buttons: tuple[Button, ...],
     ) -> None:
-        """Show a job's state on its status message (the command's deferred response).
-
-        Previews are not drawn: an attachment edit per step would cost more than it shows.
-        """
+        """Show a job's state on its status message (the command's deferred response), with
+        the step preview attached while it runs; the last preview goes when the job ends."""
         if reply.status_message_id is None:
             return
-        stopping = job_id in self.stopping and not status.status.finished
-        content = render.status_text(status, stopping=stopping)
-        view = None if stopping else view_of(buttons)
+        content, view = render.status_text(status), view_of(buttons)
         message_id = int(reply.status_message_id)
-        if status.status.finished:
-            self.stopping.pop(job_id, None)
+
+        def edit() -> dict[str, Any]:  # a File is closed once sent: fresh ones per try
+            # "attachments" replaces the message's (Discord's edit): [] drops the last preview.
+            files = [discord.File(io.BytesIO(preview), "preview.jpg")] if preview else _MISSING
+            return {"content": content, "view": view, "attachments": [] if done else files}
+
+        done = status.status.finished
         try:
             if self.token_alive(reply):
                 try:
-                    await self._webhook(reply).edit_message(message_id, content=content, view=view)
+                    await self._webhook(reply).edit_message(message_id, **edit())
                     return
                 except discord.HTTPException as exc:
                     if not _token_gone(exc):
                         raise
             # The status message is the bot's own, so the bot token can edit it after expiry.
             message = self._channel(reply).get_partial_message(message_id)
-            await message.edit(content=content, view=view)
+            await message.edit(**edit())
         except discord.NotFound:
             log.info("status message %s is gone; not editing it", message_id)
 

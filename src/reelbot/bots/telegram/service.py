@@ -43,7 +43,6 @@ class TelegramService:
         private_interval: float = PRIVATE_INTERVAL_S,
         group_interval: float = GROUP_INTERVAL_S,
         delivery_poll_s: float = 0.5,
-        positions_every_s: float = 10.0,
     ) -> None:
         self.service = ChatService(redis, settings, catalog, platform=PLATFORM)
         self.adapter = TelegramAdapter(
@@ -61,13 +60,9 @@ class TelegramService:
         # The board keeps Telegram's per-chat rate, so the conversation hands every edit on;
         # a waiting job's place is redrawn every 10 s (at most 6 of a group's 20 a minute).
         self.conversation = Conversation(
-            self.service,
-            self.surface,
-            settings,
-            edit_interval_s=0,
-            delivery_poll_s=delivery_poll_s,
-            positions_every_s=positions_every_s,
+            self.service, self.surface, settings, edit_interval_s=0, delivery_poll_s=delivery_poll_s
         )
+        self.conversation.positions_every_s = 10.0
 
     async def start(self, webhook: WebhookConfig | None = None) -> None:
         """Start the bot (polling, or the webhook when given), then the conversation."""

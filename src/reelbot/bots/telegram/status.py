@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 
-from telegram import Bot, InlineKeyboardMarkup
+from telegram import Bot, InlineKeyboardMarkup, InputMediaPhoto
 from telegram.error import BadRequest, TelegramError
 
 from reelbot.chat.throttle import EditThrottle
@@ -22,6 +22,13 @@ edits stay well inside that so results and other replies are never held back."""
 EDIT_TIMEOUT_S = 15.0
 _REMEMBER = 2048
 Markup = InlineKeyboardMarkup | None
+
+
+def _failed(what: str, job_id: str, exc: Exception) -> None:
+    """Progress is best effort (the result goes out through its own path); never "Task exception
+    was never retrieved": say which job, with a trace if it is not Telegram."""
+    trace = not isinstance(exc, TelegramError)
+    log.warning("%s of job %s failed: %s", what, job_id, exc, exc_info=trace)
 
 
 class StatusBoard:
@@ -43,6 +50,8 @@ class StatusBoard:
             interval_for=lambda chat: group_interval if chat.startswith("-") else private_interval,
         )
         self._shown: OrderedDict[tuple[int, int], tuple[str, Markup]] = OrderedDict()
+        self.previews: dict[str, int] = {}
+        """Each running job's preview photo: sent once, its media edited, deleted at the end."""
 
     def _note(self, chat_id: int, message_id: int, text: str, markup: Markup) -> None:
         self._shown[chat_id, message_id] = (text, markup)  # PTB objects compare by content
@@ -69,6 +78,27 @@ class StatusBoard:
         edit = partial(self._edit, chat_id, message_id, text, markup, job_id)
         await self.throttle.run(f"{chat_id}:{message_id}", edit, room=str(chat_id), final=final)
 
+    async def photo(
+        self, chat_id: int, job_id: str, jpeg: bytes | None, send: Callable[[bytes], Awaitable[int]]
+    ) -> None:
+        """A step preview in a photo of its own (a text message takes no editMessageMedia): sent
+        once, its media edited in the chat's slots; None (the job ended) deletes it."""
+
+        async def edit() -> bool:
+            shown = self.previews.pop(job_id, None) if jpeg is None else self.previews.get(job_id)
+            try:
+                if jpeg is None:  # False when there is none: the slot stays free
+                    return shown is not None and await self._bot.delete_message(chat_id, shown)
+                if shown is None:
+                    self.previews[job_id] = await send(jpeg)
+                else:  # the same key below: a waiting edit is replaced, also by the deletion
+                    await self._bot.edit_message_media(InputMediaPhoto(jpeg), chat_id, shown)
+            except Exception as exc:  # best effort, like the status edits below
+                _failed("preview", job_id, exc)
+            return True
+
+        await self.throttle.run(f"{chat_id}:{job_id}:p", edit, room=str(chat_id), final=not jpeg)
+
     async def _edit(
         self, chat_id: int, message_id: int, text: str, markup: Markup, job_id: str
     ) -> bool:
@@ -90,10 +120,7 @@ class StatusBoard:
             if "not modified" not in exc.message.lower():
                 log.info("status edit of job %s skipped: %s", job_id, exc.message)
         except Exception as exc:
-            # Progress is best effort (the result goes out through its own path); never "Task
-            # exception was never retrieved": say which job, with a trace if it is not Telegram.
-            trace = not isinstance(exc, TelegramError)
-            log.warning("status edit of job %s failed: %s", job_id, exc, exc_info=trace)
+            _failed("status edit", job_id, exc)
             return True
         self._note(chat_id, message_id, text, markup)
         return True
