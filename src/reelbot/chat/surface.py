@@ -192,6 +192,8 @@ class Conversation:
                 if job is None or job.status != JobStatus.QUEUED or job.position is None:
                     self.waiting.pop(job_id, None)
                     continue
+                if job_id not in self.waiting:  # it started while Redis was asked
+                    continue
                 status = Status(
                     JobStatus.QUEUED, request.text, position=job.position, eta_s=job.eta_s
                 )
