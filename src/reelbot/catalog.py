@@ -70,6 +70,8 @@ class ModelSpec(BaseModel):
     strength_default: float | None = Field(
         default=None, gt=0, le=1, description="image-to-image strength; None: not supported"
     )
+    vary_subtle: float = Field(default=0.35, ge=0.05, le=1, description="Vary (subtle) strength")
+    vary_strong: float = Field(default=0.75, ge=0.05, le=1, description="Vary (strong) strength")
     supports_negative: bool = True
     preview_vae: str | None = Field(
         default=None,

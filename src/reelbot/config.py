@@ -46,6 +46,9 @@ class CoreSection(BaseModel):
     video_queue: str = "reelbot:video"
     max_queued: int = Field(default=500, ge=1, description="global queue cap")
     result_ttl_s: int = Field(default=24 * 3600, ge=60)
+    history_days: int = Field(
+        default=30, ge=1, le=3650, description="days a job's record (spec, buttons) is kept"
+    )
     default_count: int = Field(
         default=1, ge=1, le=4, description="images per image command without --n (a grid)"
     )
@@ -258,6 +261,11 @@ class Settings(
     def effective_redis_url(self) -> str:
         """The Redis URL to connect to."""
         return self.redis_url or DEFAULT_REDIS_URL
+
+    @property
+    def history_ttl_s(self) -> int:
+        """How long a finished job's record lives: ``history_days``, never less than its result."""
+        return max(self.history_days * 86400, self.result_ttl_s)
 
     def queue_for(self, task: Task) -> str:
         """The arq queue a task's jobs go to, so image and video workers can be separate pools."""

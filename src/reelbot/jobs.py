@@ -13,6 +13,7 @@ import math
 import re
 import unicodedata
 from enum import StrEnum
+from fractions import Fraction
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -407,6 +408,14 @@ def _size_for(spec: ModelSpec, aspect: str | None) -> tuple[int, int]:
     return width, height
 
 
+def _ratio_of(size: tuple[int, int]) -> str:
+    """An image's aspect as ``W:H``, held within the ratios a model takes (1:4 to 4:1)."""
+    ratio = Fraction(max(1, size[0]), max(1, size[1]))
+    ratio = min(max(ratio, 1 / Fraction(MAX_ASPECT)), Fraction(MAX_ASPECT))
+    ratio = ratio.limit_denominator(249)  # both sides stay within --ar's three digits
+    return f"{ratio.numerator}:{ratio.denominator}"
+
+
 def _normal_aspect(aspect: str | None) -> str | None:
     match = _ASPECT_RE.match(aspect.strip()) if aspect else None
     return f"{int(match.group(1))}:{int(match.group(2))}" if match else None
@@ -503,7 +512,11 @@ def resolve(
         where = "/remix" if task != Task.REMIX else f"{spec.name} (it edits by reference instead)"
         raise InvalidOption(f"--strength only applies to {where}.", option="strength")
 
-    width, height = _size_for(spec, opts.aspect)
+    if opts.aspect is None and task.needs_image and image_size is not None:
+        # /remix and /animate keep the input's shape: the nearest size the model allows.
+        width, height = _size_for(spec, _ratio_of(image_size))
+    else:
+        width, height = _size_for(spec, opts.aspect)
 
     frames, fps = 1, None
     if task.is_video:

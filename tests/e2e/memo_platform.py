@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 from dataclasses import dataclass, field
+from typing import Any
 
 from reelbot.catalog import Task
+from reelbot.chat.commands import TextCommands, is_generation, press, split_command
 from reelbot.chat.replies import Button, Reply, reply_for
-from reelbot.chat.service import ChatService, Context
-from reelbot.chat.surface import Conversation
+from reelbot.chat.service import ChatService, Context, Ticket
+from reelbot.chat.surface import Conversation, repost
 from reelbot.chat.texts import Status
-from reelbot.errors import BackendUnavailable, InvalidPrompt
+from reelbot.errors import BackendUnavailable
 from reelbot.jobs import ReplyAddress, Requester, parse_prompt
 from reelbot.store.records import JobRecord
 
@@ -57,9 +59,9 @@ class MemoChat:
     # -- Surface ---------------------------------------------------------------------------
 
     async def post_status(self, reply: ReplyAddress, job_id: str, text: str) -> str | None:
-        message = Message(self.new_id(), reply.channel_id, text)
-        self.messages[message.id] = message
-        return message.id
+        key = reply.status_message_id or self.new_id()
+        self.messages[key] = Message(key, reply.channel_id, text)
+        return key
 
     async def edit_status(
         self,
@@ -69,7 +71,8 @@ class MemoChat:
         preview: bytes | None,
         buttons: tuple[Button, ...],
     ) -> None:
-        message = self.messages[reply.status_message_id or ""]
+        key = reply.status_message_id or ""
+        message = self.messages.setdefault(key, Message(key, reply.channel_id, ""))
         message.text, message.preview, message.buttons = status.text, preview, buttons
         message.edits += 1
 
@@ -98,46 +101,41 @@ class MemoBot:
 
     def __init__(self, service: ChatService, chat: MemoChat, conversation: Conversation) -> None:
         self.service, self.chat, self.conversation = service, chat, conversation
+        self.commands = TextCommands(service, help_text=lambda: "memo help", not_admin="no")
 
-    async def say(self, user: str, chat: str, text: str, *, group: bool = False) -> str:
-        """A member types ``text`` in ``chat``; returns the id of what reelbot answered."""
+    async def say(
+        self, user: str, chat: str, what: str | Button, *, group: bool = False, image: Any = None
+    ) -> str:
+        """A member types a command (or presses a button) in ``chat``; returns the job's id."""
         requester = Requester(platform=PLATFORM, user_id=user, server_id=chat if group else None)
-        ctx = Context(requester, channel_id=chat)
-        source = self.chat.new_id()
+        ctx, here = Context(requester, chat), ReplyAddress(platform=PLATFORM, channel_id=chat)
         try:
-            return await self._command(ctx, source, text)
+            said = await self._command(ctx, here, what, image)
         except Exception as exc:
-            await self.chat.answer(ReplyAddress(platform=PLATFORM, channel_id=chat), _err(exc))
-            return ""
-
-    async def _command(self, ctx: Context, source: str, text: str) -> str:
-        name, _, rest = text.removeprefix("/").partition(" ")
-        chat = ctx.channel_id or ""
-        if name in {t.value for t in Task}:
-            parse_prompt(rest)  # bad flags are answered before anything is posted
-            status_id = await self.chat.post_status(
-                ReplyAddress(platform=PLATFORM, channel_id=chat), "", "⏳ Queued"
-            )
-            reply = ReplyAddress(platform=PLATFORM, channel_id=chat, status_message_id=status_id)
-            ticket = await self.service.generate(
-                ctx, Task(name), rest, reply=reply, source_id=source
-            )
-            return ticket.job_id
-        if name == "cancel":
-            said = await self.service.cancel(ctx, rest.strip() or None)
-            await self.chat.answer(
-                ReplyAddress(platform=PLATFORM, channel_id=chat), Reply(said.text)
-            )
+            said = reply_for(exc)
+        if isinstance(said, Ticket):
             return said.job_id
-        if name == "jobs":
-            text = await self.service.jobs_text(ctx)
-            await self.chat.answer(ReplyAddress(platform=PLATFORM, channel_id=chat), Reply(text))
-            return ""
-        raise InvalidPrompt(f"/{name[:20]} is not a command here.")
+        await self.chat.answer(here, Reply(said))
+        return ""
+
+    async def _command(
+        self, ctx: Context, here: ReplyAddress, what: str | Button, image: bytes | None
+    ) -> Ticket | str:
+        status_id = self.chat.new_id()  # Info answers; other buttons start the presser's job
+        reply = here.model_copy(update={"status_message_id": status_id})
+        if isinstance(what, Button):
+            return await press(self.service, ctx, what, reply=reply, source_id=status_id)
+        name, rest = split_command(what)
+        if is_generation(name):
+            parse_prompt(rest)  # bad flags are answered before anything is posted
+            await self.chat.post_status(reply, "", "⏳ Queued")
+            return await self.service.generate(
+                ctx, Task(name), rest, reply=reply, source_id=status_id, image=image
+            )
+        said = await self.commands.answer(ctx, name, rest)
+        if said.shown is not None:
+            await repost(self.chat, here, said.shown)
+        return said.cancel.text if said.cancel else said.text
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.conversation.run(stop)
-
-
-def _err(exc: BaseException) -> Reply:
-    return Reply(reply_for(exc))

@@ -1,6 +1,8 @@
-"""Grids end to end: ``/imagine … count:4`` on discord.py against the local Discord (one grid image,
-U1–U4 and V1–V4), and ``--n 4`` on the real web server (four tiles, each served only to its
-client), with the real queue and the real worker on the tiny models."""
+"""Grids end to end, with the real queue and the real worker on the tiny models.
+
+discord.py against the local Discord: ``/imagine … count:4`` posts one grid image with U1–U4 and
+V1–V4, each button a job of the presser's own; /history lists it and /show posts it again after
+a restart. The real web server: ``--n 4`` shows four tiles, each served only to its client."""
 
 from __future__ import annotations
 
@@ -55,6 +57,29 @@ async def test_discord_grid_is_one_image_with_u_and_v_buttons(stack: Stack) -> N
     up = await stack.record(job_id_for("discord", click.id))
     assert up.request.task == Task.UPSCALE and up.request.requester.user_id == BOB
     assert decoded(emu, upscaled)[1].size == (2 * SIZE[0], 2 * SIZE[1])
+
+    # V1 (subtle), clicked by Bob: a grid of variations of image 1, with its size and model.
+    click = await acknowledged(emu, await emu.click(message["id"], f"rb:vs:{job}:0", user_id=BOB))
+    varied = await result_of(emu, click)
+    vary = await stack.record(job_id_for("discord", click.id))
+    assert vary.params.task == Task.REMIX and vary.params.model == record.params.model
+    assert vary.params.strength == 0.35 and (vary.params.width, vary.params.height) == SIZE
+    assert decoded(emu, varied)[1].size == grid.size and vary.params.count == 4
+
+    # /history lists the grid, privately; after the adapter restarts /show posts it again.
+    listed = await acknowledged(emu, await emu.slash("history", {}))
+    [said] = await emu.wait_for(lambda: emu.followups(listed), within=10)
+    assert listed.ephemeral and job in said["content"] and f"/show {job}" in said["content"]
+    await stack.stop("discord")
+    await stack.start_adapter()
+    shown = await acknowledged(emu, await emu.slash("show", {"job": job}))
+    again = await emu.wait_for(
+        lambda: (m := emu.original(shown)) is not None and m["attachments"] and m, within=10
+    )
+    assert emu.files_of(again["id"])[0][1] == emu.files_of(message["id"])[0][1]
+    assert "seed" in again["content"] and any(
+        c["custom_id"] == f"rb:in:{job}" for row in again["components"] for c in row["components"]
+    )
     assert emu.violations == []
 
 

@@ -16,6 +16,7 @@ from PIL import Image
 
 from integration.conftest import start_generation
 from reelbot.catalog import load_catalog
+from reelbot.chat.replies import Button
 from reelbot.chat.service import ChatService
 from reelbot.chat.surface import Conversation
 from reelbot.config import Settings
@@ -101,7 +102,14 @@ async def test_imagine_jobs_cancel_through_the_real_queue_and_worker(
             assert len(posted) == 1 and "--seed 7" in posted[0].text
             image = Image.open(io.BytesIO(posted[0].file or b""))
             assert image.size[0] > 0 and image.format == "PNG"
-            assert [b.action for b in posted[0].buttons] == ["upscale", "reroll", "vary", "animate"]
+            assert [b.action for b in posted[0].buttons] == [
+                "upscale",
+                "vary_subtle",
+                "vary_strong",
+                "reroll",
+                "animate",
+                "info",
+            ]
             await until(lambda: any("Done" in m.text for m in chat.in_chat("room")))
             async with asyncio.timeout(STEP_S):
                 while (await records.require(job)).status != JobStatus.DELIVERED:  # noqa: ASYNC110
@@ -184,3 +192,97 @@ async def test_a_conversation_stopped_past_its_timeout_leaves_no_task_behind(
         if t.get_name() in ("chat-delivery", "chat-positions")
     ]
     assert left == []
+
+
+def _png(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 120, 40)).save(out, "PNG")
+    return out.getvalue()
+
+
+def _size(data: bytes | None) -> tuple[int, int]:
+    return Image.open(io.BytesIO(data or b"")).size
+
+
+async def test_variations_remix_aspect_history_show_and_info(
+    memo: tuple[MemoBot, Settings], discord_runner: Any
+) -> None:
+    """The creative loop on one platform: V subtle/strong keep the source's size and model, a
+    16:9 remix stays 16:9-ish (never a centre-cropped square), /history lists the results,
+    /show re-posts one after the adapter restarts, Info tells how it was made, and Re-run with
+    the same seed makes the same image."""
+    bot, settings = memo
+    chat = bot.chat
+    stop = asyncio.Event()
+    worker = await start_generation(settings, discord_runner, stop)
+
+    def posts() -> list[Any]:
+        return [m for m in chat.in_chat("room") if m.file]
+
+    try:
+        job = await bot.say("ann", "room", "/imagine a red fox --ar 16:9 --seed 7", group=True)
+        [first] = await until(posts)
+        wide = _size(first.file)
+        assert wide[0] > wide[1]
+        by_action = {b.action: b for b in first.buttons}
+        # Vary (subtle) and Vary (strong): the source's size and model, a strength each.
+        for n, action in enumerate(("vary_subtle", "vary_strong"), start=2):
+            varied = await bot.say("bob", "room", by_action[action], group=True)
+            assert varied, chat.private[-1:]
+            made = await until(lambda n=n: len(posts()) >= n and posts())
+            assert _size(made[-1].file) == wide
+            record = await _record(settings, varied)
+            assert record.params.model == "tiny-zimage" and record.params.task.value == "remix"
+            assert record.requester.user_id == "bob"  # whoever clicks pays for their job
+            strength = record.params.strength
+            assert strength == (0.35 if action == "vary_subtle" else 0.75), strength
+        # A 16:9 upload keeps its shape through /remix.
+        await bot.say("ann", "room", "/remix in winter", group=True, image=_png(320, 180))
+        remixed = await until(lambda: len(posts()) >= 4 and posts())
+        width, height = _size(remixed[-1].file)
+        assert width / height > 1.5, (width, height)
+        # /history lists ann's results here, newest first; bob's DM sees none of them.
+        await bot.say("ann", "room", "/history", group=True)
+        listed = chat.private[-1][1]
+        assert job in listed and f"/show {job}" in listed and "red fox" in listed
+        await bot.say("bob", "bob-dm", "/history")
+        assert job not in chat.private[-1][1]
+        # Info: model, seed, steps, size, and the time it took.
+        await bot.say("carol", "room", by_action["info"], group=True)
+        info = chat.private[-1][1]
+        assert "tiny-zimage" in info and "seed 7" in info and f"{wide[0]}×{wide[1]}" in info
+        assert "Took" in info
+        # Re-run: the same seed, so the same pixels.
+        rerun = await bot.say("ann", "room", Button("rerun", job, "Re-run"), group=True)
+        again = await until(lambda: len(posts()) >= 5 and posts())
+        assert (await _record(settings, rerun)).params.seed == 7
+        assert _pixels(again[-1].file) == _pixels(first.file)
+    finally:
+        stop.set()
+        async with asyncio.timeout(30):
+            await worker
+    # A fresh adapter (a restart) on the same Redis: /show posts the stored result again.
+    redis = connect(settings.effective_redis_url)
+    try:
+        service = ChatService(redis, settings, load_catalog("tiny"), platform="memo")
+        fresh = MemoBot(service, MemoChat(), Conversation(service, MemoChat(), settings))
+        assert await fresh.say("ann", "room", f"/show {job}", group=True) == ""
+        [shown] = [m for m in fresh.chat.in_chat("room") if m.file]
+        assert shown.file == first.file and "info" in [b.action for b in shown.buttons]
+        # Someone else's job, or one from another chat, is not shown.
+        await fresh.say("bob", "room", f"/show {job}", group=True)
+        assert "no job" in fresh.chat.private[-1][1]
+    finally:
+        await redis.aclose(close_connection_pool=True)
+
+
+async def _record(settings: Settings, job_id: str) -> Any:
+    redis = connect(settings.effective_redis_url)
+    try:
+        return await RecordStore(redis, finished_ttl_s=60).require(job_id)
+    finally:
+        await redis.aclose(close_connection_pool=True)
+
+
+def _pixels(data: bytes | None) -> bytes:
+    return Image.open(io.BytesIO(data or b"")).convert("RGB").tobytes()

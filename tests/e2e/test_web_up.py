@@ -105,7 +105,14 @@ async def test_demo_answers_imagine_with_an_image(web_up: WebUp) -> None:
         result = await p.wait(job["job_id"], _delivered)
         running = [e for e in p.events if e["job_id"] == job["job_id"] and e["status"] == "running"]
         assert any(e["step"] > 0 and e["total"] > 0 for e in running), p.events
-        assert result["actions"] == ["reroll", "variations", "animate"]
+        assert result["actions"] == [
+            "upscale",
+            "vary_subtle",
+            "vary_strong",
+            "reroll",
+            "animate",
+            "info",
+        ]
         assert "--seed 7" in result["summary"]
 
         media = await p.http.get(result["media"]["url"])
@@ -139,7 +146,7 @@ async def test_video_and_buttons(web_up: WebUp) -> None:
         video = (await p.send("/video waves --seed 3")).json()
         assert video["type"] == "job", video
         done = await p.wait(video["job_id"], _delivered)
-        assert done["media"]["kind"] == "video" and done["actions"] == ["reroll"]
+        assert done["media"]["kind"] == "video" and done["actions"] == ["reroll", "info"]
         clip = await p.http.get(done["media"]["url"])
         assert clip.headers["content-type"] == "video/mp4"
         assert clip.content[4:8] == b"ftyp"

@@ -121,9 +121,10 @@ def test_generate_image_and_video(capsys: pytest.CaptureFixture[str], tmp_path: 
     argv = ["generate", "remix", "--style watercolor", "--image", str(png), "--out", str(remixed)]
     assert main(argv) == 0
     with Image.open(remixed) as image:
-        assert image.size == (64, 64)
+        # The input's 3:2 shape at the model's nearest size (a square centre-crop before).
+        assert image.size == (80, 48)
 
     mp4 = tmp_path / "fox.mp4"
     assert main(["generate", "animate", "--seed 3", "--image", str(png), "--out", str(mp4)]) == 0
     info = probe_video(mp4.read_bytes())
-    assert (info.width, info.height, info.frames) == (64, 64, 9)
+    assert (info.width, info.height, info.frames) == (96, 64, 9)  # 3:2 kept, as for remix

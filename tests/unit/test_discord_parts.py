@@ -218,17 +218,19 @@ def test_button_ids_are_short_and_parse_back() -> None:
     image = _record().model_copy(update={"id": job})
     views = [view_of(result_buttons(image)), view_of(status_buttons(job, JobStatus.RUNNING))]
     ids = [item.custom_id for view in views if view for item in view.children]  # type: ignore[attr-defined]
-    assert ids == [f"rb:up:{job}", f"rb:rr:{job}", f"rb:var:{job}", f"rb:ani:{job}", f"rb:cx:{job}"]
+    shorts = ["up", "vs", "vx", "rr", "ani", "in", "cx"]
+    assert ids == [f"rb:{short}:{job}" for short in shorts]
     assert all(len(i) <= 100 for i in ids)
     video = view_of(result_buttons(_record(Task.VIDEO).model_copy(update={"id": job})))
     assert video is not None
-    assert [getattr(i, "custom_id", "") for i in video.children] == [f"rb:rr:{job}"]
+    assert [getattr(i, "custom_id", "") for i in video.children] == [f"rb:rr:{job}", f"rb:in:{job}"]
     assert view_of(status_buttons(job, JobStatus.DELIVERED)) is None
     # A click is parsed back from its custom_id alone (buttons outlive restarts).
     template = JobButton.__discord_ui_compiled_template__
     assert template.fullmatch(f"rb:xx:{job}") is None
     clicked = views[0].children[0] if views[0] else None
-    for short, action in (("rr", "reroll"), ("cx", "cancel")):
+    # "var" is the Variations button of results posted before Vary (subtle)/(strong).
+    for short, action in (("rr", "reroll"), ("cx", "cancel"), ("var", "vary"), ("in", "info")):
         match = template.fullmatch(f"rb:{short}:{job}")
         assert match is not None
         rebuilt = asyncio.run(JobButton.from_custom_id(cast(Any, None), cast(Any, clicked), match))

@@ -11,15 +11,27 @@ from __future__ import annotations
 import difflib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import cast, get_args
 
 from reelbot.catalog import Task
-from reelbot.chat.service import CancelAnswer, ChatService, Context
+from reelbot.chat.history import History, Shown
+from reelbot.chat.replies import Button
+from reelbot.chat.service import CancelAnswer, ChatService, Context, Rerun, Ticket
 from reelbot.errors import InvalidPrompt, NotAllowed
+from reelbot.jobs import ReplyAddress
+from reelbot.store.records import JobRecord
 
-__all__ = ["Answer", "TextCommands", "is_generation", "split_command", "unknown_command"]
+__all__ = [
+    "Answer",
+    "TextCommands",
+    "is_generation",
+    "press",
+    "split_command",
+    "unknown_command",
+]
 
 GENERATION = frozenset(t.value for t in Task)
-GENERAL = ("jobs", "cancel", "models", "help", "quota", "admin")
+GENERAL = ("jobs", "cancel", "models", "help", "quota", "admin", "history", "show")
 NAMES = (*GENERATION, *GENERAL)
 """Every command a text platform answers, for ``/help`` and the did-you-mean hint."""
 
@@ -40,6 +52,34 @@ def is_generation(name: str) -> bool:
     return name in GENERATION
 
 
+async def press(
+    service: ChatService,
+    ctx: Context,
+    button: Button,
+    *,
+    reply: ReplyAddress,
+    source_id: str,
+    same_chat: bool = False,
+) -> Ticket | str:
+    """A button under a result (cancel is the platform's: it edits the status in place): Info
+    answers in words; any other starts a job of the presser's own, on their quota.
+    ``same_chat``: see ``ChatService.rerun``."""
+    if button.action == "info":
+        return await History(service).info(ctx, button.job_id)
+    if button.action not in get_args(Rerun):
+        raise InvalidPrompt("That button isn't one reelbot knows; run the command again.")
+    how = cast(Rerun, button.action)
+    return await service.rerun(
+        ctx,
+        button.job_id,
+        how,
+        reply=reply,
+        source_id=source_id,
+        index=button.index,
+        same_chat=same_chat,
+    )
+
+
 def unknown_command(name: str) -> str:
     """The answer to a command that does not exist, with the nearest one."""
     close = difflib.get_close_matches(name.lower(), NAMES, n=1)
@@ -54,13 +94,20 @@ class Answer:
 
     text: str
     cancel: CancelAnswer | None = None
+    shown: Shown | None = None
+    """``/show``: the job to post again (``chat.surface.repost``)."""
 
 
 class TextCommands:
     """The commands that are not generations, for one platform's words (its help, its admins)."""
 
     def __init__(
-        self, service: ChatService, *, help_text: Callable[[], str], not_admin: str
+        self,
+        service: ChatService,
+        *,
+        help_text: Callable[[], str],
+        not_admin: str,
+        link: Callable[[JobRecord], str | None] | None = None,
     ) -> None:
         self.service = service
         self.help_text = help_text
@@ -74,7 +121,12 @@ class TextCommands:
             "help": self._help,
             "quota": self._quota,
             "admin": self._admin,
+            "history": self._history,
+            "show": self._show,
         }
+        self.history = History(service)
+        self.link = link
+        """The platform's link to a posted result, for ``/history`` (Discord's jump links)."""
 
     def knows(self, name: str) -> bool:
         """Whether ``/name`` is one of these commands."""
@@ -105,6 +157,15 @@ class TextCommands:
         who = ctx.requester
         quota = await self.service.quota_text(who)
         return Answer(f"{quota}\nYou are {who.platform}:{who.user_id} here.")
+
+    async def _history(self, ctx: Context, rest: str) -> Answer:
+        return Answer(await self.history.text(ctx, link=self.link))
+
+    async def _show(self, ctx: Context, rest: str) -> Answer:
+        if not rest.split():
+            raise InvalidPrompt("Which job? /show JOB_ID (/history lists your recent ones).")
+        shown = await self.history.show(ctx, rest.split()[0])
+        return Answer(shown.text, shown=shown)
 
     async def _admin(self, ctx: Context, rest: str) -> Answer:
         if not ctx.requester.is_admin:

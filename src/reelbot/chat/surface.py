@@ -17,6 +17,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from reelbot.catalog import Task
+from reelbot.chat.history import Shown
 from reelbot.chat.replies import Button, Reply, reply_for
 from reelbot.chat.service import CancelAnswer, ChatService, Ticket, Update
 from reelbot.chat.texts import Status, undeliverable_text
@@ -73,23 +75,29 @@ def status_buttons(job_id: str, status: JobStatus) -> tuple[Button, ...]:
 
 
 def result_buttons(record: JobRecord) -> tuple[Button, ...]:
-    """Re-roll for every result; variations and animate for an image.
+    """What a result offers next, as Midjourney's do.
 
-    A grid gets U1–U4 (upscale image i), V1–V4 (a subtle variation of image i) and Re-roll.
+    A grid: U1–U4 (upscale image i) and Re-roll, then V1–V4 (a subtle variation of image i) and
+    Info. One image: Upscale, Vary (subtle), Vary (strong), Re-roll, Animate, Info; an upscaled
+    one has nothing to re-roll or upscale again. A video: Re-roll and Info.
     """
+    job, task = record.id, record.params.task
+    info = Button("info", job, "Info")
     tiles = record.result.tiles if record.result is not None else ()
     if tiles:
-        ups = [Button("upscale", record.id, f"U{i + 1}", i) for i in range(len(tiles))]
-        varies = [Button("vary_subtle", record.id, f"V{i + 1}", i) for i in range(len(tiles))]
-        return (*ups, Button("reroll", record.id, "Re-roll"), *varies)
-    buttons = [Button("reroll", record.id, "Re-roll")]
-    if not record.params.task.is_video:
-        buttons.insert(0, Button("upscale", record.id, "Upscale"))
-        buttons += [
-            Button("vary", record.id, "Variations"),
-            Button("animate", record.id, "Animate"),
-        ]
-    return tuple(buttons)
+        ups = [Button("upscale", job, f"U{i + 1}", i) for i in range(len(tiles))]
+        varies = [Button("vary_subtle", job, f"V{i + 1}", i) for i in range(len(tiles))]
+        return (*ups, Button("reroll", job, "Re-roll"), *varies, info)
+    if task.is_video:
+        return (Button("reroll", job, "Re-roll"), info)
+    varies = [
+        Button("vary_subtle", job, "Vary (subtle)"),
+        Button("vary_strong", job, "Vary (strong)"),
+    ]
+    if task == Task.UPSCALE:
+        return (*varies, Button("animate", job, "Animate"), info)
+    up = Button("upscale", job, "Upscale")
+    return (up, *varies, Button("reroll", job, "Re-roll"), Button("animate", job, "Animate"), info)
 
 
 async def submit_with_status(
@@ -312,3 +320,14 @@ class Conversation:
             log.exception("the conversation ended with an error")
         # Cancelled or not, wait for its clean-up: its helper tasks end with it.
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def repost(surface: Surface, where: ReplyAddress, shown: Shown) -> None:
+    """``/show JOB``: its result posted again where it was asked for, with the result's buttons,
+    while the bytes are stored; else its parameters with Re-run (the same seed) and Info."""
+    if shown.data is None:
+        await surface.answer(where, Reply(shown.text, private=False, buttons=shown.buttons))
+        return
+    request = shown.record.request.model_copy(update={"reply": where})
+    here = shown.record.model_copy(update={"request": request})
+    await surface.post_result(here, shown.data, result_buttons(shown.record))

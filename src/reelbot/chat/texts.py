@@ -10,6 +10,7 @@ from reelbot.catalog import Catalog, Task
 from reelbot.jobs import JobStatus
 
 __all__ = [
+    "BUTTONS_HELP",
     "CANCEL_TEXT",
     "Status",
     "clip",
@@ -138,6 +139,14 @@ def models_lines(catalog: Catalog) -> list[str]:
     return lines
 
 
+BUTTONS_HELP = (
+    "Under a result: U1–U4 upscale, V1–V4 and Vary (subtle/strong) make variations, Re-roll "
+    "draws a new seed, Info says how it was made. Whoever presses a button starts a job of "
+    "their own and pays for it (a grid costs n images); Cancel stays with the job's owner."
+)
+"""What the buttons under a result do, and who pays: every platform's /help says it."""
+
+
 def help_text(attach: str, *, footer: str = "") -> str:
     """``/help`` for the platforms that read typed commands: the commands and their flags, with
     how this platform takes an image (``attach``) and its own last line."""
@@ -147,8 +156,11 @@ def help_text(attach: str, *, footer: str = "") -> str:
         f"/remix make it winter · change a picture ({attach})",
         "/video waves at sunset --duration 2 · a short video",
         f"/animate · bring a picture to life ({attach})",
-        "Flags: --ar 16:9 --seed 42 --no text --steps 4 --guidance 3.5 --model NAME "
-        "--strength 0.6 --duration 4 --fps 24 --style NAME",
-        "/jobs your jobs · /cancel [job] stop one · /models what runs here · /quota your budget",
+        f"/upscale --scale 4 --creative · a bigger, sharper picture ({attach})",
+        "Flags: --n 4 (a grid) --ar 16:9 --seed 42 --no text --steps 4 --guidance 3.5 "
+        "--model NAME --strength 0.6 --duration 4 --fps 24 --style NAME",
+        BUTTONS_HELP,
+        "/history your last results · /show JOB post one again · /jobs your jobs · "
+        "/cancel [job] stop one · /models what runs here · /quota your budget",
     ]
     return "\n".join([*lines, footer] if footer else lines)

@@ -139,7 +139,7 @@ class DeliveryConsumer(QueueWorker):
         self.post = post
         self.notice = notice
         self.records = RecordStore(
-            redis, finished_ttl_s=settings.result_ttl_s, on_status=[settle_moved]
+            redis, finished_ttl_s=settings.history_ttl_s, on_status=[settle_moved]
         )
         self.results = results or RedisResultStore(redis, ttl_s=settings.result_ttl_s)
         self._unmarked: dict[str, str | None] = {}

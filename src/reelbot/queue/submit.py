@@ -8,6 +8,7 @@ together, so a crash can never leave half a job. It then wakes idle workers over
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -17,7 +18,7 @@ from arq.jobs import serialize_job
 from redis.exceptions import RedisError
 
 from reelbot import metrics
-from reelbot.catalog import Catalog, Task
+from reelbot.catalog import Catalog
 from reelbot.config import Settings
 from reelbot.errors import (
     BackendUnavailable,
@@ -43,11 +44,14 @@ from reelbot.store.results import load_input
 
 __all__ = ["GENERATE", "CancelOutcome", "JobQueue", "Submitted", "may_cancel"]
 
+log = logging.getLogger(__name__)
+
 GENERATE = "generate"
 """The arq function name of a generation job."""
 JOB_EXPIRES_MS = 24 * 3600 * 1000
 """arq drops a job that has not started within a day (its default)."""
 CANCEL_FLAG_TTL_S = 3600
+USER_INDEX_LIMIT = 1000
 
 # A duplicate returns before the quota fragment, so a repeated update is never charged twice.
 _SUBMIT = (
@@ -130,7 +134,7 @@ class JobQueue:
         self.settings = settings
         self.catalog = catalog
         self.records = RecordStore(
-            redis, finished_ttl_s=settings.result_ttl_s, on_status=[settle_moved]
+            redis, finished_ttl_s=settings.history_ttl_s, on_status=[settle_moved]
         )
         self.quotas = QuotaBook(redis, settings)
         self.policy = PolicyStore(redis, settings)
@@ -164,8 +168,9 @@ class JobQueue:
             raise BackendUnavailable(f"Redis: {type(exc).__name__}") from exc
 
     async def _input_size(self, request: GenerationRequest) -> tuple[int, int] | None:
-        """An /upscale input's upright size (its output size and cost follow from it)."""
-        if request.task != Task.UPSCALE or request.image_ref is None:
+        """An input's upright size: an upscale's output size and cost follow from it, and a
+        remix or an animation keeps its aspect ratio."""
+        if not request.task.needs_image or request.image_ref is None:
             return None
         data = await load_input(self.redis, request.image_ref)
         if data is None:
@@ -252,9 +257,22 @@ class JobQueue:
             raise self.quotas.refusal(reason, amount, limits, cost=record.cost, now=now)
         if created == 1:
             metrics.ADMISSIONS.labels(platform, request.task.value).inc()
+            await self._keep_history(request.requester)
         if created == 0:
             record = JobRecord.model_validate_json(detail)
         return await self._submitted(record, created=created == 1, with_position=with_position)
+
+    async def _keep_history(self, requester: Requester) -> None:
+        """The user's index outlives the queue's week: ``/history`` reaches back as far as the
+        records live (REELBOT_HISTORY_DAYS), over their newest ``USER_INDEX_LIMIT`` jobs."""
+        key = keys.user_jobs(requester.platform, requester.user_id)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.expire(key, self.settings.history_ttl_s)
+                pipe.zremrangebyrank(key, 0, -(USER_INDEX_LIMIT + 1))
+                await pipe.execute()
+        except RedisError as exc:  # the job is queued; only its history may end sooner
+            log.warning("could not extend %s's job history: %s", requester.user_id, exc)
 
     async def _submitted(
         self, record: JobRecord, *, created: bool, with_position: bool

@@ -273,7 +273,7 @@ class GenerationWorker(QueueWorker):
         self.gpu = gpu
         self.pipeline_thread = pipeline_thread
         self.records = RecordStore(
-            redis, finished_ttl_s=settings.result_ttl_s, on_status=[settle_moved]
+            redis, finished_ttl_s=settings.history_ttl_s, on_status=[settle_moved]
         )
         self.results = results or RedisResultStore(redis, ttl_s=settings.result_ttl_s)
         self.classifier = classifier

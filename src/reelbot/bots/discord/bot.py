@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import io
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -12,11 +13,13 @@ import discord
 from discord import app_commands
 
 from reelbot.bots.discord import render
+from reelbot.bots.discord.buttons import view_of
 from reelbot.bots.discord.surface import TOKEN_LIFETIME_S, DiscordSurface
 from reelbot.catalog import Task
+from reelbot.chat.commands import TextCommands, press
 from reelbot.chat.replies import Button, lookup, reply_for
-from reelbot.chat.service import ChatService, Context, Rerun, Ticket
-from reelbot.chat.surface import Conversation, status_buttons
+from reelbot.chat.service import ChatService, Context, Ticket
+from reelbot.chat.surface import Conversation, result_buttons, status_buttons
 from reelbot.chat.texts import Status, clip
 from reelbot.errors import NotAllowed
 from reelbot.inputs import DEFAULT_MAX_BYTES, check_declared
@@ -129,6 +132,11 @@ class DiscordBot:
 
     def __init__(self, service: ChatService, conversation: DiscordConversation) -> None:
         self.service, self.conversation = service, conversation
+        admins = "Only server admins (Manage Server) can use /admin."
+        self.commands = TextCommands(
+            service, help_text=lambda: render.HELP_TEXT, not_admin=admins, link=render.jump_link
+        )
+        self.history = self.commands.history
         self.surface = conversation.surface
 
     def requester(self, interaction: Interaction) -> Requester:
@@ -190,18 +198,33 @@ class DiscordBot:
     async def click(self, interaction: Interaction, button: Button) -> None:
         """A button: cancel from a status message, or re-roll, vary, upscale… a result (image)."""
         try:
+            ctx, job = self.context(interaction), button.job_id
             if button.action == "cancel":
-                await self.cancel_button(interaction, button.job_id)
+                await self.cancel_button(interaction, job)
+                return
+            if button.action == "info":  # privately: it is the presser's question
+                await self.private(interaction, self.history.info(ctx, job))
                 return
             # Acknowledge before touching Redis: a slow lookup must not cost the 3 s window.
             reply = await self._acknowledge(interaction)
-            how, ctx, source = cast(Rerun, button.action), self.context(interaction), interaction.id
-            ticket = await self.service.rerun(
-                ctx, button.job_id, how, reply=reply, source_id=str(source), index=button.index
+            said = await press(
+                self.service, ctx, button, reply=reply, source_id=str(interaction.id)
             )
-            await self.conversation.show(reply, ticket)
+            await self.conversation.show(reply, cast(Ticket, said))
         except Exception as exc:
             await send_error(interaction, exc)
+
+    async def show(self, interaction: Interaction, job_id: str) -> None:
+        """``/show job``: the stored result again with its buttons, or its settings with Re-run."""
+        await interaction.response.defer(thinking=True)
+        shown = await self.history.show(self.context(interaction), job_id)
+        data, record = shown.data, shown.record
+        files = [discord.File(io.BytesIO(data), render.filename_of(record))] if data else []
+        await interaction.edit_original_response(
+            content=clip(shown.text, render.MAX_CONTENT),
+            attachments=files,
+            view=view_of(result_buttons(record) if data else shown.buttons),
+        )
 
     async def cancel_button(self, interaction: Interaction, job_id: str) -> None:
         """Cancel from the status message: it says "Cancelled" only once the job is."""
@@ -225,28 +248,15 @@ class DiscordBot:
         text = clip(await answer, render.MAX_CONTENT)
         await interaction.followup.send(text, ephemeral=True)
 
-    async def cancel(self, interaction: Interaction, job_id: str | None) -> None:
-        """``/cancel [job]`` (and ``/admin cancel job``): the queue decides who may."""
+    async def say(self, interaction: Interaction, name: str, rest: str = "") -> None:
+        """A command answered in words, privately (chat's ``TextCommands``): /jobs, /cancel,
+        /quota, /models, /history and the /admin words (Manage Server, checked again here)."""
 
-        async def said() -> str:
-            answer = await self.service.cancel(self.context(interaction), job_id)
-            return f"`{answer.job_id}`: {answer.text}"
+        ctx = self.context(interaction)
+        if name == "admin" and not ctx.requester.is_admin:  # refused at once, not after a defer
+            raise NotAllowed(self.commands.not_admin)
 
-        await self.private(interaction, said())
+        async def text() -> str:
+            return (await self.commands.answer(ctx, name, rest)).text
 
-    async def models(self, interaction: Interaction) -> None:
-        """``/models``: the models per task and the style presets."""
-        text = "**Models on this deployment**\n" + self.service.models_text()
-        await interaction.response.send_message(clip(text, render.MAX_CONTENT), ephemeral=True)
-
-    def admin(self, interaction: Interaction) -> Requester:
-        """The requester if they hold Manage Server (or are an owner); NotAllowed otherwise."""
-        requester = self.requester(interaction)
-        if not requester.is_admin:
-            raise NotAllowed("Only server admins (Manage Server) can use /admin.")
-        return requester
-
-    async def admin_words(self, interaction: Interaction, words: str) -> None:
-        """``/admin status``, ``/admin quota …``, ``/admin audit``, ``/admin policy …``."""
-        requester = self.admin(interaction)
-        await self.private(interaction, self.service.admin(requester, words))
+        await self.private(interaction, text())

@@ -19,6 +19,8 @@ _LOOKS = {  # two a line
     **{"reroll": ("rr", "🎲", _GREY), "animate": ("ani", "🎬", _GREY)},
     **{"vary": ("var", "🔀", _GREY), "vary_subtle": ("vs", "🔀", _GREY)},
     **{"upscale": ("up", "🔍", _GREY), "cancel": ("cx", "✖️", discord.ButtonStyle.danger)},
+    **{"vary_strong": ("vx", "🌀", _GREY), "rerun": ("rn", "🔁", _GREY)},
+    **{"info": ("in", "ℹ️", _GREY)},
 }
 _ACTION_OF = {short: action for action, (short, _, _) in _LOOKS.items()}
 # custom_id is at most 100 characters: "rb:<short>:<job id>[:<image i of a grid>]".

@@ -121,9 +121,10 @@ def _generation(task: Task) -> Command:
     params = [option(n, inspect.Parameter.empty) for n in required]
     params += [option(n, None) for n in optional]
     generate.__signature__ = inspect.Signature([first, *params])  # type: ignore[attr-defined]
-    described = app_commands.describe(**{p.name: _OPTIONS[p.name][1] for p in params})
-    completed = app_commands.autocomplete(model=model_autocomplete)
-    return _command(description, name=task.value)(completed(described(generate)))
+    callback = app_commands.describe(**{p.name: _OPTIONS[p.name][1] for p in params})(generate)
+    if "model" in optional:  # /upscale has no model to complete
+        callback = app_commands.autocomplete(model=model_autocomplete)(callback)
+    return _command(description, name=task.value)(callback)
 
 
 imagine, remix, video, animate, upscale = (_generation(task) for task in _GENERATION)
@@ -132,28 +133,39 @@ imagine, remix, video, animate, upscale = (_generation(task) for task in _GENERA
 @_command("Your queued and running jobs")
 async def jobs(interaction: Interaction) -> None:
     """/jobs."""
-    bot = bot_of(interaction)
-    await bot.private(interaction, bot.service.jobs_text(bot.context(interaction)))
+    await bot_of(interaction).say(interaction, "jobs")
 
 
 @_command("Cancel one of your jobs (the latest if none is named)")
 @app_commands.describe(job="the job id, as /jobs shows it")
 async def cancel(interaction: Interaction, job: str | None = None) -> None:
     """/cancel [job]."""
-    await bot_of(interaction).cancel(interaction, job)
+    await bot_of(interaction).say(interaction, "cancel", job or "")
+
+
+@_command("Your last results, each with /show")
+async def history(interaction: Interaction) -> None:
+    """/history."""
+    await bot_of(interaction).say(interaction, "history")
+
+
+@_command("Post one of your results again (or its settings, with Re-run)")
+@app_commands.describe(job="the job id, as /history shows it")
+async def show(interaction: Interaction, job: str) -> None:
+    """/show job."""
+    await bot_of(interaction).show(interaction, job)
 
 
 @_command("Your remaining budget")
 async def quota(interaction: Interaction) -> None:
     """/quota."""
-    bot = bot_of(interaction)
-    await bot.private(interaction, bot.service.quota_text(bot.requester(interaction)))
+    await bot_of(interaction).say(interaction, "quota")
 
 
 @_command("The models this deployment serves")
 async def models(interaction: Interaction) -> None:
     """/models."""
-    await bot_of(interaction).models(interaction)
+    await bot_of(interaction).say(interaction, "models")
 
 
 @_command("How to use reelbot", name="help")
@@ -175,23 +187,21 @@ admin = app_commands.Group(
 @admin.command(name="status", description="Queue depth and workers")
 async def admin_status(interaction: Interaction) -> None:
     """/admin status."""
-    await bot_of(interaction).admin_words(interaction, "status")
+    await bot_of(interaction).say(interaction, "admin", "status")
 
 
 @admin.command(name="cancel", description="Cancel a job in this server (as /cancel does)")
 @app_commands.describe(job="the job id")
 async def admin_cancel(interaction: Interaction, job: str) -> None:
     """/admin cancel job."""
-    bot = bot_of(interaction)
-    bot.admin(interaction)
-    await bot.cancel(interaction, job)
+    await bot_of(interaction).say(interaction, "admin", f"cancel {job}")
 
 
 @admin.command(name="audit", description="Recent quota and policy changes, refused prompts")
 @app_commands.describe(count="how many entries (default 10)")
 async def admin_audit(interaction: Interaction, count: int = 10) -> None:
     """/admin audit [count]."""
-    await bot_of(interaction).admin_words(interaction, f"audit {count}")
+    await bot_of(interaction).say(interaction, "admin", f"audit {count}")
 
 
 @admin.command(name="policy", description="Content policy: blocked words, flagged results")
@@ -201,7 +211,7 @@ async def admin_audit(interaction: Interaction, count: int = 10) -> None:
 )
 async def admin_policy(interaction: Interaction, action: str = "show", value: str = "") -> None:
     """/admin policy [action] [value]."""
-    await bot_of(interaction).admin_words(interaction, f"policy {action} {value}".strip())
+    await bot_of(interaction).say(interaction, "admin", f"policy {action} {value}".strip())
 
 
 admin_quota = app_commands.Group(
@@ -214,31 +224,32 @@ _SCOPE = "server, role:ID, user:ID, a @mention, or a full scope such as discord:
 @app_commands.describe(scope=_SCOPE, limits="KEY=VALUE … e.g. daily=50 cooldown=30")
 async def admin_quota_set(interaction: Interaction, scope: str, limits: str) -> None:
     """/admin quota set scope limits."""
-    await bot_of(interaction).admin_words(interaction, f"quota set {scope} {limits}")
+    await bot_of(interaction).say(interaction, "admin", f"quota set {scope} {limits}")
 
 
 @admin_quota.command(name="show", description="The limits a scope sets")
 @app_commands.describe(scope=_SCOPE)
 async def admin_quota_show(interaction: Interaction, scope: str = "server") -> None:
     """/admin quota show [scope]."""
-    await bot_of(interaction).admin_words(interaction, f"quota show {scope}")
+    await bot_of(interaction).say(interaction, "admin", f"quota show {scope}")
 
 
 @admin_quota.command(name="reset", description="Forget today's use of a scope")
 @app_commands.describe(scope=_SCOPE)
 async def admin_quota_reset(interaction: Interaction, scope: str) -> None:
     """/admin quota reset scope."""
-    await bot_of(interaction).admin_words(interaction, f"quota reset {scope}")
+    await bot_of(interaction).say(interaction, "admin", f"quota reset {scope}")
 
 
 @admin_quota.command(name="usage", description="Credits used today")
 @app_commands.describe(scope=_SCOPE)
 async def admin_quota_usage(interaction: Interaction, scope: str = "server") -> None:
     """/admin quota usage [scope]."""
-    await bot_of(interaction).admin_words(interaction, f"quota usage {scope}")
+    await bot_of(interaction).say(interaction, "admin", f"quota usage {scope}")
 
 
-COMMANDS = (imagine, remix, video, animate, upscale, jobs, cancel, quota, models, help_, admin)
+COMMANDS: tuple[Command | app_commands.Group, ...] = (imagine, remix, video, animate, upscale)
+COMMANDS += (jobs, cancel, quota, models, help_, history, show, admin)
 
 
 class Tree(app_commands.CommandTree[Any]):

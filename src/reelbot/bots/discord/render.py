@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from reelbot.chat.texts import Status, clip, final_text
+from reelbot.chat.texts import BUTTONS_HELP, Status, clip, final_text
 from reelbot.jobs import GenerationParams, GenerationRequest, JobStatus
 from reelbot.store.records import JobRecord
 
@@ -46,11 +46,19 @@ def filename_of(record: JobRecord) -> str:
     return f"SPOILER_{name}" if record.result and record.result.spoiler else name
 
 
-HELP_TEXT = """**reelbot** makes images and videos from a prompt.
-`/imagine a red fox in the snow` · an image
-`/remix prompt image:<attachment>` · change a picture
-`/video waves at sunset` · a short video
-`/animate image:<attachment>` · bring a picture to life
+HELP_TEXT = f"""**reelbot** makes images and videos from a prompt.
+`/imagine a red fox in the snow count:4` · an image, or a grid of up to four
+`/remix prompt image:<attachment>` · change a picture · `/upscale image:<attachment>` · enlarge
+`/video waves at sunset` · a short video · `/animate image:<attachment>` · bring it to life
 Options: `negative`, `seed`, `aspect`, `steps`, `guidance`, `model`, `strength`, \
 `duration`, `fps`, or flags in the prompt: `--ar 16:9 --seed 42 --no text --steps 4 --model NAME`.
-`/jobs` your jobs · `/cancel` stop one · `/models` what runs here · `/quota` your budget"""
+{BUTTONS_HELP}
+`/history` your results · `/show` one again · `/jobs` · `/cancel` · `/models` · `/quota`"""
+
+
+def jump_link(record: JobRecord) -> str | None:
+    """Discord's link to a posted result (``@me`` in a DM), for ``/history``."""
+    if record.posted_message_id is None:
+        return None
+    where = f"{record.requester.server_id or '@me'}/{record.request.reply.channel_id}"
+    return f"https://discord.com/channels/{where}/{record.posted_message_id}"

@@ -8,17 +8,18 @@ from arq.connections import ArqRedis
 
 from reelbot.bots.web.views import PLATFORM, job_view
 from reelbot.catalog import Catalog, Task
-from reelbot.chat.commands import TextCommands, is_generation, split_command
-from reelbot.chat.service import CancelAnswer, ChatService, Context, Rerun, Ticket
+from reelbot.chat.commands import TextCommands, is_generation, press, split_command
+from reelbot.chat.replies import Button
+from reelbot.chat.service import CancelAnswer, ChatService, Context, Ticket
 from reelbot.chat.texts import help_text
 from reelbot.config import Settings
-from reelbot.errors import InvalidImage, InvalidPrompt, JobNotFound
+from reelbot.errors import InvalidImage, JobNotFound
 from reelbot.jobs import JobStatus, ReplyAddress, Requester
 
 __all__ = ["WebChat"]
 
-RERUNS: dict[str, Rerun] = {"reroll": "reroll", "variations": "vary", "animate": "animate"}
-RERUNS |= {"upscale": "upscale", "vary_subtle": "vary_subtle"}  # a grid's U1–U4, V1–V4
+OLD_NAMES = {"variations": "vary"}
+"""The page's name of a button before it used chat's action names."""
 HISTORY_LIMIT = 30
 ATTACH = "attach an image to the command"
 NOT_ADMIN = (
@@ -62,6 +63,8 @@ class WebChat:
         ctx = self.context(client)
         if not is_generation(name):
             said = await self.commands.answer(ctx, name, rest)
+            if said.shown is not None and said.shown.data is not None:  # /show: the card again
+                return job_view(said.shown.record, delivered=True)
             return _text(said.text) if said.cancel is None else self._cancelled(said.cancel)
         task = Task(name)
         if image is not None and not task.needs_image:
@@ -78,13 +81,11 @@ class WebChat:
         ctx = self.context(client)
         if action == "cancel":
             return self._cancelled(await self.service.cancel(ctx, job_id))
-        how = RERUNS.get(action)
-        if how is None:
-            raise InvalidPrompt(f"Unknown button {action[:20]!r}.")
-        where = self._reply(client, message_id)
+        button = Button(OLD_NAMES.get(action, action), job_id, "", index)
         # Only this browser's own jobs: a job id is all a click carries.
-        ticket = await self.service.rerun(ctx, job_id, how, same_chat=True, index=index, **where)
-        return self._card(ticket)
+        where = self._reply(client, message_id)
+        said = await press(self.service, ctx, button, same_chat=True, **where)
+        return _text(said) if isinstance(said, str) else self._card(said)
 
     @staticmethod
     def _cancelled(said: CancelAnswer) -> dict[str, Any]:

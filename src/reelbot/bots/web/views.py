@@ -15,14 +15,12 @@ __all__ = ["PLATFORM", "job_view", "status_view"]
 
 PLATFORM = "web"
 
-NAMES = {"vary": "variations"}
-"""Chat button actions by the names the page's buttons carry."""
 _SHOWN = {"mime", "width", "height", "size", "note", "spoiler"}
 
 
 def actions(buttons: tuple[Button, ...], index: int | None = None) -> list[str]:
     """The page's names of a message's buttons (``index``: those under image i of a grid)."""
-    return [NAMES.get(b.action, b.action) for b in buttons if b.index == index]
+    return [b.action for b in buttons if b.index == index]
 
 
 def _actions(record: JobRecord, status: JobStatus) -> list[str]:
