@@ -153,6 +153,7 @@ async def test_discord_place_in_line_moves_up_while_waiting(
     discord_emu: DiscordEmulator, discord: Settings, previewing: Slow
 ) -> None:
     emu, stop = discord_emu, asyncio.Event()
+    previewing.delay_s = 1.0  # long enough that the wait ahead visibly shrinks
     worker = await start_generation(discord, previewing, stop)
     try:
         # One job per pipeline call (batch_max 1); the same cost, so the third is served last.
@@ -257,6 +258,7 @@ async def test_telegram_place_in_line_moves_up_while_waiting(
     emu, settings, _ = telegram
     chat = emu.private_chat(ALICE)
     stop = asyncio.Event()
+    previewing.delay_s = 1.0  # long enough that the wait ahead visibly shrinks
     worker = await start_generation(settings, previewing, stop)
     try:
         first = emu.user_text(chat, ALICE, "/imagine one --steps 5 --seed 1")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 from telegram import Bot, InlineKeyboardMarkup, InputMediaPhoto
 from telegram.error import BadRequest, TelegramError
@@ -78,11 +79,10 @@ class StatusBoard:
         edit = partial(self._edit, chat_id, message_id, text, markup, job_id)
         await self.throttle.run(f"{chat_id}:{message_id}", edit, room=str(chat_id), final=final)
 
-    async def photo(
-        self, chat_id: int, job_id: str, jpeg: bytes | None, send: Callable[[bytes], Awaitable[int]]
-    ) -> None:
+    async def photo(self, chat_id: int, job_id: str, jpeg: bytes | None, where: Any) -> None:
         """A step preview in a photo of its own (a text message takes no editMessageMedia): sent
-        once, its media edited in the chat's slots; None (the job ended) deletes it."""
+        once (``where``: sendPhoto's chat and reply), its media edited in the chat's slots; None
+        (the job ended) deletes it."""
 
         async def edit() -> bool:
             shown = self.previews.pop(job_id, None) if jpeg is None else self.previews.get(job_id)
@@ -90,7 +90,8 @@ class StatusBoard:
                 if jpeg is None:  # False when there is none: the slot stays free
                     return shown is not None and await self._bot.delete_message(chat_id, shown)
                 if shown is None:
-                    self.previews[job_id] = await send(jpeg)
+                    sent = await self._bot.send_photo(photo=jpeg, **where)
+                    self.previews[job_id] = sent.message_id
                 else:  # the same key below: a waiting edit is replaced, also by the deletion
                     await self._bot.edit_message_media(InputMediaPhoto(jpeg), chat_id, shown)
             except Exception as exc:  # best effort, like the status edits below

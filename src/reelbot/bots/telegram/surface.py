@@ -83,12 +83,7 @@ class TelegramSurface:
         await self.board.show(chat, message, text, keyboard(buttons), final=final, job_id=job_id)
         if final or preview is not None:
             jpeg = None if final else preview
-            await self.board.photo(chat, job_id, jpeg, partial(self._photo, reply))
-
-    async def _photo(self, reply: ReplyAddress, jpeg: bytes) -> int:
-        """A preview photo, under the status message."""
-        where = _where(reply, reply.status_message_id)
-        return (await self.bot.send_photo(photo=jpeg, **where)).message_id
+            await self.board.photo(chat, job_id, jpeg, _where(reply, reply.status_message_id))
 
     async def post_result(
         self, record: JobRecord, data: bytes, buttons: tuple[Button, ...]
