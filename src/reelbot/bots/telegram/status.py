@@ -21,6 +21,7 @@ GROUP_INTERVAL_S = 3.0
 """Telegram allows about one message a second per chat and 20 a minute per group; progress
 edits stay well inside that so results and other replies are never held back."""
 EDIT_TIMEOUT_S = 15.0
+TIMEOUTS: dict[str, Any] = {"read_timeout": EDIT_TIMEOUT_S, "write_timeout": EDIT_TIMEOUT_S}
 _REMEMBER = 2048
 Markup = InlineKeyboardMarkup | None
 
@@ -108,12 +109,7 @@ class StatusBoard:
             return False
         try:
             await self._bot.edit_message_text(
-                text,
-                chat_id=chat_id,
-                message_id=message_id,
-                reply_markup=markup,
-                read_timeout=EDIT_TIMEOUT_S,
-                write_timeout=EDIT_TIMEOUT_S,
+                text, chat_id=chat_id, message_id=message_id, reply_markup=markup, **TIMEOUTS
             )
         except BadRequest as exc:
             # After a restart the board does not know what is shown; "not modified" then
