@@ -39,17 +39,11 @@ async def book_do(settings: Settings, scope: str, **values: float) -> None:
 async def admin_quota(
     emu: DiscordEmulator, action: str, options: dict[str, str], *, user_id: str, permissions: int
 ) -> Interaction:
-    """``/admin quota ACTION …``: a subcommand inside a subcommand group."""
-    opts = [{"name": k, "type": 3, "value": v} for k, v in options.items()]
-    data: dict[str, Any] = {
-        "id": emu._command_id("admin"),
-        "name": "admin",
-        "type": 1,
-        "options": [
-            {"name": "quota", "type": 2, "options": [{"name": action, "type": 1, "options": opts}]}
-        ],
-    }
-    return await emu._dispatch_interaction(2, data, user_id, permissions)
+    """``/admin quota action:ACTION …``."""
+    given = {"action": action, **options}
+    return await emu.slash(
+        "admin", given, subcommand="quota", user_id=user_id, permissions=permissions
+    )
 
 
 async def said(emu: DiscordEmulator, inter: Interaction) -> str:

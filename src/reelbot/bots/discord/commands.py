@@ -214,38 +214,18 @@ async def admin_policy(interaction: Interaction, action: str = "show", value: st
     await bot_of(interaction).say(interaction, "admin", f"policy {action} {value}".strip())
 
 
-admin_quota = app_commands.Group(
-    name="quota", description="Credit budgets of this server, its roles and users", parent=admin
-)
 _SCOPE = "server, role:ID, user:ID, a @mention, or a full scope such as discord:server:ID"
+_LIMITS = "for set: KEY=VALUE … e.g. daily=50 cooldown=30 (daily, concurrent, cooldown, queue)"
+_QuotaAction = Literal["set", "show", "reset", "usage"]
 
 
-@admin_quota.command(name="set", description="Set limits: daily, concurrent, cooldown, queue")
-@app_commands.describe(scope=_SCOPE, limits="KEY=VALUE … e.g. daily=50 cooldown=30")
-async def admin_quota_set(interaction: Interaction, scope: str, limits: str) -> None:
-    """/admin quota set scope limits."""
-    await bot_of(interaction).say(interaction, "admin", f"quota set {scope} {limits}")
-
-
-@admin_quota.command(name="show", description="The limits a scope sets")
-@app_commands.describe(scope=_SCOPE)
-async def admin_quota_show(interaction: Interaction, scope: str = "server") -> None:
-    """/admin quota show [scope]."""
-    await bot_of(interaction).say(interaction, "admin", f"quota show {scope}")
-
-
-@admin_quota.command(name="reset", description="Forget today's use of a scope")
-@app_commands.describe(scope=_SCOPE)
-async def admin_quota_reset(interaction: Interaction, scope: str) -> None:
-    """/admin quota reset scope."""
-    await bot_of(interaction).say(interaction, "admin", f"quota reset {scope}")
-
-
-@admin_quota.command(name="usage", description="Credits used today")
-@app_commands.describe(scope=_SCOPE)
-async def admin_quota_usage(interaction: Interaction, scope: str = "server") -> None:
-    """/admin quota usage [scope]."""
-    await bot_of(interaction).say(interaction, "admin", f"quota usage {scope}")
+@admin.command(name="quota", description="Credit budgets of this server, its roles and users")
+@app_commands.describe(action="reset: forget today's use", scope=_SCOPE, limits=_LIMITS)
+async def admin_quota(
+    interaction: Interaction, action: _QuotaAction = "show", scope: str = "server", limits: str = ""
+) -> None:
+    """/admin quota [action] [scope] [limits]: the same words as /admin quota on every platform."""
+    await bot_of(interaction).say(interaction, "admin", f"quota {action} {scope} {limits}".strip())
 
 
 COMMANDS: tuple[Command | app_commands.Group, ...] = (imagine, remix, video, animate, upscale)
