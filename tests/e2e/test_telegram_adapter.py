@@ -173,15 +173,8 @@ async def test_start_registers_every_command_with_a_description(
 ) -> None:
     names = [c["command"] for c in telegram_emu.commands]
     assert names == [
-        "imagine",
-        "remix",
-        "video",
-        "animate",
-        "jobs",
-        "cancel",
-        "quota",
-        "models",
-        "help",
+        *("imagine", "remix", "video", "animate", "upscale", "history", "show"),
+        *("jobs", "cancel", "quota", "models", "help"),
     ]
     assert all(c["description"] for c in telegram_emu.commands)
     assert bot.service.adapter.bot.username == "emu_bot"
@@ -457,8 +450,10 @@ async def test_result_post_and_buttons(
     assert "--seed 9" in posted["caption"]
     got = emu.files[posted["photo"][-1]["file_id"]].data
     assert Image.open(io.BytesIO(got)).size == (64, 64)
-    data = [b["callback_data"] for b in posted["reply_markup"]["inline_keyboard"][0]]
-    assert data == [f"up:{job.id}", f"rr:{job.id}", f"va:{job.id}", f"an:{job.id}"]
+    rows = posted["reply_markup"]["inline_keyboard"]
+    data = [b["callback_data"] for row in rows for b in row]
+    assert data == [f"{short}:{job.id}" for short in ("up", "vs", "vx", "rr", "an", "in")]
+    assert all(len(row) <= 5 for row in rows)
     await emu.wait_for(lambda: emu.bot_messages(chat.id)[0]["text"].startswith("✅ Done"))
 
     # Re-roll: a new job with the same prompt and a new seed, answered under the result.
@@ -470,7 +465,7 @@ async def test_result_post_and_buttons(
     # Variations: a remix of the result image itself, from the stored result, so a getFile
     # that fails (it used to lose the click without a word) does not matter.
     emu.fail("getFile", 500, 5)
-    emu.press_button(ALICE, posted, f"va:{job.id}")
+    emu.press_button(ALICE, posted, f"vs:{job.id}")
     variation = (await until(lambda: _at_least(bot, 3)))[2]
     assert variation.request.task == "remix"
     assert await bot.input_of(variation) == got

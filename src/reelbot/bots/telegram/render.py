@@ -101,6 +101,8 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("video", "Make a short video: /video waves at sunset"),
     ("animate", "Bring a photo to life: send it with /animate"),
     ("upscale", "Make a photo bigger: send it with /upscale --scale 4"),
+    ("history", "Your last results, each with /show"),
+    ("show", "Post one of your results again: /show JOB"),
     ("jobs", "Your queued and running jobs"),
     ("cancel", "Cancel your job: /cancel or /cancel JOB"),
     ("quota", "Your remaining budget"),
