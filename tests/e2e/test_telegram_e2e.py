@@ -281,7 +281,7 @@ async def test_reroll_button_makes_a_new_result_with_a_new_seed(stack: Stack) ->
         ]
 
     (second,) = await emu.wait_for(rerolled, within=RESULT_WAIT_S, what="the re-rolled result")
-    assert second["caption"].startswith("a paper boat") and "seed 5" not in second["caption"]
+    assert second["caption"].startswith("a paper boat") and "--seed 5 " not in second["caption"]
     assert "for Bob" in second["caption"]
     check_media(emu, second, "imagine")
     answers = emu.calls_of("answerCallbackQuery")

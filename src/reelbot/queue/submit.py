@@ -18,7 +18,7 @@ from arq.jobs import serialize_job
 from redis.exceptions import RedisError
 
 from reelbot import metrics
-from reelbot.catalog import Catalog
+from reelbot.catalog import Catalog, Task
 from reelbot.config import Settings
 from reelbot.errors import (
     BackendUnavailable,
@@ -175,7 +175,12 @@ class JobQueue:
         data = await load_input(self.redis, request.image_ref)
         if data is None:
             raise InvalidImage("The input image expired before the job was queued; send it again.")
-        return upright_size(data)
+        if request.task == Task.UPSCALE:
+            return upright_size(data)
+        try:
+            return upright_size(data)
+        except InvalidImage:
+            return None  # the worker refuses it in words, as for any input it cannot read
 
     async def _submit_request(
         self, request: GenerationRequest, *, with_position: bool, now: float | None
