@@ -125,3 +125,21 @@ def test_a_remix_keeps_the_inputs_shape_at_the_nearest_allowed_size() -> None:
     assert asked.width == asked.height
     with pytest.raises(InvalidOption):
         resolve(Task.REMIX, "winter --ar 9:1", TINY, has_image=True, image_size=(1920, 1080))
+
+
+def test_owners_are_admins_everywhere_and_say_so() -> None:
+    from reelbot.chat.service import ChatService
+    from reelbot.config import Settings
+    from reelbot.store.connection import connect
+
+    settings = Settings(owner_ids=("telegram:7",), models="tiny")
+    service = ChatService(connect("redis://127.0.0.1:1"), settings, TINY, platform="telegram")
+    owner, member = service.requester("7"), service.requester("8", server_id="-5")
+    assert owner.is_admin and owner.is_owner and owner.server_id is None
+    assert not member.is_admin and not member.is_owner and member.server_id == "-5"
+    # A group admin's rights stop at their group: they are an admin, not an owner.
+    admin = service.requester("8", server_id="-5", is_admin=True)
+    assert admin.is_admin and not admin.is_owner
+    # Owners are per platform: telegram:7 owns nothing on Discord.
+    other = ChatService(connect("redis://127.0.0.1:1"), settings, TINY, platform="discord")
+    assert not other.requester("7").is_owner

@@ -7,7 +7,6 @@ import re
 
 import pytest
 
-from reelbot.bots.telegram.handlers import requester_for
 from reelbot.bots.telegram.render import (
     CALLBACK_DATA_LIMIT,
     CAPTION_LIMIT,
@@ -123,15 +122,6 @@ def test_progress_bar_and_status_lines() -> None:
     notice = Status(JobStatus.DELIVERING, "x", message="posting failed 3 times; still trying")
     assert "still trying" in status_text(notice)
     assert utf16_len(status_text(Status(JobStatus.QUEUED, "🦊" * 3000))) <= 4096
-
-
-def test_owners_are_admins() -> None:
-    assert requester_for(user_id=7, chat_id=7, owner=True).is_admin
-    assert not requester_for(user_id=7, chat_id=7).is_admin
-    # Owners also say so: a chat admin's rights stop at their chat, an owner's do not.
-    assert requester_for(user_id=7, chat_id=-5, owner=True).is_owner
-    assert not requester_for(user_id=7, chat_id=-5, admin=True).is_owner
-    assert requester_for(user_id=7, chat_id=-5).server_id == "-5"
 
 
 def test_plan_keeps_a_given_seed_and_refuses_bad_input(tiny_catalog: Catalog) -> None:

@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
@@ -498,6 +498,22 @@ class ChatService:
     def is_owner(self, requester: Requester) -> bool:
         """A configured owner (``REELBOT_OWNER_IDS``): admin rights everywhere."""
         return f"{requester.platform}:{requester.user_id}" in self.owner_ids
+
+    def requester(
+        self, user_id: str, *, server_id: str | None = None, display_name: str = "", **more: Any
+    ) -> Requester:
+        """Who asks on this platform (``server_id``: the server or group around the chat, None
+        in a private one); an owner is an admin everywhere. ``more``: ``role_ids``, or
+        ``is_admin`` where the platform says so."""
+        who = Requester(
+            platform=self.platform,
+            user_id=user_id,
+            server_id=server_id,
+            display_name=display_name,
+            **more,
+        )
+        owner = self.is_owner(who)
+        return who.model_copy(update={"is_owner": owner, "is_admin": who.is_admin or owner})
 
     async def admin(self, requester: Requester, words: str) -> str:
         """``/admin …`` words (the platform has checked the admin right)."""

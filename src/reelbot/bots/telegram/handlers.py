@@ -21,7 +21,7 @@ from reelbot.chat.service import ChatService, Context, Rerun, Ticket
 from reelbot.chat.surface import repost, submit_with_status
 from reelbot.chat.texts import help_text
 from reelbot.errors import JobNotFound
-from reelbot.jobs import Options, ReplyAddress, Requester, job_id_for, parse_prompt
+from reelbot.jobs import Options, ReplyAddress, job_id_for, parse_prompt
 
 from .parse import command_of, find_image
 from .render import decode_button
@@ -36,20 +36,6 @@ ALERT_LIMIT = 200
 """answerCallbackQuery shows at most 200 characters."""
 ACK = {"reroll": "Re-rolling…", "vary": "Making variations…", "animate": "Animating…"}
 ACK["upscale"] = "Upscaling…"
-
-
-def requester_for(
-    *, user_id: int, chat_id: int, display_name: str = "", owner: bool = False, admin: bool = False
-) -> Requester:
-    """Who asked; a group chat is the "server" that quotas and queue depth are counted in."""
-    return Requester(
-        platform=PLATFORM,
-        user_id=str(user_id),
-        server_id=str(chat_id) if chat_id < 0 else None,
-        display_name=display_name,
-        is_admin=admin or owner,
-        is_owner=owner,
-    )
 
 
 class CommandLayer:
@@ -67,12 +53,13 @@ class CommandLayer:
     # -- who and where ---------------------------------------------------------------------
 
     async def _ctx(self, chat_id: int, user: TgUser, *, ask_admin: bool = False) -> Context:
-        owner = self.service.is_owner(Requester(platform=PLATFORM, user_id=str(user.id)))
-        admin = ask_admin and not owner and await self._is_admin(chat_id, user.id)
-        requester = requester_for(
-            user_id=user.id, chat_id=chat_id, display_name=user.full_name, owner=owner, admin=admin
-        )
-        return Context(requester, channel_id=str(chat_id))
+        """Who asked, where; a group (negative id) is the "server" quotas count in. Admin rights
+        are asked live, only where they count, and never of an owner (admin everywhere)."""
+        group = str(chat_id) if chat_id < 0 else None
+        who = self.service.requester(str(user.id), server_id=group, display_name=user.full_name)
+        if ask_admin and not who.is_owner and await self._is_admin(chat_id, user.id):
+            who = who.model_copy(update={"is_admin": True})
+        return Context(who, channel_id=str(chat_id))
 
     async def _is_admin(self, chat_id: int, user_id: int) -> bool:
         """Whether the user administers this group (asked live, never cached); never in private."""

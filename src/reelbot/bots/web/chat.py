@@ -14,7 +14,7 @@ from reelbot.chat.service import CancelAnswer, ChatService, Context, Ticket
 from reelbot.chat.texts import help_text
 from reelbot.config import Settings
 from reelbot.errors import InvalidImage, JobNotFound
-from reelbot.jobs import JobStatus, ReplyAddress, Requester
+from reelbot.jobs import JobStatus, ReplyAddress
 
 __all__ = ["WebChat"]
 
@@ -45,9 +45,7 @@ class WebChat:
 
     def context(self, client: str) -> Context:
         """The person at one browser; an owner when ``web:CLIENT`` is in REELBOT_OWNER_IDS."""
-        plain = Requester(platform=PLATFORM, user_id=client, display_name="you")
-        owner = self.service.is_owner(plain)
-        return Context(plain.model_copy(update={"is_admin": owner, "is_owner": owner}), client)
+        return Context(self.service.requester(client, display_name="you"), client)
 
     @staticmethod
     def _reply(client: str, message_id: str) -> dict[str, Any]:
