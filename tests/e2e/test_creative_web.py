@@ -1,6 +1,7 @@
-"""The image loop on the web chat, in process with the real worker on the tiny models: Vary
-(subtle) keeps the source's size and model, a 16:9 upload stays 16:9 through /remix, Info and
-/history answer in words, and /show brings a result back after the server restarts."""
+"""The image loop on the web chat, in process with the real worker on the tiny models: the card
+shows a preview before the result, Vary (subtle) keeps the source's size and model, a 16:9
+upload stays 16:9 through /remix, Info and /history answer in words, and /show brings a result
+back after the server restarts."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from test_previews_e2e import Slow
 from test_web_up import Page, _delivered, page
 
 from integration.conftest import make_settings, start_generation
@@ -66,12 +68,19 @@ async def test_vary_remix_shape_info_history_and_show_after_a_restart(
     settings: Settings, discord_runner: Any
 ) -> None:
     stop_worker = asyncio.Event()
-    worker = await start_generation(settings, discord_runner, stop_worker)
+    slow = Slow(discord_runner, delay_s=0.6)  # steps slow enough for a preview to be published
+    worker = await start_generation(settings, slow, stop_worker)
     url, stop, serving = await _serving(settings)
     try:
         async with page(url) as p:
-            job = (await p.send("/imagine a red fox --ar 16:9 --seed 5")).json()["job_id"]
+            job = (await p.send("/imagine a red fox --ar 16:9 --seed 5 --steps 8")).json()["job_id"]
             card = await p.wait(job, _delivered)
+            # The card showed the picture forming before the result (a preview every 4 steps).
+            seen = [e for e in p.events if e.get("job_id") == job]
+            first_preview = next(i for i, e in enumerate(seen) if "preview" in e)
+            assert seen[first_preview]["preview"].startswith("data:image/jpeg;base64,")
+            assert first_preview < next(i for i, e in enumerate(seen) if _delivered(e))
+            slow.delay_s = 0.0
             source = _size((await p.http.get(card["media"]["url"])).content)
             assert source[0] > source[1]
             assert card["actions"] == [

@@ -10,7 +10,7 @@ import io
 
 import httpx
 from PIL import Image
-from test_discord_e2e import BOB, Stack, acknowledged, decoded, result_of
+from test_discord_e2e import BOB, Stack, acknowledged, decoded, png, result_of
 from test_discord_e2e import stack as stack  # the fixture: a Discord process on Valkey
 from test_web_up import _delivered, page
 
@@ -65,6 +65,14 @@ async def test_discord_grid_is_one_image_with_u_and_v_buttons(stack: Stack) -> N
     assert vary.params.task == Task.REMIX and vary.params.model == record.params.model
     assert vary.params.strength == 0.35 and (vary.params.width, vary.params.height) == SIZE
     assert decoded(emu, varied)[1].size == grid.size and vary.params.count == 4
+
+    # A 16:9 picture keeps its shape through /remix (no square centre-crop).
+    wide = emu.add_attachment("wide.png", png(320, 180))
+    remix = await acknowledged(
+        emu, await emu.slash("remix", {"prompt": "in snow"}, attachments={"image": wide})
+    )
+    _, remixed = decoded(emu, await result_of(emu, remix))
+    assert remixed.width / remixed.height > 1.5, remixed.size
 
     # /history lists the grid, privately; after the adapter restarts /show posts it again.
     listed = await acknowledged(emu, await emu.slash("history", {}))
