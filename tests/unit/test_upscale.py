@@ -90,16 +90,13 @@ def spandrel_importable(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     transforms.functional = functional  # type: ignore[attr-defined]
     torchvision = types.ModuleType("torchvision")
     torchvision.transforms = transforms  # type: ignore[attr-defined]
-    before = set(sys.modules)
+    _forget_spandrel()  # a failed import elsewhere may have left some of its modules
     monkeypatch.setitem(sys.modules, "torchvision", torchvision)
     monkeypatch.setitem(sys.modules, "torchvision.transforms", transforms)
     monkeypatch.setitem(sys.modules, "torchvision.transforms.functional", functional)
     upscale.spandrel_module.cache_clear()
     yield
-    for name in set(sys.modules) - before:
-        if name.startswith(("spandrel", "einops")):
-            del sys.modules[name]
-    upscale.spandrel_module.cache_clear()
+    _forget_spandrel()  # imported against the stand-in: never reused by a later test
 
 
 @pytest.mark.usefixtures("spandrel_importable")
@@ -116,7 +113,14 @@ def test_spandrel_reads_our_file_as_the_same_network(weights: Path) -> None:
     torch.testing.assert_close(a, b)
 
 
+def _forget_spandrel() -> None:
+    for name in [n for n in sys.modules if n.startswith(("spandrel", "einops"))]:
+        del sys.modules[name]
+    upscale.spandrel_module.cache_clear()
+
+
 def test_without_torchvision_spandrel_is_not_used(weights: Path) -> None:
+    _forget_spandrel()
     if "torchvision" in sys.modules or upscale.spandrel_module() is not None:
         pytest.skip("this environment has a torchvision")
     assert upscale.load_sr(weights).loader == "reelbot"
