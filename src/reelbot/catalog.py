@@ -51,6 +51,10 @@ class ModelSpec(BaseModel):
     pipelines: dict[Task, str] = Field(description="task -> diffusers pipeline class name")
     source: str = Field(description='hub id, local folder, or "tiny" for the offline build')
     dtype: str = "bfloat16"
+    component_dtypes: dict[str, str] = Field(
+        default_factory=dict,
+        description='per-component dtype over ``dtype``, e.g. {vae = "float32"}',
+    )
     steps_default: int = Field(ge=1)
     steps_max: int = Field(ge=1)
     guidance_default: float = Field(ge=0)
@@ -73,6 +77,9 @@ class ModelSpec(BaseModel):
     vary_subtle: float = Field(default=0.35, ge=0.05, le=1, description="Vary (subtle) strength")
     vary_strong: float = Field(default=0.75, ge=0.05, le=1, description="Vary (strong) strength")
     supports_negative: bool = True
+    negative_default: str = Field(
+        default="", description="the negative prompt used when the user gives none"
+    )
     preview_vae: str | None = Field(
         default=None,
         description='step previews by an AutoencoderTiny: hub id, folder, or "tiny"',
@@ -92,6 +99,8 @@ class ModelSpec(BaseModel):
             raise ValueError(f"model {self.name}: guidance_default outside its range")
         if self.frames_default > self.frames_max:
             raise ValueError(f"model {self.name}: frames_default above frames_max")
+        if self.negative_default and not self.supports_negative:
+            raise ValueError(f"model {self.name}: negative_default without supports_negative")
         return self
 
     @property

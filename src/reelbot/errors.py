@@ -30,6 +30,8 @@ back to the class and ``error_from`` rebuilds the error from a stored outcome::
     │   ├── Undeliverable             the platform refused the post, or every try failed
     │   └── ResultExpired             the stored result expired before it was posted
     └── ConfigError                   stops start-up, with one line naming the setting
+        └── ModelUnavailable          a model cannot be loaded (not downloaded and offline, gated,
+                                      a broken download); ``model``, ``reason``
 """
 
 from __future__ import annotations
@@ -291,6 +293,42 @@ class ConfigError(ReelbotError):
         return self.message
 
 
+class ModelUnavailable(ConfigError):
+    """A model's weights cannot be loaded; the message names the model and what to do.
+
+    A configuration error, not a transient one: retrying on the same machine meets the same
+    missing download, licence or damaged file. ``reason`` is ``not_cached``, ``gated`` or
+    ``broken``.
+    """
+
+    code = "model_unavailable"
+    model: str = ""
+    reason: str = ""
+
+    def __init__(self, message: str, *, model: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.model = model
+        self.reason = reason
+
+    @property
+    def user_message(self) -> str:
+        """For the chat: what failed in words, without the server's paths and settings."""
+        if self.shown is not None or not self.model:
+            return self.message if self.shown is None else self.shown
+        why = _UNAVAILABLE.get(self.reason, "its weights could not be read")
+        return (
+            f"Model {self.model} cannot be loaded on this server: {why}. "
+            "Pick another model with --model, or tell the server's operator."
+        )
+
+
+_UNAVAILABLE = {
+    "not_cached": "its weights are not downloaded and the model hub cannot be reached",
+    "gated": "its weights need a model hub token this server lacks",
+    "broken": "its downloaded weights are damaged",
+}
+
+
 ERROR_CODES: dict[str, type[ReelbotError]] = {
     cls.code: cls
     for cls in (
@@ -319,6 +357,7 @@ ERROR_CODES: dict[str, type[ReelbotError]] = {
         Undeliverable,
         ResultExpired,
         ConfigError,
+        ModelUnavailable,
     )
 }
 """Stable wire code → class, for turning an outcome back into an error."""

@@ -498,6 +498,13 @@ def resolve(
         raise _range_error("steps", steps, 1, spec.steps_max, spec.name)
 
     guidance = opts.guidance if opts.guidance is not None else spec.guidance_default
+    if spec.guidance_min == spec.guidance_max != guidance:
+        # A distilled model (Z-Image-Turbo): one guidance only, so a range would mislead.
+        raise InvalidOption(
+            f"--guidance {guidance:g} does not apply to {spec.name}: it runs at guidance "
+            f"{spec.guidance_max:g} only; leave --guidance out or pick another model.",
+            option="guidance",
+        )
     if not spec.guidance_min <= guidance <= spec.guidance_max:
         raise _range_error("guidance", guidance, spec.guidance_min, spec.guidance_max, spec.name)
 

@@ -20,8 +20,8 @@ import diffusers
 import torch
 
 from reelbot.catalog import ModelSpec, Task
-from reelbot.errors import ConfigError
-from reelbot.generation import tiny
+from reelbot.errors import ConfigError, OutOfMemory
+from reelbot.generation import load_errors, tiny
 
 __all__ = [
     "FAMILIES",
@@ -224,13 +224,38 @@ class LoadedModel:
         self._tuned.clear()
 
 
-def load_model(spec: ModelSpec, *, data_dir: Path, dtype: torch.dtype) -> LoadedModel:
-    """Load a spec's base pipeline on the CPU in ``dtype`` (the caller moves it to a device)."""
+def load_model(
+    spec: ModelSpec,
+    *,
+    data_dir: Path,
+    dtype: torch.dtype,
+    component_dtypes: Mapping[str, torch.dtype] | None = None,
+) -> LoadedModel:
+    """Load a spec's base pipeline on the CPU in ``dtype`` (the caller moves it to a device).
+
+    ``component_dtypes`` overrides ``dtype`` for the components it names (Wan's VAE in
+    float32): diffusers reads a dict of dtypes per component, ``"default"`` for the rest.
+    """
     source, from_hub = model_source(spec, data_dir)
     kwargs: dict[str, Any] = {"dtype": dtype}
+    if component_dtypes:
+        kwargs["dtype"] = {"default": dtype, **component_dtypes}
+    folder = Path(source)
     if from_hub:
         kwargs["cache_dir"] = str(data_dir / "hub")
+        folder = load_errors.hub_folder(data_dir / "hub", source)
     cls = pipeline_class(spec.pipelines[_base_task(spec)])
-    base = cls.from_pretrained(source, **kwargs)
-    base.set_progress_bar_config(disable=True)
-    return LoadedModel(spec, base, source=source, load_kwargs=kwargs)
+    try:
+        base = cls.from_pretrained(source, **kwargs)
+    except Exception as exc:
+        failure = load_errors.explain(spec, exc, folder=folder)
+        if failure is None:
+            raise
+        if not isinstance(failure, OutOfMemory):
+            raise failure from exc
+    else:
+        base.set_progress_bar_config(disable=True)
+        return LoadedModel(spec, base, source=source, load_kwargs=kwargs)
+    # Out of memory: raised outside the except block, whose traceback holds the partly loaded
+    # weights, so that they are freed.
+    raise failure

@@ -24,8 +24,15 @@ import torch
 from PIL import Image, ImageOps
 
 from reelbot.catalog import Catalog, ModelSpec, Task, UpscalerSpec
-from reelbot.errors import Cancelled, ConfigError, MissingImage, OutOfMemory, UnknownModel
-from reelbot.generation import tiny, upscale
+from reelbot.errors import (
+    Cancelled,
+    ConfigError,
+    MissingImage,
+    ModelUnavailable,
+    OutOfMemory,
+    UnknownModel,
+)
+from reelbot.generation import load_errors, tiny, upscale
 from reelbot.generation.batching import plan_batches
 from reelbot.generation.device import (
     compute_dtype,
@@ -435,6 +442,9 @@ class Runner:
             return self._generate(spec, items)
         except Cancelled:
             failure = Cancelled
+        except (OutOfMemory, ModelUnavailable) as exc:
+            # The model did not load (load_errors): every item fails with its one sentence.
+            return [exc for _ in items]
         except torch.OutOfMemoryError as exc:
             failure = _first_line(exc)
         # Built outside the except blocks: the caught traceback holds the step's tensors,
@@ -484,7 +494,13 @@ class Runner:
             return cached, 0.0
         start = perf_counter()
         loaded = load_model(
-            spec, data_dir=self.data_dir, dtype=compute_dtype(self._device, spec.dtype)
+            spec,
+            data_dir=self.data_dir,
+            dtype=compute_dtype(self._device, spec.dtype),
+            component_dtypes={
+                name: compute_dtype(self._device, dtype)
+                for name, dtype in spec.component_dtypes.items()
+            },
         )
         need = loaded.nbytes
         self._evict_for(need)
@@ -504,11 +520,13 @@ class Runner:
                 loaded.to(self._device)
         except torch.OutOfMemoryError:
             loaded.release()
-            free_memory(self._device)
-            raise
-        loaded.tune(self._tune)
-        self._cache[spec.name] = loaded
-        return loaded, perf_counter() - start
+        else:
+            loaded.tune(self._tune)
+            self._cache[spec.name] = loaded
+            return loaded, perf_counter() - start
+        # Outside the except block: its traceback holds the weights that did not fit.
+        free_memory(self._device)
+        raise load_errors.out_of_memory(spec, self._device)
 
     def _previewer(self, spec: ModelSpec, pipe: Any) -> Previewer:
         """The model's step previews: its ``preview_vae`` (loaded once), else the projection."""
@@ -583,10 +601,11 @@ class Runner:
                     f"{type(pipe).__name__} takes no {name!r}"
                 )
 
-        if params.negative_prompt and spec.supports_negative:
+        # The model's published negative prompt (Wan's) stands in where the user gave none.
+        negatives = [p.negative_prompt or spec.negative_default for p in group]
+        if negatives[0] and spec.supports_negative:
             require("negative_prompt", "supports_negative")
-            negatives = [p.negative_prompt for p in group]
-            kwargs["negative_prompt"] = negatives if batched else params.negative_prompt
+            kwargs["negative_prompt"] = negatives if batched else negatives[0]
         if params.task.needs_image:
             if image is None or batched:
                 raise ValueError("an image task runs one job per call, with its image")

@@ -40,6 +40,7 @@ from reelbot.errors import (
     InvalidImage,
     JobStalled,
     JobTimeout,
+    ModelUnavailable,
     OutOfMemory,
     OutputTooLarge,
     ReelbotError,
@@ -511,6 +512,10 @@ class GenerationWorker(QueueWorker):
         elif isinstance(exc, TransientError):
             await self._retry_or_fail(record, exc, limit=TRANSIENT_RETRIES)
         elif isinstance(exc, UserError):
+            await self._fail(record, exc.code, exc.user_message)
+        elif isinstance(exc, ModelUnavailable):
+            # The operator's sentence in the log, the chat's in the job; other models go on.
+            log.error("job %s: %s", record.id, exc.message)
             await self._fail(record, exc.code, exc.user_message)
         else:
             await self._internal(record, exc)
