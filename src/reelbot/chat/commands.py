@@ -167,9 +167,14 @@ class TextCommands:
         shown = await self.history.show(ctx, rest.split()[0])
         return Answer(shown.text, shown=shown)
 
-    async def _admin(self, ctx: Context, rest: str) -> Answer:
-        if not ctx.requester.is_admin:
+    def check(self, ctx: Context, name: str) -> None:
+        """Refuse ``/name`` to this asker before anything slow runs (a platform may call it
+        before its acknowledgement); ``answer`` checks the same."""
+        if name == "admin" and not ctx.requester.is_admin:
             raise NotAllowed(self.not_admin)
+
+    async def _admin(self, ctx: Context, rest: str) -> Answer:
+        self.check(ctx, "admin")
         words = rest.split()
         if words[:1] == ["cancel"] and len(words) == 2:
             return await self._cancel(ctx, words[1])

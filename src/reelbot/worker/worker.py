@@ -676,20 +676,8 @@ class GenerationWorker(QueueWorker):
         for index, tile in enumerate(tiles):
             tile_ref = await self.results.put(record.id, tile.data, mime=tile.mime, part=index)
             tile_infos.append(_info(tile_ref, tile, spoiler=verdict.spoiler))
-        info = ResultInfo(
-            ref=ref,
-            mime=media.mime,
-            ext=media.ext,
-            size=len(media.data),
-            width=media.width,
-            height=media.height,
-            frames=media.frames,
-            fps=media.fps,
-            note=media.note,
-            spoiler=verdict.spoiler,
-            nsfw_score=verdict.score,
-            tiles=tuple(tile_infos),
-        )
+        info = _info(ref, media, spoiler=verdict.spoiler, nsfw_score=verdict.score)
+        info = info.model_copy(update={"tiles": tuple(tile_infos)})
         delivering = await self.records.transition(
             record.id,
             JobStatus.DELIVERING,
@@ -739,8 +727,10 @@ def _encode_grid(
     return grid, [encode_image(frame, max_bytes=budget) for frame in frames]
 
 
-def _info(ref: str, media: EncodedMedia, *, spoiler: bool) -> ResultInfo:
-    """Where one encoded image is stored and what it is."""
+def _info(
+    ref: str, media: EncodedMedia, *, spoiler: bool, nsfw_score: float | None = None
+) -> ResultInfo:
+    """Where one encoded result (or one image of a grid) is stored and what it is."""
     return ResultInfo(
         ref=ref,
         mime=media.mime,
@@ -748,8 +738,11 @@ def _info(ref: str, media: EncodedMedia, *, spoiler: bool) -> ResultInfo:
         size=len(media.data),
         width=media.width,
         height=media.height,
+        frames=media.frames,
+        fps=media.fps,
         note=media.note,
         spoiler=spoiler,
+        nsfw_score=nsfw_score,
     )
 
 

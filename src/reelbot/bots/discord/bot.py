@@ -251,10 +251,8 @@ class DiscordBot:
     async def say(self, interaction: Interaction, name: str, rest: str = "") -> None:
         """A command answered in words, privately (chat's ``TextCommands``): /jobs, /cancel,
         /quota, /models, /history and the /admin words (Manage Server, checked again here)."""
-
         ctx = self.context(interaction)
-        if name == "admin" and not ctx.requester.is_admin:  # refused at once, not after a defer
-            raise NotAllowed(self.commands.not_admin)
+        self.commands.check(ctx, name)  # a refusal comes at once, not after the deferral
 
         async def text() -> str:
             return (await self.commands.answer(ctx, name, rest)).text
