@@ -15,12 +15,12 @@ from pydantic import SecretStr
 
 from reelbot.bots.web.app import COOKIE, build_app
 from reelbot.bots.web.chat import WebChat
-from reelbot.bots.web.hub import Hub
 from reelbot.bots.web.service import announce, bind, is_loopback, run_up
 from reelbot.catalog import load_catalog
 from reelbot.cli import main
 from reelbot.config import Settings
 from reelbot.errors import ConfigError
+from reelbot.runtime.http import Hub
 from reelbot.store.connection import connect
 
 TOKEN = "s3cret-token"

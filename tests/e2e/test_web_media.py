@@ -11,10 +11,10 @@ from arq.connections import ArqRedis
 
 from reelbot.bots.web.app import build_app
 from reelbot.bots.web.chat import WebChat
-from reelbot.bots.web.hub import Hub
 from reelbot.catalog import Task, load_catalog
 from reelbot.config import Settings
 from reelbot.jobs import GenerationRequest, JobStatus, ReplyAddress, Requester
+from reelbot.runtime.http import Hub
 from reelbot.runtime.server import RedisServer
 from reelbot.store.connection import connect
 from reelbot.store.records import ResultInfo

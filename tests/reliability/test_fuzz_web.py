@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from integration.conftest import make_settings
 from reelbot.bots.web.app import build_app
 from reelbot.bots.web.chat import WebChat
-from reelbot.bots.web.hub import Hub
 from reelbot.catalog import load_catalog
+from reelbot.runtime.http import Hub
 from reelbot.runtime.server import RedisServer
 from reelbot.store.connection import connect
 from reliability.background import Background

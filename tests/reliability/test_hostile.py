@@ -437,8 +437,8 @@ async def test_a_100_mb_upload_to_the_web_chat_is_refused_in_bounded_memory(
 ) -> None:
     from reelbot.bots.web.app import build_app
     from reelbot.bots.web.chat import WebChat
-    from reelbot.bots.web.hub import Hub
     from reelbot.config import Settings
+    from reelbot.runtime.http import Hub
     from reelbot.store.connection import connect
 
     url = "redis://127.0.0.1:9/0"  # nothing listens: a request that gets through fails fast

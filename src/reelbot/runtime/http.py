@@ -1,29 +1,45 @@
 """Serving HTTP in a reelbot process: listening sockets with clear errors, uvicorn under the
-process's own signals, byte ranges and server-sent events. No chat and no product here: the web
-chat and the Telegram webhook are Starlette apps served this way."""
+process's own signals, access tokens, request limits, byte ranges and server-sent events. No chat
+and no product here: the web chat and the Telegram webhook are Starlette apps served this way."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import ipaddress
 import json
 import re
 import socket
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from typing import Any
 
 import uvicorn
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.types import ASGIApp
 
 from reelbot.errors import ConfigError
 
-__all__ = ["QuietServer", "bind", "events", "is_loopback", "ranged", "serve_until"]
+__all__ = [
+    "Hub",
+    "QuietServer",
+    "TokenGate",
+    "bind",
+    "declared_length",
+    "event_stream",
+    "events",
+    "is_loopback",
+    "ranged",
+    "serve_until",
+]
+
+Handler = Callable[[Request], Awaitable[Response]]
 
 KEEPALIVE_S = 15.0
 """A comment line this often keeps proxies and the browser from closing an idle stream."""
+QUEUE_SIZE = 256
+"""Events a slow stream may fall behind by; older ones are dropped (progress is redrawn anyway)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -134,3 +150,111 @@ async def events(queue: asyncio.Queue[Any]) -> AsyncIterator[str]:
         if payload is None:
             return
         yield f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+
+
+def event_stream(hub: Hub, key: str) -> StreamingResponse:
+    """The server-sent events pushed to ``key``, until the client goes or the server stops."""
+
+    async def chunks() -> AsyncIterator[str]:
+        async with hub.listen(key) as queue:
+            async for chunk in events(queue):
+                yield chunk
+
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    return StreamingResponse(chunks(), media_type="text/event-stream", headers=headers)
+
+
+class Hub:
+    """The open event streams per key (the web chat: a page's client id), and fan-out to them."""
+
+    def __init__(self) -> None:
+        self._listeners: dict[str, set[asyncio.Queue[dict[str, Any] | None]]] = {}
+        self.closed = False
+
+    def clients(self) -> list[str]:
+        """The keys with a stream open now."""
+        return list(self._listeners)
+
+    def push(self, key: str, payload: dict[str, Any]) -> None:
+        """Send ``payload`` to every open stream of ``key``; a full queue drops its oldest."""
+        for queue in self._listeners.get(key, ()):
+            _put(queue, payload)
+
+    @contextlib.asynccontextmanager
+    async def listen(self, key: str) -> AsyncIterator[asyncio.Queue[dict[str, Any] | None]]:
+        """A queue of this key's events; None in it means the server is stopping."""
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_SIZE)
+        if self.closed:
+            queue.put_nowait(None)
+        self._listeners.setdefault(key, set()).add(queue)
+        try:
+            yield queue
+        finally:
+            listeners = self._listeners.get(key)
+            if listeners is not None:
+                listeners.discard(queue)
+                if not listeners:
+                    del self._listeners[key]
+
+    def close(self) -> None:
+        """End every open stream, so the HTTP server can stop without waiting on them."""
+        self.closed = True
+        for listeners in self._listeners.values():
+            for queue in listeners:
+                _put(queue, None)
+
+
+def _put(queue: asyncio.Queue[dict[str, Any] | None], payload: dict[str, Any] | None) -> None:
+    if queue.full():
+        with contextlib.suppress(asyncio.QueueEmpty):
+            queue.get_nowait()
+    queue.put_nowait(payload)
+
+
+class TokenGate:
+    """A secret every request must carry: in ``header`` when named (a webhook's secret
+    header), else as a bearer token or the ``cookie``. ``token`` None: the gate is open."""
+
+    def __init__(self, token: str | None, *, cookie: str = "", header: str = "") -> None:
+        self.token = token.encode() if token is not None else None
+        self.cookie, self.header = cookie, header
+
+    def allows(self, request: Request) -> bool:
+        """Whether the request carries the token (compared in constant time)."""
+        if self.token is None:
+            return True
+        if self.header:
+            given = request.headers.get(self.header, "")
+        else:
+            given = request.cookies.get(self.cookie, "") if self.cookie else ""
+            auth = request.headers.get("authorization", "")
+            if auth.lower().startswith("bearer "):
+                given = auth[7:].strip()
+        return hmac.compare_digest(given.encode(), self.token)
+
+    def guard(self, handler: Handler, refuse: Callable[[], Response]) -> Handler:
+        """``handler`` behind the gate: a request without the token gets ``refuse()``."""
+
+        async def guarded(request: Request) -> Response:
+            return await handler(request) if self.allows(request) else refuse()
+
+        return guarded
+
+    def exchange(self, request: Request, wrong: Callable[[], Response]) -> Response | None:
+        """A ``?token=`` in the address: a redirect that trades it for the cookie, so it leaves
+        the address bar (``wrong()`` when it is not the token); None when none was given."""
+        given = request.query_params.get("token")
+        if self.token is None or given is None:
+            return None
+        if not hmac.compare_digest(given.encode(), self.token):
+            return wrong()
+        response = RedirectResponse(request.url.path, status_code=303)
+        response.set_cookie(self.cookie, self.token.decode(), httponly=True, samesite="strict")
+        return response
+
+
+def declared_length(request: Request) -> int:
+    """The request's Content-Length, 0 when absent or not a number: a body over a limit is
+    refused from the header alone, before a byte of it is read."""
+    value = request.headers.get("content-length", "")
+    return int(value) if value.isdigit() else 0

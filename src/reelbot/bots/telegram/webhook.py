@@ -7,7 +7,6 @@ PTB's own webhook server needs tornado; this one is a small starlette app served
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +18,7 @@ from starlette.routing import Route
 from telegram import Update
 from telegram.ext import Application
 
-from reelbot.runtime.http import bind, quiet_server, serve_until
+from reelbot.runtime.http import TokenGate, bind, declared_length, quiet_server, serve_until
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 MAX_BODY = 1024 * 1024
@@ -46,7 +45,7 @@ class WebhookServer:
         if not 1 <= len(hook.secret) <= 256:
             raise ValueError("the webhook secret must be 1-256 characters (Telegram's limit)")
         self.application, self.hook = application, hook
-        self.secret = hook.secret.encode()
+        self.gate = TokenGate(hook.secret, header=SECRET_HEADER)
         self.server = quiet_server(
             Starlette(routes=[Route(hook.path, self._receive, methods=["POST"])])
         )
@@ -54,9 +53,10 @@ class WebhookServer:
         self._task: asyncio.Task[None] | None = None
 
     async def _receive(self, request: Request) -> Response:
-        given = request.headers.get(SECRET_HEADER, "").encode()
-        if not hmac.compare_digest(given, self.secret):
+        if not self.gate.allows(request):
             return Response(status_code=403)
+        if declared_length(request) > MAX_BODY:
+            return Response(status_code=413)  # before a byte of the body is read
         body = await request.body()
         if len(body) > MAX_BODY:
             return Response(status_code=413)

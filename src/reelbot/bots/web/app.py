@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
 
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
@@ -14,18 +12,10 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import (
-    HTMLResponse,
-    JSONResponse,
-    PlainTextResponse,
-    RedirectResponse,
-    Response,
-    StreamingResponse,
-)
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from reelbot.bots.web.chat import WebChat
-from reelbot.bots.web.hub import Hub
 from reelbot.bots.web.page import render_page
 from reelbot.chat.replies import reply_for
 from reelbot.errors import (
@@ -38,7 +28,7 @@ from reelbot.errors import (
     UserError,
 )
 from reelbot.inputs import DEFAULT_MAX_BYTES
-from reelbot.runtime.http import events, ranged
+from reelbot.runtime.http import Hub, TokenGate, declared_length, event_stream, ranged
 
 log = logging.getLogger(__name__)
 
@@ -97,36 +87,16 @@ async def _answer(_: Request, exc: Exception) -> Response:
 
 def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> Starlette:
     """The Starlette app; ``token`` set: every request must carry it (bearer or cookie)."""
+    gate = TokenGate(token, cookie=COOKIE)
 
-    def authorised(request: Request) -> bool:
-        if token is None:
-            return True
-        given = request.cookies.get(COOKIE, "")
-        auth = request.headers.get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-        return hmac.compare_digest(given.encode(), token.encode())
-
-    def guarded(
-        handler: Callable[[Request], Awaitable[Response]],
-    ) -> Callable[[Request], Awaitable[Response]]:
-        async def wrapped(request: Request) -> Response:
-            if not authorised(request):
-                return _error(401, "unauthorised", "This web chat needs its access token.")
-            return await handler(request)
-
-        return wrapped
+    def refused() -> Response:
+        return _error(401, "unauthorised", "This web chat needs its access token.")
 
     async def page(request: Request) -> Response:
-        given = request.query_params.get("token")
-        if token is not None and given is not None:
-            if not hmac.compare_digest(given.encode(), token.encode()):
-                return HTMLResponse("Wrong access token.", status_code=401)
-            # The token leaves the address bar for a cookie that the page's requests carry.
-            response = RedirectResponse("/", status_code=303)
-            response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
-            return response
-        if not authorised(request):
+        exchanged = gate.exchange(request, lambda: HTMLResponse("Wrong access token.", 401))
+        if exchanged is not None:
+            return exchanged
+        if not gate.allows(request):
             return HTMLResponse(
                 "This reelbot web chat needs its access token: open /?token=YOUR_TOKEN "
                 "(REELBOT_WEB_TOKEN).",
@@ -137,8 +107,7 @@ def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> 
     async def command(request: Request) -> Response:
         # A custom header makes a cross-site POST need a preflight, which is never answered.
         client = request.headers.get(CLIENT_HEADER)
-        if _declared_length(request) > MAX_FORM_BYTES:
-            # Refused from the header alone, before a byte of the body is read or spooled.
+        if declared_length(request) > MAX_FORM_BYTES:
             return _error(413, "too_large", _TOO_BIG)
         client = _id(client, "client id")
         async with request.form(max_files=1, max_fields=8) as form:
@@ -153,12 +122,7 @@ def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> 
         return JSONResponse(answer)
 
     async def events(request: Request) -> Response:
-        client = _id(request.query_params.get("client"), "client id")
-        return StreamingResponse(
-            _stream(hub, client),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
+        return event_stream(hub, _id(request.query_params.get("client"), "client id"))
 
     async def history(request: Request) -> Response:
         client = _id(request.query_params.get("client"), "client id")
@@ -177,10 +141,10 @@ def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> 
 
     routes = [
         Route("/", page),
-        Route("/api/command", guarded(command), methods=["POST"]),
-        Route("/api/events", guarded(events)),
-        Route("/api/history", guarded(history)),
-        Route("/media/{job_id:str}", guarded(media)),
+        Route("/api/command", gate.guard(command, refused), methods=["POST"]),
+        Route("/api/events", gate.guard(events, refused)),
+        Route("/api/history", gate.guard(history, refused)),
+        Route("/media/{job_id:str}", gate.guard(media, refused)),
     ]
     # On loopback, a page on another site that resolves its own name to 127.0.0.1 (DNS
     # rebinding) would send its own Host header: refuse it.
@@ -193,12 +157,6 @@ def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> 
 
 
 _TOO_BIG = "That image is over 20 MB. Send a PNG, JPEG or WEBP image under 20 MB."
-
-
-def _declared_length(request: Request) -> int:
-    """The request's Content-Length, 0 when absent or not a number."""
-    value = request.headers.get("content-length", "")
-    return int(value) if value.isdigit() else 0
 
 
 def _field(value: str | UploadFile | None) -> str | None:
@@ -219,10 +177,3 @@ async def _upload(value: str | UploadFile | None) -> bytes | None:
     if len(data) > DEFAULT_MAX_BYTES:
         raise InvalidImage(_TOO_BIG)
     return data or None
-
-
-async def _stream(hub: Hub, client: str) -> AsyncIterator[str]:
-    """Server-sent events for one page, until it goes away or the server stops."""
-    async with hub.listen(client) as queue:
-        async for chunk in events(queue):
-            yield chunk

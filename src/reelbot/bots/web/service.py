@@ -11,13 +11,12 @@ from arq.connections import ArqRedis
 
 from reelbot.bots.web.app import build_app
 from reelbot.bots.web.chat import WebChat
-from reelbot.bots.web.hub import Hub
 from reelbot.bots.web.surface import WebConversation, WebSurface
 from reelbot.catalog import load_catalog
 from reelbot.config import Settings
 from reelbot.errors import ConfigError
 from reelbot.runtime import http
-from reelbot.runtime.http import is_loopback
+from reelbot.runtime.http import Hub, is_loopback
 from reelbot.runtime.signals import setup_logging, until_signal
 from reelbot.store.connection import connected
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from reelbot.bots.web.hub import Hub
 from reelbot.bots.web.views import job_view, status_view
 from reelbot.chat.replies import Button, Reply
 from reelbot.chat.service import ChatService
@@ -12,6 +11,7 @@ from reelbot.config import Settings
 from reelbot.errors import InvalidImage
 from reelbot.jobs import ReplyAddress
 from reelbot.queue.delivery import Delivery
+from reelbot.runtime.http import Hub
 from reelbot.store.records import JobRecord
 
 __all__ = ["WebConversation", "WebSurface"]
