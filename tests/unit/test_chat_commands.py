@@ -9,8 +9,9 @@ import pytest
 
 from reelbot.catalog import Task, load_catalog
 from reelbot.chat.commands import is_generation, split_command, unknown_command
+from reelbot.chat.followups import rerun_task
 from reelbot.chat.history import History, Shown, ago, info_text
-from reelbot.chat.service import Context, rerun_task
+from reelbot.chat.service import Context
 from reelbot.chat.surface import result_buttons
 from reelbot.errors import InvalidOption, InvalidPrompt
 from reelbot.jobs import GenerationRequest, JobStatus, ReplyAddress, Requester, resolve

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import cast, get_args
 
 from reelbot.catalog import Task
+from reelbot.chat.followups import Rerun
 from reelbot.chat.history import History, Shown
 from reelbot.chat.replies import Button
-from reelbot.chat.service import CancelAnswer, ChatService, Context, Rerun, Ticket
+from reelbot.chat.service import CancelAnswer, ChatService, Context, Ticket
 from reelbot.errors import InvalidPrompt, NotAllowed
 from reelbot.jobs import ReplyAddress
 from reelbot.store.records import JobRecord

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from reelbot import metrics
 from reelbot.catalog import Catalog, Task
+from reelbot.chat.followups import Rerun, follow_up
 from reelbot.chat.texts import CANCEL_TEXT, models_lines
 from reelbot.config import Settings
 from reelbot.errors import BackendUnavailable, JobNotFound, UserError
@@ -37,8 +38,6 @@ from reelbot.jobs import (
     ReplyAddress,
     Requester,
     job_id_for,
-    merge_options,
-    parse_prompt,
     resolve,
     seed_for,
 )
@@ -55,36 +54,19 @@ __all__ = [
     "ChatService",
     "Context",
     "JobView",
-    "Rerun",
     "Ticket",
     "Update",
     "reachable",
-    "rerun_task",
 ]
 
-Rerun = Literal["reroll", "rerun", "vary", "vary_subtle", "vary_strong", "animate", "upscale"]
-VARIATIONS = ("vary", "vary_subtle", "vary_strong")
-"""``vary`` is the subtle one (buttons posted before there were two)."""
 CancelSaid = Literal["removed", "stopping", "too_late", "already_finished", "already_delivered"]
 
-UPSCALE_BUTTON = Options(scale=2)
-"""What an Upscale button asks for."""
 ANSWER_WITHIN_S = 10.0
 """How long a command waits on Redis before it is answered "temporarily unavailable"."""
 PROGRESS_POLL_S = 0.5
 RESUBSCRIBE_FIRST_S = 0.1
 RESUBSCRIBE_MAX_S = 5.0
 _REQUEST_CACHE = 1024
-
-
-def rerun_task(how: Rerun, task: Task) -> Task:
-    """What a result's button makes: a re-roll repeats the job's task, vary remixes the image,
-    animate brings it to life."""
-    if how == "upscale":
-        return Task.UPSCALE
-    if how in ("reroll", "rerun"):
-        return task
-    return Task.ANIMATE if how == "animate" else Task.REMIX
 
 
 @dataclass(frozen=True)
@@ -313,61 +295,22 @@ class ChatService:
                 old = None
         if old is None:
             raise JobNotFound("That job is too old to use again; run the command again.")
-        prompt, from_text = parse_prompt(old.request.text)
-        if how in ("reroll", "rerun"):
-            # Re-run: the same seed, so the same result; re-roll: a fresh one.
-            seed = old.params.seed if how == "rerun" else None
-            options = merge_options(from_text, old.request.options).model_copy(
-                update={"seed": seed, "n": old.params.count if old.params.count > 1 else None}
-            )
-            return await self.generate(
-                ctx,
-                old.request.task,
-                prompt,
-                options=options,
-                image_ref=old.request.image_ref,
-                reply=reply,
-                source_id=source_id,
-            )
-        if old.result is None or old.params.task.is_video:
-            raise JobNotFound("That job has no image to start from.")
-        source = old.result
-        if index is not None and old.result.tiles:
-            if not 0 <= index < len(old.result.tiles):
-                raise JobNotFound(f"That grid has no image {index + 1}.")
-            source = old.result.tiles[index]
-        async with reachable():
-            data = await self.results.get(source.ref)
-        if data is None:
-            raise JobNotFound("That result has expired; run the command again.")
-        task = rerun_task(how, old.request.task)
-        if task == Task.UPSCALE:
-            # The Upscale button and U1–U4: the subtle ×2 (``/upscale`` offers ×4, --creative).
-            return await self.generate(
-                ctx, task, "", options=UPSCALE_BUTTON, image=data, reply=reply, source_id=source_id
-            )
-        varied = self._variation(old, how) if how in VARIATIONS else None
+        plan = follow_up(how, old, self.catalog, index)
+        data = None
+        if plan.source is not None:
+            async with reachable():
+                data = await self.results.get(plan.source.ref)
+            if data is None:
+                raise JobNotFound("That result has expired; run the command again.")
         return await self.generate(
-            ctx, task, prompt, options=varied, image=data, reply=reply, source_id=source_id
-        )
-
-    def _variation(self, old: JobRecord, how: Rerun) -> Options:
-        """A variation keeps the source's model (where it remixes), style, negative and grid
-        size; its size follows the source image; its strength is the model's subtle or strong
-        one (``vary_subtle`` / ``vary_strong`` in the model TOML)."""
-        said = merge_options(parse_prompt(old.request.text)[1], old.request.options)
-        source = self.catalog.models.get(old.params.model)
-        model = source.name if source is not None and Task.REMIX in source.pipelines else None
-        spec = self.catalog.pick(Task.REMIX, model)
-        strength = None
-        if spec.strength_default is not None:  # a model that edits by reference takes none
-            strength = spec.vary_strong if how == "vary_strong" else spec.vary_subtle
-        return Options(
-            model=model,
-            style=said.style,
-            negative=said.negative,
-            strength=strength,
-            n=old.params.count if old.params.count > 1 else None,
+            ctx,
+            plan.task,
+            plan.prompt,
+            options=plan.options,
+            image=data,
+            image_ref=plan.image_ref,
+            reply=reply,
+            source_id=source_id,
         )
 
     async def request_of(self, job_id: str) -> GenerationRequest | None:

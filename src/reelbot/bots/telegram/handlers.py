@@ -16,8 +16,9 @@ from telegram.ext import ContextTypes
 
 from reelbot.catalog import Task
 from reelbot.chat.commands import TextCommands, is_generation
+from reelbot.chat.followups import Rerun
 from reelbot.chat.replies import Reply
-from reelbot.chat.service import ChatService, Context, Rerun, Ticket
+from reelbot.chat.service import ChatService, Context, Ticket
 from reelbot.chat.surface import repost, submit_with_status
 from reelbot.chat.texts import help_text
 from reelbot.errors import JobNotFound
