@@ -12,6 +12,8 @@ back to the class and ``error_from`` rebuilds the error from a stored outcome::
     │   ├── ContentRefused            the prompt or the result is refused by content policy
     │   ├── InvalidImage              not an image, truncated, too large, a decompression bomb
     │   ├── MissingImage              the task needs an input image and none came
+    │   ├── InvalidVideo              not a video, truncated, too long, too big, too many frames
+    │   ├── MissingVideo              the task needs an input video and none came
     │   ├── UnknownModel              no such model, or it does not serve that task
     │   ├── QuotaExceeded             over a budget; ``retry_after`` when it resets
     │   ├── Busy                      the queue is full; ``retry_after`` as a hint
@@ -106,6 +108,18 @@ class MissingImage(UserError):
     """The task needs an input image and none came with the command."""
 
     code = "missing_image"
+
+
+class InvalidVideo(UserError):
+    """An input video that cannot be used (``reelbot.video_inputs`` says why in one sentence)."""
+
+    code = "invalid_video"
+
+
+class MissingVideo(UserError):
+    """The task needs an input video (``/restyle``) and none came with the command."""
+
+    code = "missing_video"
 
 
 class UnknownModel(UserError):
@@ -339,6 +353,8 @@ ERROR_CODES: dict[str, type[ReelbotError]] = {
         ContentRefused,
         InvalidImage,
         MissingImage,
+        InvalidVideo,
+        MissingVideo,
         UnknownModel,
         QuotaExceeded,
         Busy,
