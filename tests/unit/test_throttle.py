@@ -99,3 +99,18 @@ async def test_touch_makes_the_next_edit_wait() -> None:
     await asyncio.sleep(0.2)
     assert shown == ["first"]
     await throttle.aclose()
+
+
+async def test_the_interval_counts_from_a_slow_edits_answer() -> None:
+    # A request slowed on its way (a busy host) must not bring the next edit closer than the
+    # interval to it on the platform's side: the slot is counted from the answer.
+    now = [0.0]
+
+    async def slow() -> bool | None:
+        now[0] += 2.5  # the edit took 2.5 s to be answered
+        return None
+
+    throttle = EditThrottle(3.0, clock=lambda: now[0])
+    await throttle.run("m", slow)
+    assert throttle.wait_s("m") == 3.0  # from t=2.5, not t=0
+    await throttle.aclose()

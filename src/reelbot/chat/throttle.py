@@ -93,6 +93,10 @@ class EditThrottle:
                 self._last.pop(room, None)
             else:
                 self._last[room] = before
+            return
+        # Counted from the answer, not the request: a request slowed on its way (a busy host)
+        # cannot bring the next one closer than the interval on the platform's side.
+        self._last[room] = self._clock()
 
     async def _flush(self, room: str, wait: float) -> None:
         """Run the room's waiting edits, one per interval, oldest first, until none is left."""
