@@ -141,6 +141,12 @@ class WorkerSection(BaseModel):
     )
     # 1 (off): bench/RESULTS.md shows batch 8 only 1-6 % faster per image at 1024² on an H200.
     batch_max: int = Field(default=1, ge=1, le=16, description="image jobs per pipeline call")
+    affinity_wait_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="a worker prefers jobs for a model it has loaded; none waits this much "
+        "longer than in arrival order (0: arrival order)",
+    )
     upscale_max_side: int = Field(
         default=4096, ge=64, le=16384, description="the long side /upscale stops at"
     )

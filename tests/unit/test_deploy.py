@@ -92,7 +92,25 @@ def test_compose_runs_a_durable_redis_a_gpu_worker_and_every_adapter() -> None:
         assert ":" in image and not image.endswith(":latest"), f"{name}: pin {image}"
     targets = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     scraped = targets["scrape_configs"][0]["static_configs"][0]["targets"]
-    assert {t.split(":")[0] for t in scraped} == {"worker", "web", "discord", "telegram"}
+    workers = {"worker", "worker-image", "worker-video"}
+    assert {t.split(":")[0] for t in scraped} == workers | {"web", "discord", "telegram"}
+
+
+def test_compose_offers_image_and_video_pools_each_on_its_own_gpu_and_queue() -> None:
+    services = _compose()["services"]
+    assert services["worker"]["command"] == ["worker"]  # one GPU: both queues, by affinity
+    gpus = set()
+    for kind in ("image", "video"):
+        pool = services[f"worker-{kind}"]
+        assert pool["profiles"] == ["pools"]
+        assert pool["command"] == ["worker", "--queue", f"reelbot:{kind}"]
+        assert pool["healthcheck"]["test"][-2:] == ["--queue", f"reelbot:{kind}"]
+        [device] = pool["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+        gpus.add(device["device_ids"][0])
+        assert pool["image"] == services["worker"]["image"]
+        assert pool["stop_grace_period"] and pool["volumes"] == services["worker"]["volumes"]
+    assert len(gpus) == 2, "the pools must not share a card by default"
 
 
 def test_the_dashboard_graphs_metrics_that_exist() -> None:
@@ -120,15 +138,29 @@ def test_manifests_validate_against_the_kubernetes_schemas() -> None:
         kubernetes_validate.validate(doc, "1.33.0", strict=True)
 
 
+POOLS = {"reelbot-worker-image": "reelbot:image", "reelbot-worker-video": "reelbot:video"}
+
+
 def test_gpu_workers_request_a_gpu_probe_health_and_stop_gracefully() -> None:
-    worker = _by_kind("Deployment")["reelbot-worker"]["spec"]["template"]["spec"]
-    assert worker["terminationGracePeriodSeconds"] >= 120
-    [container] = worker["containers"]
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
-    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-        command = container[probe]["exec"]["command"]
-        assert command[:3] == ["reelbot", "health", "--worker"], probe
-    assert worker["securityContext"]["runAsNonRoot"] is True
+    deployments = _by_kind("Deployment")
+    for name, queue in POOLS.items():
+        worker = deployments[name]["spec"]["template"]["spec"]
+        assert worker["terminationGracePeriodSeconds"] >= 120
+        [container] = worker["containers"]
+        assert container["args"] == ["worker", "--queue", queue]
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+            command = container[probe]["exec"]["command"]
+            assert command[:3] == ["reelbot", "health", "--worker"], probe
+            # A pool's pod serves one queue: a probe asking for both would never pass.
+            assert command[-2:] == ["--queue", queue], probe
+        assert worker["securityContext"]["runAsNonRoot"] is True
+    # The metrics Service reaches the pods of both pools.
+    [service] = [s for s in _by_kind("Service").values() if "worker" in s["metadata"]["name"]]
+    selector = service["spec"]["selector"].items()
+    for name in POOLS:
+        labels = deployments[name]["spec"]["template"]["metadata"]["labels"]
+        assert selector <= labels.items()
     for name in ("reelbot-discord", "reelbot-telegram", "reelbot-web"):
         spec = _by_kind("Deployment")[name]["spec"]["template"]["spec"]
         [adapter] = spec["containers"]
@@ -137,17 +169,23 @@ def test_gpu_workers_request_a_gpu_probe_health_and_stop_gracefully() -> None:
     assert _by_kind("StatefulSet")["redis"]["spec"]["volumeClaimTemplates"]
 
 
-def test_keda_scales_the_worker_on_the_queue_depth_metric() -> None:
-    scaled = _by_kind("ScaledObject")["reelbot-worker"]
-    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
-    spec = scaled["spec"]
-    assert spec["scaleTargetRef"]["name"] in _by_kind("Deployment")
-    assert 0 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
-    [trigger] = spec["triggers"]
-    assert trigger["type"] == "prometheus"
-    assert "reelbot_queue_depth" in trigger["metadata"]["query"]
+def test_keda_scales_each_pool_on_its_own_queue_depth() -> None:
+    objects = _by_kind("ScaledObject")
+    assert set(objects) == set(POOLS)
+    for name, queue in POOLS.items():
+        scaled = objects[name]
+        assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+        spec = scaled["spec"]
+        assert spec["scaleTargetRef"]["name"] == name
+        assert name in _by_kind("Deployment")
+        assert 0 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+        [trigger] = spec["triggers"]
+        assert trigger["type"] == "prometheus"
+        query = trigger["metadata"]["query"]
+        assert "reelbot_queue_depth" in query
+        assert re.findall(r'queue="([^"]+)"', query) == [queue], query
+        float(trigger["metadata"]["threshold"])
     assert "reelbot_queue_depth" in _exported_metric_names()
-    float(trigger["metadata"]["threshold"])
 
 
 # -- Dockerfiles -----------------------------------------------------------------------------

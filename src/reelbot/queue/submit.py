@@ -76,6 +76,10 @@ redis.call('ZADD', KEYS[4], ARGV[3], ARGV[7])
 redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -(tonumber(ARGV[9]) + 1))
 redis.call('ZADD', KEYS[5], ARGV[3], ARGV[7])
 redis.call('EXPIRE', KEYS[5], ARGV[5])
+-- The job's model and submit time, last of the keys and args: what the workers' model-affinity
+-- choice reads (worker.candidates) instead of whole records.
+redis.call('HSET', KEYS[#KEYS], 'm', ARGV[#ARGV], 't', ARGV[3])
+redis.call('PEXPIRE', KEYS[#KEYS], ARGV[6])
 redis.call('PUBLISH', ARGV[8], ARGV[7])
 return {1, ''}
 """
@@ -239,6 +243,7 @@ class JobQueue:
                 keys.user_jobs(request.requester.platform, request.requester.user_id),
                 *self.generation_queues,
                 *quota_keys,
+                keys.affinity(job_id),
             ],
             args=[
                 record.model_dump_json(),
@@ -251,6 +256,7 @@ class JobQueue:
                 keys.wake_channel(queue),
                 keys.INDEX_LIMIT,
                 *quota_args,
+                record.params.model,
             ],
         )
         if created == -1:

@@ -23,6 +23,12 @@ def record(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}"
 
 
+def affinity(job_id: str) -> str:
+    """A queued job's model (``m``), submit time in ms (``t``) and when a younger job was first
+    taken ahead of it (``s``): a small hash the workers' model-affinity choice reads."""
+    return f"{PREFIX}affinity:{job_id}"
+
+
 def user_jobs(platform: str, user_id: str) -> str:
     """Sorted set of one user's job ids by submit time."""
     return f"{PREFIX}user:{platform}:{user_id}"

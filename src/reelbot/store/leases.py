@@ -226,22 +226,28 @@ class QueueWorker(Worker):
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
 
+    async def claim(self, slots: int) -> list[tuple[str, int]]:
+        """Claim up to ``slots`` due jobs nobody holds, in queue order: (job id, score) pairs."""
+        claimed = await self._claim(
+            keys=[self.queue_name],
+            args=[
+                timestamp_ms(),
+                slots,
+                self.worker_id,
+                self.lease_ms,
+                keys.arq_in_progress(""),
+                SCAN_LIMIT,
+            ],
+        )
+        return [
+            (claimed[i].decode(), int(float(claimed[i + 1]))) for i in range(0, len(claimed), 2)
+        ]
+
     async def _poll_iteration(self) -> None:
         slots = min(self.free_slots(), self.max_jobs - self.job_counter)
         if slots > 0 and self.allow_pick_jobs:
-            claimed = await self._claim(
-                keys=[self.queue_name],
-                args=[
-                    timestamp_ms(),
-                    slots,
-                    self.worker_id,
-                    self.lease_ms,
-                    keys.arq_in_progress(""),
-                    SCAN_LIMIT,
-                ],
-            )
-            for i in range(0, len(claimed), 2):
-                await self.start_claimed(claimed[i].decode(), int(float(claimed[i + 1])))
+            for job_id, score in await self.claim(slots):
+                await self.start_claimed(job_id, score)
         for job_id, task in list(self.tasks.items()):
             if task.done():
                 del self.tasks[job_id]

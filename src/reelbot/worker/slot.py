@@ -45,6 +45,10 @@ class GpuSlot:
         self._timer: asyncio.TimerHandle | None = None
         self.listeners: list[Callable[[], None]] = []
         """Workers to wake when the slot wants another job."""
+        self.queues: dict[str, Callable[[], None]] = {}
+        """The queues whose workers share this slot, each with how to wake its worker."""
+        self.model: str | None = None
+        """The model of the latest call to start: loaded when the next one starts."""
 
     def wants_job(self) -> bool:
         """Whether fetching one more job now would keep the GPU busy without hoarding."""
@@ -61,8 +65,10 @@ class GpuSlot:
         for wake in self.listeners:
             wake()
 
-    def started(self, job_id: str, estimate_s: float | None) -> None:
+    def started(self, job_id: str, estimate_s: float | None, model: str | None = None) -> None:
         """A pipeline call began; ``estimate_s`` is its expected length, if known."""
+        if model is not None:
+            self.model = model
         self.pending.discard(job_id)
         self.running = job_id
         self._started_at = time.monotonic()

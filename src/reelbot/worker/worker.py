@@ -19,6 +19,7 @@ import contextlib
 import itertools
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -56,10 +57,12 @@ from reelbot.queue.delivery import enqueue_delivery
 from reelbot.queue.submit import GENERATE
 from reelbot.store import keys
 from reelbot.store.estimates import job_timeout_s, record_duration, seconds_per_credit
-from reelbot.store.leases import QueueWorker
+from reelbot.store.leases import QueueWorker, live_workers
 from reelbot.store.progress import ProgressPublisher, StepProgress
 from reelbot.store.records import JobRecord, RecordStore, ResultInfo
 from reelbot.store.results import RedisResultStore, ResultStore, load_input
+from reelbot.worker.affinity import LOAD_GRACE_S
+from reelbot.worker.candidates import claim_by_affinity
 from reelbot.worker.claiming import Batch, BatchItem, claim_batch
 from reelbot.worker.ports import GenerationOutput, PipelineRunner, Scorer
 from reelbot.worker.slot import GpuSlot, preload_defaults
@@ -216,7 +219,7 @@ class _PipelineCall:
         # As the thread takes the job; Redis is written beside the call.
         self._extend(LOAD_TIMEOUT_S)
         worker, record = self.worker, self.record
-        worker.gpu.started(record.id, self.estimate)
+        worker.gpu.started(record.id, self.estimate, record.params.model)
         metrics.observe_since(metrics.WAIT_SECONDS, record.created_at, *self.labels)
         transition = worker.records.transition(
             record.id,
@@ -285,8 +288,41 @@ class GenerationWorker(QueueWorker):
         self.on_stall: Callable[[], None] = self._fresh_pipeline_thread
         """Called when a stalled pipeline call is abandoned: start a fresh pipeline thread."""
         gpu.listeners.append(self.wake)
+        gpu.queues[queue] = self.wake
+        self.peers_elsewhere = False
+        """Whether a worker of another process serves one of this GPU's queues (each beat)."""
 
     # -- QueueWorker hooks ---------------------------------------------------------------------
+
+    async def claim(self, slots: int) -> list[tuple[str, int]]:
+        """Jobs for a model the GPU has loaded first (``worker.affinity``), across the queues
+        that share it; in queue order (one round trip) when there is nothing to prefer."""
+        wait_s = self.settings.affinity_wait_s
+        resident = {*getattr(self.runner, "resident", ()), *filter(None, [self.gpu.model])}
+        if wait_s <= 0 or not resident:
+            return await super().claim(slots)
+        queues = list(self.gpu.queues) or [self.queue_name]
+        # With nobody else to take a job that needs a load here, leaving it would only wait.
+        grace = LOAD_GRACE_S if self.peers_elsewhere else 0.0
+        return await claim_by_affinity(
+            self, slots, resident, wait_s=wait_s, queues=queues, grace_s=grace
+        )
+
+    async def beat(self) -> None:
+        """The heartbeat; also notes whether another process serves this GPU's queues."""
+        await super().beat()
+        workers = await live_workers(self.pool)
+        here = (socket.gethostname(), os.getpid())
+        self.peers_elsewhere = any(
+            (w.get("host"), w.get("pid")) != here and w.get("queue") in self.gpu.queues
+            for w in workers
+        )
+
+    def wake_peer(self, queue: str) -> None:
+        """The affinity choice is a job in another queue of this GPU: wake its worker."""
+        wake = self.gpu.queues.get(queue)
+        if wake is not None:
+            wake()
 
     def free_slots(self) -> int:
         """At most one job waiting for the GPU, fetched near the end of the running one."""

@@ -1,0 +1,161 @@
+"""The jobs waiting in a GPU's queues with their models, and claiming those ``affinity`` chooses.
+
+Submit writes each job's model and submit time into a small hash (``keys.affinity``), so one
+read-only script returns the due, unheld jobs of every queue the GPU serves with their models
+and submit times, without reading records. ``affinity.choose`` picks; a second script claims
+the chosen ones (re-checking that nobody holds them, as the poll's claim does) and marks the
+jobs that the choice passed over, so every worker on the queue counts their wait from the same
+moment. A job queued before models were recorded has no hash: it fits any model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from collections.abc import Collection, Sequence
+from typing import Protocol
+
+from arq.connections import ArqRedis
+from arq.utils import timestamp_ms
+
+from reelbot.store import keys
+from reelbot.store.leases import SCAN_LIMIT
+from reelbot.worker.affinity import LOAD_GRACE_S, Choice, Waiting, choose
+
+__all__ = ["Chooser", "claim_by_affinity", "waiting"]
+
+MARK_TTL_MS = 24 * 3600 * 1000
+"""A pass-over mark on a job with no hash of its own lives as long as arq keeps the job."""
+
+# Due jobs nobody holds in each queue (KEYS), in queue order, each with its hash's fields.
+# ARGV[1] now (ms), [2] arq's in-progress prefix, [3] the affinity hash prefix, [4] scan limit.
+_WAITING = """
+local out = {}
+for q = 1, #KEYS do
+  local due = redis.call('ZRANGEBYSCORE', KEYS[q], '-inf', ARGV[1], 'LIMIT', 0, ARGV[4])
+  for _, id in ipairs(due) do
+    if redis.call('EXISTS', ARGV[2] .. id) == 0 then
+      local f = redis.call('HMGET', ARGV[3] .. id, 'm', 't', 's')
+      table.insert(out, {tostring(q), id, f[1] or '', f[2] or '', f[3] or ''})
+    end
+  end
+end
+return out
+"""
+
+# Claim the chosen jobs still due and unheld (the poll's claim, for chosen ids); when any was
+# claimed, mark the passed-over ones. ARGV[1] now, [2] worker id, [3] lease ms, [4] in-progress
+# prefix, [5] affinity prefix, [6] a new mark's TTL (ms), [7] how many ids to claim, then those
+# ids, then the passed-over ids.
+_CLAIM_CHOSEN = """
+local out = {}
+local n = tonumber(ARGV[7])
+for i = 8, 7 + n do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) <= tonumber(ARGV[1]) then
+    local key = ARGV[4] .. ARGV[i]
+    if redis.call('EXISTS', key) == 0 then
+      redis.call('SET', key, ARGV[2], 'PX', ARGV[3])
+      table.insert(out, ARGV[i])
+      table.insert(out, score)
+    end
+  end
+end
+if #out > 0 then
+  for i = 8 + n, #ARGV do
+    local key = ARGV[5] .. ARGV[i]
+    if redis.call('HSETNX', key, 's', ARGV[1]) == 1 and redis.call('PTTL', key) < 0 then
+      redis.call('PEXPIRE', key, ARGV[6])
+    end
+  end
+end
+return out
+"""
+
+
+class Chooser(Protocol):
+    """The worker as ``claim_by_affinity`` uses it (``worker.GenerationWorker``)."""
+
+    @property
+    def pool(self) -> ArqRedis: ...
+    @property
+    def queue_name(self) -> str: ...
+    @property
+    def worker_id(self) -> str: ...
+    @property
+    def lease_ms(self) -> int: ...
+
+    def wake_peer(self, queue: str) -> None:
+        """The choice is a job in another queue of this GPU: let its worker claim it."""
+
+    def wake(self) -> None:
+        """Poll again now."""
+
+
+def _int(raw: bytes) -> int | None:
+    return int(raw) if raw else None
+
+
+async def waiting(pool: ArqRedis, queues: Sequence[str], now_ms: int) -> list[Waiting]:
+    """Due jobs nobody holds in ``queues``, each queue in its order, merged by submit time."""
+    script = pool.register_script(_WAITING)
+    prefixes = [keys.arq_in_progress(""), keys.affinity("")]
+    rows = await script(keys=list(queues), args=[now_ms, *prefixes, SCAN_LIMIT])
+    per_queue: list[list[tuple[int, Waiting]]] = [[] for _ in queues]
+    for q, job_id, model, submitted, passed in rows:
+        at = _int(submitted)
+        job = Waiting(job_id.decode(), model.decode() or None, _int(passed), queues[int(q) - 1], at)
+        # Unknown submit time (a job from before the hash): after the ones whose time is known.
+        per_queue[int(q) - 1].append((at or now_ms, job))
+    # A merge keeps each queue's own order (its fair order across servers) and interleaves
+    # the queues by submit time.
+    return [job for _, job in heapq.merge(*per_queue, key=lambda pair: pair[0])]
+
+
+async def claim_by_affinity(
+    worker: Chooser,
+    slots: int,
+    resident: Collection[str],
+    *,
+    wait_s: float,
+    queues: Sequence[str],
+    grace_s: float = LOAD_GRACE_S,
+) -> list[tuple[str, int]]:
+    """Claim up to ``slots`` jobs of the worker's queue as ``affinity.choose`` picks them.
+
+    Returns (job id, score) pairs as the poll's claim does; none when the choice is a job in
+    another of ``queues`` (its worker is woken to take it) or was taken meanwhile.
+    """
+    now = timestamp_ms()
+    choice: Choice = choose(
+        await waiting(worker.pool, queues, now),
+        resident,
+        now_ms=now,
+        wait_s=wait_s,
+        slots=slots,
+        grace_s=grace_s,
+    )
+    if not choice.take:
+        if choice.retry_at_ms is not None:
+            # Left for a worker that has its model; this one takes it after the grace.
+            delay = max(0.0, (choice.retry_at_ms - now) / 1000)
+            asyncio.get_running_loop().call_later(delay, worker.wake)
+        return []
+    if choice.take[0].queue != worker.queue_name:
+        worker.wake_peer(choice.take[0].queue)
+        return []
+    mine = [job.id for job in choice.take if job.queue == worker.queue_name]
+    script = worker.pool.register_script(_CLAIM_CHOSEN)
+    args: list[str | int] = [
+        now,
+        worker.worker_id,
+        worker.lease_ms,
+        keys.arq_in_progress(""),
+        keys.affinity(""),
+        MARK_TTL_MS,
+        len(mine),
+        *mine,
+        *(job.id for job in choice.passed),
+    ]
+    claimed = await script(keys=[worker.queue_name], args=args)
+    return [(claimed[i].decode(), int(float(claimed[i + 1]))) for i in range(0, len(claimed), 2)]
