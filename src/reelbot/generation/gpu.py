@@ -8,7 +8,9 @@ Numbers quoted in comments come from ``bench/RESULTS.md`` (H200, 2026-11-26).
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -41,6 +43,24 @@ SMALL_CARD_TILE_ABOVE = 704 * 480 * 121
 # ... and on a large one: beyond the largest size measured (Wan's 1280×704×121).
 LARGE_CARD_TILE_ABOVE = 1280 * 704 * 121
 
+# Image decodes (pixels decoded in one call: width × height × images). Z-Image-Turbo's weights
+# take ~20.5 GB of a 24 GiB (25.8 GB) card. Its 1024² call peaked at 15 GB, ~3 GB over its
+# denoiser's weights (6B in bf16), and each more 1024² image in a call added 2.15 GB
+# (bench/RESULTS.md: 21.1 GB at batch 4, 29.7 GB at batch 8), in line with an SD VAE's untiled
+# decode (~2.2 GB per megapixel in fp16, github.com/Kahsolt/stable-diffusion-webui-vae-tile-
+# infer). Two megapixels would take the ~5 GB left: on a small card a decode over the default
+# 1024² is tiled. diffusers' AutoencoderKL only splits a decode larger than its tile
+# (``sample_size``: 1024 for the FLUX VAE), so smaller images run untiled whatever this says.
+SMALL_CARD_IMAGE_TILE_ABOVE = 1024 * 1024
+# On a large card: beyond the largest call the catalogs allow (--n 4 at 2048², ~35 GB by the
+# same 2.15 GB per megapixel, which fits beside the weights on 80 GB).
+LARGE_CARD_IMAGE_TILE_ABOVE = 4 * 2048 * 2048
+
+# Offloaded models live in host memory between calls. Up to this share of the host's RAM they
+# stay loaded side by side (no reload between jobs); beyond it the least recently used one is
+# dropped before the next loads: a 32 GB desktop holds one ~20 GB model, not two (43 GB).
+HOST_BUDGET_FRACTION = 0.8
+
 
 @dataclass(frozen=True)
 class GpuOptions:
@@ -51,9 +71,11 @@ class GpuOptions:
     attention_backend: str | None = None
     """A diffusers attention backend name (e.g. ``_native_cudnn``); None: torch's SDPA."""
     vae_tiling: bool | None = None
-    """Tile video VAE decodes; None: by video size and the card's memory."""
+    """Tile VAE decodes; None: by image or video size and the card's memory."""
     offload: bool = True
     """Allow model CPU offload on an accelerator when a model is over the memory budget."""
+    offload_host_bytes: int | None = None
+    """Host memory offloaded models may hold together; None: 80 % of physical memory."""
     warmup: bool = True
     """When compiling, run one short generation per task at the model's default size at
     preload, so the first user does not wait for the compiler."""
@@ -75,13 +97,37 @@ class GpuOptions:
             return device.startswith("cuda")
         return self.compile
 
-    def tiles(self, device: str, memory_total: int | None, voxels: int) -> bool:
-        """Whether a video decode of ``voxels`` (width × height × frames) is tiled."""
+    def offload_host_budget(self) -> int | None:
+        """Bytes of host memory offloaded models may hold together, None if unknown."""
+        if self.offload_host_bytes is not None:
+            return self.offload_host_bytes
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, OSError, ValueError):  # no sysconf (Windows)
+            return None
+        # In a container the cgroup's limit (v2) is what the OOM killer enforces, not the RAM.
+        try:
+            limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        except OSError:
+            limit = "max"
+        if limit.isdigit():
+            total = min(total, int(limit))
+        return int(total * HOST_BUDGET_FRACTION)
+
+    def tiles(
+        self, device: str, memory_total: int | None, voxels: int, *, video: bool = True
+    ) -> bool:
+        """Whether a decode of ``voxels`` is tiled: width × height × frames for a video,
+        width × height × images in the call for images (``video=False``)."""
         if self.vae_tiling is not None:
             return self.vae_tiling
         if device == "cpu" or memory_total is None:
             return False  # host memory is not the limit there, and tiling is slower
-        limit = SMALL_CARD_TILE_ABOVE if memory_total < SMALL_CARD_BYTES else LARGE_CARD_TILE_ABOVE
+        small = memory_total < SMALL_CARD_BYTES
+        if video:
+            limit = SMALL_CARD_TILE_ABOVE if small else LARGE_CARD_TILE_ABOVE
+        else:
+            limit = SMALL_CARD_IMAGE_TILE_ABOVE if small else LARGE_CARD_IMAGE_TILE_ABOVE
         return voxels > limit
 
 

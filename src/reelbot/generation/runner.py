@@ -32,7 +32,7 @@ from reelbot.errors import (
     OutOfMemory,
     UnknownModel,
 )
-from reelbot.generation import load_errors, tiny, upscale
+from reelbot.generation import footprint, load_errors, tiny, upscale
 from reelbot.generation.batching import plan_batches
 from reelbot.generation.device import (
     compute_dtype,
@@ -223,12 +223,8 @@ class Runner:
     def unload(self, model: str | None = None) -> None:
         """Drop one model, or all of them, from memory."""
         with self._lock:
-            names = [model] if model is not None else list(self._cache)
-            for name in names:
-                entry = self._cache.pop(name, None)
-                if entry is not None:
-                    entry.release()
-            self._previewers = {k: v for k, v in self._previewers.items() if k[0] not in names}
+            for name in [model] if model is not None else list(self._cache):
+                self._drop(name)
             free_memory(self._device)
 
     def generate(
@@ -487,28 +483,48 @@ class Runner:
         log.info("%s %s warmed up in %.1f s", spec.name, task.value, perf_counter() - start)
 
     def _load(self, spec: ModelSpec) -> tuple[LoadedModel, float]:
-        """The resident model for ``spec`` (marked most recent), loading it if needed."""
+        """The resident model for ``spec`` (marked most recent), loading it if needed.
+
+        Room is made before the weights are read in, sized from their files (``footprint``),
+        and checked again with the loaded size: loading first and evicting after held the old
+        and the new model in host memory together.
+        """
         cached = self._cache.get(spec.name)
         if cached is not None:
             self._cache.move_to_end(spec.name)
+            if cached.offloaded:
+                # It holds nothing on the GPU between calls; to run, its largest part must fit.
+                self._evict_for(cached.largest_module_bytes, keep=spec.name)
             return cached, 0.0
         start = perf_counter()
+        dtype = compute_dtype(self._device, spec.dtype)
+        component_dtypes = {
+            name: compute_dtype(self._device, each) for name, each in spec.component_dtypes.items()
+        }
+        budget = self.memory_budget_bytes
+        # Offload needs accelerate's hooks and an accelerator to move modules onto.
+        offload = self.gpu.offload and self._device.startswith("cuda")
+        expected = footprint.weight_bytes(
+            spec, data_dir=self.data_dir, dtype=dtype, component_dtypes=component_dtypes
+        )
+        if expected is not None:
+            # Every load passes through host memory, where the offloaded models live.
+            self._evict_host_for(expected)
+            if not (offload and budget is not None and expected > budget):
+                self._evict_for(expected)
+        size = "size unknown until loaded" if expected is None else f"~{expected / 2**30:.2f} GiB"
+        log.info("loading %s (%s)", spec.name, size)
         loaded = load_model(
-            spec,
-            data_dir=self.data_dir,
-            dtype=compute_dtype(self._device, spec.dtype),
-            component_dtypes={
-                name: compute_dtype(self._device, dtype)
-                for name, dtype in spec.component_dtypes.items()
-            },
+            spec, data_dir=self.data_dir, dtype=dtype, component_dtypes=component_dtypes
         )
         need = loaded.nbytes
-        self._evict_for(need)
-        budget = self.memory_budget_bytes
+        offloading = offload and budget is not None and need > budget
+        # An offloaded model counts what it puts on the GPU (one part at a time), not its size.
+        self._evict_for(loaded.largest_module_bytes if offloading else need)
+        if offloading:
+            self._evict_host_for(need)
         try:
-            # Offload needs accelerate's hooks and an accelerator to move modules onto.
-            offload = self.gpu.offload and self._device.startswith("cuda")
-            if offload and budget is not None and need > budget:
+            if offloading and budget is not None:
                 log.warning(
                     "%s needs ~%.1f GiB, over the %.1f GiB budget: offloading to the CPU",
                     spec.name,
@@ -543,19 +559,44 @@ class Runner:
             found = self._previewers[key] = Previewer(pipe, vae)
         return found
 
-    def _evict_for(self, need: int) -> None:
-        """Drop least recently used models until ``need`` more bytes fit the budget."""
+    def _evict_for(self, need: int, keep: str | None = None) -> None:
+        """Drop least recently used models (never ``keep``) until ``need`` more bytes fit."""
         budget = self.memory_budget_bytes
         if budget is None:
             return
         evicted = False
-        while self._cache and sum(m.nbytes for m in self._cache.values()) + need > budget:
-            name, old = self._cache.popitem(last=False)
+        while sum(m.resident_bytes for m in self._cache.values()) + need > budget:
+            name = next((n for n in self._cache if n != keep), None)
+            if name is None:
+                break
             log.info("evicting %s to stay under the memory budget", name)
-            old.release()
+            self._drop(name)
             evicted = True
         if evicted:
             free_memory(self._device)
+
+    def _evict_host_for(self, need: int) -> None:
+        """Drop least recently used offloaded models until ``need`` more bytes fit the host's
+        share for them (``GpuOptions.offload_host_budget``)."""
+        limit = self.gpu.offload_host_budget()
+        held = [name for name, m in self._cache.items() if m.offloaded]
+        if limit is None or not held:
+            return
+        evicted = False
+        while held and sum(self._cache[n].nbytes for n in held) + need > limit:
+            name = held.pop(0)
+            log.info("evicting %s to stay under the host memory for offloaded models", name)
+            self._drop(name)
+            evicted = True
+        if evicted:
+            free_memory(self._device)
+
+    def _drop(self, name: str) -> None:
+        """Forget a resident model, with its step previewers (their preview VAE)."""
+        entry = self._cache.pop(name, None)
+        self._previewers = {k: v for k, v in self._previewers.items() if k[0] != name}
+        if entry is not None:
+            entry.release()
 
     def _call_kwargs(
         self,
@@ -625,6 +666,10 @@ class Runner:
                 kwargs[family.fps_kwarg] = params.fps
             voxels = params.width * params.height * params.frames
             set_vae_tiling(pipe, self.gpu.tiles(self._device, self._memory_total, voxels))
+        else:
+            pixels = params.width * params.height * max(len(group), params.count)
+            tiled = self.gpu.tiles(self._device, self._memory_total, pixels, video=False)
+            set_vae_tiling(pipe, tiled)
         kwargs.update(family.call_kwargs)
         return kwargs
 
