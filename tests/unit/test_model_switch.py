@@ -11,6 +11,7 @@ byte of it is resident memory, not pages of its file left unread.
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -157,3 +158,21 @@ def test_offloaded_models_get_a_share_of_the_host_memory() -> None:
         limit = cgroup.read_text().strip() if cgroup.is_file() else "max"
         total = min(total, int(limit)) if limit.isdigit() else total
         assert budget is not None and 0.7 * total < budget < 0.9 * total
+
+
+def test_a_hub_model_is_sized_from_the_snapshot_its_ref_names(
+    tiny_catalog: Catalog, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    spec = tiny_catalog.get("tiny-zimage")
+    built = tiny.ensure_built(spec.family, tiny_data_dir)
+    hub = spec.model_copy(update={"source": "someone/zimage"})
+    repo = tmp_path / "hub" / "models--someone--zimage"
+    # An older snapshot with no weights beside the one refs/main points at (huggingface_hub's
+    # cache layout); only the referenced one counts.
+    (repo / "snapshots" / "old" / "transformer").mkdir(parents=True)
+    shutil.copytree(built, repo / "snapshots" / "abc123")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    local = footprint.weight_bytes(spec, data_dir=tiny_data_dir, dtype=torch.float32)
+    cached = footprint.weight_bytes(hub, data_dir=tmp_path, dtype=torch.float32)
+    assert local is not None and cached == local
