@@ -134,7 +134,7 @@ class WorkerSection(BaseModel):
         default=None, description="a diffusers attention backend; unset: torch SDPA"
     )
     vae_tiling: bool | None = Field(
-        default=None, description="tile video VAE decodes; unset: by size and GPU memory"
+        default=None, description="tile VAE decodes; unset: by image or video size and GPU memory"
     )
     offload: bool = Field(
         default=True, description="model CPU offload when a model is over the memory budget"
