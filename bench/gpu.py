@@ -12,8 +12,14 @@ skipped and random `prompt_embeds` of the real shape go into the real diffusers 
 Rows: `pipeline` = one full pipeline call (denoise loop + VAE decode) per timed repeat;
 `step` = one transformer forward at the production video size, timed alone, so a full-length
 video can be extrapolated when the pipeline row had to use fewer frames or steps.
-Work runs most-important first (eager batch 1, then compiled, then larger batches) and a
-time budget skips what no longer fits; JSON is rewritten after every row.
+Work runs most-important first (eager batch 1, then compiled, then the speed options, then
+larger batches) and a time budget skips what no longer fits; JSON is rewritten after every row.
+
+Speed rows (each config's `speed` section, the options of reelbot.generation.speed): `fp8`
+(torchao float8 on compute capability 8.9+ when torchao imports, else layerwise fp8 casting),
+`cache` (a diffusers cache hook), `distilled` (the distilled preset's steps and guidance) and
+`fast` (their combination, compiled). Each batch-1 pipeline row carries `psnr_db`: the decoded
+frames against the eager row's, same embeddings and seed (100 = identical).
 """
 
 from __future__ import annotations
@@ -235,6 +241,12 @@ class ModelRun:
     vae_s: dict[str, float] = field(default_factory=dict)
     compiled_shapes: set[tuple[str, int]] = field(default_factory=set)
     on_device: bool = True
+    variant: dict[str, Any] = field(default_factory=dict)
+    """The distilled preset's overrides (`steps`, `call`) while a speed row runs."""
+    reference: Any = None
+    """The eager row's decoded frames (CPU float tensor): what drift is measured against."""
+    sample: Any = None
+    """The decoded frames of the row being measured (its warm-up call)."""
 
     @property
     def name(self) -> str:
@@ -248,8 +260,32 @@ class Task:
 
     kind: str  # prepare | pipeline | step
     run: ModelRun
-    setting: str = "eager"  # eager | compiled
+    setting: str = "eager"  # eager | compiled | one of SPEED_SETTINGS
     batch: int = 1
+
+
+SPEED_SETTINGS = ("fp8", "cache", "distilled", "fast")
+"""Rows for the speed options, in the order they run; `fast` combines what its config lists."""
+
+
+def decoded_frames(out: Any) -> Any:
+    """A pipeline output's decoded frames or images as one float tensor on the CPU."""
+    import torch
+
+    frames = getattr(out, "frames", None)
+    if frames is None:
+        frames = out.images
+    if isinstance(frames, list):
+        frames = torch.stack([torch.as_tensor(f) for f in frames])
+    return frames.detach().float().cpu()
+
+
+def psnr(frames: Any, reference: Any) -> float | None:
+    """PSNR in dB of decoded frames (values 0..1) against the reference; 100 when identical."""
+    if reference is None or tuple(frames.shape) != tuple(reference.shape):
+        return None
+    mse = float(((frames.clamp(0, 1) - reference.clamp(0, 1)) ** 2).mean())
+    return 100.0 if mse <= 1e-10 else min(100.0, 10 * math.log10(1.0 / mse))
 
 
 class Bench:
@@ -443,6 +479,8 @@ class Bench:
         }
         if which == "fullsize":
             geo.update(section["fullsize"])
+        elif run.variant.get("steps"):
+            geo["steps"] = int(run.variant["steps"])
         return geo
 
     def call_kwargs(self, run: ModelRun, geo: dict[str, Any], batch: int) -> dict[str, Any]:
@@ -468,6 +506,7 @@ class Bench:
             "generator": torch.Generator(device=dev).manual_seed(0),
             "prompt_embeds": embeds(),
             **run.cfg.get("call", {}),
+            **run.variant.get("call", {}),
         }
         if geo.get("frames"):
             kwargs["num_frames"] = geo["frames"]
@@ -560,6 +599,13 @@ class Bench:
 
     def compile_transformer(self, run: ModelRun) -> str:
         """Compile the transformer's repeated blocks once; later calls pay the compile."""
+        how = self.compile_module(run.transformer)
+        run.compiled = True
+        run.info["compile"] = how + (" backend=eager (dry run)" if self.dry else "")
+        return how
+
+    def compile_module(self, transformer: Any) -> str:
+        """Compile one transformer's repeated blocks in place; say how."""
         import torch
 
         opts: dict[str, Any] = {"fullgraph": True}
@@ -569,7 +615,6 @@ class Bench:
         limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else None
         # Each block variant and each new batch size is one more compiled graph per block type.
         setattr(torch._dynamo.config, limit or "cache_size_limit", 64)
-        transformer = run.transformer
         if hasattr(transformer, "compile_repeated_blocks"):
             transformer.compile_repeated_blocks(**opts)
             how = "compile_repeated_blocks(fullgraph=True)"
@@ -581,8 +626,6 @@ class Bench:
             for block in blocks:
                 block.compile(**opts)
             how = f"torch.compile of {len(blocks)} blocks (fullgraph=True)"
-        run.compiled = True
-        run.info["compile"] = how + (" backend=eager (dry run)" if self.dry else "")
         return how
 
     @contextlib.contextmanager
@@ -590,11 +633,157 @@ class Bench:
         """Run compiled code, or force eager on a model whose blocks were compiled earlier."""
         import torch
 
-        if setting == "eager" and run.compiled:
+        # Every row but the compiled ones runs the eager blocks (`fast` compiles its own copy).
+        if setting not in ("compiled", "fast") and run.compiled:
             with torch.compiler.set_stance("force_eager"):
                 yield
         else:
             yield
+
+    # ----------------------------------------------------------------- speed options
+
+    def speed_parts(self, run: ModelRun, setting: str) -> list[str]:
+        """The options a speed row applies: itself, or what `fast` combines."""
+        speed = run.cfg.get("speed", {})
+        if setting == "fast":
+            return [str(part) for part in speed.get("fast", [])]
+        return [setting] if setting in speed else []
+
+    def quantize_fp8(self, transformer: Any) -> str:
+        """fp8 as reelbot.generation.speed does it: torchao float8 on 8.9+, else layerwise."""
+        import torch
+
+        if self.cuda and torch.cuda.get_device_capability(self.device) >= (8, 9):
+            try:
+                from torchao.quantization import (
+                    Float8DynamicActivationFloat8WeightConfig,
+                    PerRow,
+                    quantize_,
+                )
+            except ImportError:
+                self.note_once("torchao is not installed: fp8 rows use layerwise casting")
+            else:
+                quantize_(
+                    transformer, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+                )
+                return "torchao float8 (per-row)"
+        transformer.enable_layerwise_casting(
+            storage_dtype=torch.float8_e4m3fn, compute_dtype=self.dtype
+        )
+        return "layerwise fp8 casting"
+
+    def cache_config(self, spec: dict[str, Any]) -> Any:
+        """The diffusers cache hook config a config's `speed.cache` names."""
+        import diffusers.hooks
+        import torch
+
+        args = {k: v for k, v in spec.items() if k != "kind"}
+        if spec["kind"] == "taylorseer":
+            # As the worker does: bf16 Taylor factors lose the small step-to-step differences.
+            args.setdefault("taylor_factors_dtype", torch.float32)
+        names = {
+            "first_block": "FirstBlockCacheConfig",
+            "mag": "MagCacheConfig",
+            "taylorseer": "TaylorSeerCacheConfig",
+        }
+        return getattr(diffusers.hooks, names[spec["kind"]])(**args)
+
+    def eager_because(self, fp8: str, parts: list[str], speed: dict[str, Any]) -> str | None:
+        """Why a combination cannot compile (as reelbot.generation.speed decides), or None."""
+        # fullgraph=True turns these hooks' graph breaks into errors (found on the dry run).
+        if "fp8" in parts and fp8.startswith("layerwise"):
+            return "layerwise fp8 casting does not compile"
+        if "cache" in parts and speed["cache"]["kind"] in ("first_block", "mag"):
+            return f"the {speed['cache']['kind']} cache hook does not compile"
+        return None
+
+    def copy_transformer(self, run: ModelRun) -> Any:
+        """A second transformer with the same weights, to quantize or compile on its own."""
+        copy = self.build_component(run.cfg["transformer"])
+        # state_dict keys do not change when blocks are compiled in place.
+        copy.load_state_dict(run.transformer.state_dict())
+        copy.set_attention_backend(run.backend)
+        timer = run.timer
+        assert timer is not None
+        copy.register_forward_pre_hook(timer._pre)
+        copy.register_forward_hook(timer._post)
+        return copy
+
+    @contextlib.contextmanager
+    def speed_variant(self, run: ModelRun, setting: str, row: dict[str, Any]) -> Iterator[None]:
+        """Apply a speed row's options for the duration of the row, then undo them."""
+        import diffusers
+        import torch
+
+        parts = self.speed_parts(run, setting)
+        if setting not in SPEED_SETTINGS:
+            yield
+            return
+        if not parts:
+            raise RuntimeError(f"{run.name} has no speed.{setting} in its config")
+        speed = run.cfg["speed"]
+        original = (run.transformer, run.pipe)
+        applied: list[str] = []
+        cached = None
+        try:
+            if "fp8" in parts or "compiled" in parts:
+                copy = self.copy_transformer(run)
+                if "fp8" in parts:
+                    applied.append(self.quantize_fp8(copy))
+                blocker = self.eager_because(applied[-1] if applied else "", parts, speed)
+                if "compiled" in parts and blocker:
+                    applied.append(f"eager: {blocker}")
+                elif "compiled" in parts:
+                    self.compile_module(copy)
+                    applied.append("compiled")
+                run.transformer = copy
+                run.pipe = getattr(diffusers, run.cfg["pipeline"])(
+                    transformer=copy,
+                    vae=run.vae,
+                    scheduler=run.pipe.scheduler,
+                    text_encoder=None,
+                    tokenizer=None,
+                    **run.cfg.get("pipeline_kwargs", {}),
+                )
+                run.pipe.set_progress_bar_config(disable=True)
+            if "cache" in parts:
+                cached = run.transformer
+                cached.enable_cache(self.cache_config(speed["cache"]))
+                applied.append(f"cache {speed['cache']}")
+            if "distilled" in parts:
+                run.variant = dict(speed["distilled"])
+                applied.append(f"distilled {run.variant.get('steps')} steps")
+            row["steps"] = self.geometry(run, "bench")["steps"]
+            row["default_steps"] = run.variant.get("steps", row["default_steps"])
+            row["note"] = (row["note"] + " " + ", ".join(applied)).strip()
+            if "cache" in parts:
+                # Skipped blocks still count in the FLOPs: no MFU for a cached row.
+                row["note"] += "; MFU left out (skipped work)"
+            yield
+            if "cache" in parts:
+                row.update(tflops=None, mfu=None)
+        finally:
+            if cached is not None:
+                cached.disable_cache()
+            run.variant = {}
+            if run.transformer is not original[0]:
+                run.transformer, run.pipe = original
+                if self.cuda:
+                    torch.cuda.empty_cache()
+
+    def drift(self, run: ModelRun, row: dict[str, Any]) -> None:
+        """The eager row keeps its frames; every other batch-1 row is compared with them."""
+        if row["setting"] == "eager":
+            run.reference = run.sample
+            row["psnr_db"] = None
+        elif run.reference is not None and run.sample is not None:
+            row["psnr_db"] = psnr(run.sample, run.reference)
+        run.sample = None
+
+    def note_once(self, text: str) -> None:
+        """Add a note to the results, once."""
+        if text not in self.notes:
+            self.notes.append(text)
 
     # ----------------------------------------------------------------- measuring
 
@@ -629,14 +818,22 @@ class Bench:
         return round((peak - base + own) / 1e9, 2), round(peak / 1e9, 2)
 
     def measure_pipeline(self, run: ModelRun, row: dict[str, Any], batch: int) -> None:
-        """Warm up once, then time full pipeline calls and fill the row."""
+        """Warm up once, then time full pipeline calls and fill the row.
+
+        The warm-up call runs from fixed embeddings and seed; its decoded frames are the row's
+        sample for the drift against the eager row (``drift``).
+        """
+        import torch
+
         geo = self.geometry(run, "bench")
-        kwargs = self.call_kwargs(run, geo, batch)
+        with torch.random.fork_rng(devices=[self.device] if self.cuda else []):
+            torch.manual_seed(1234)
+            kwargs = self.call_kwargs(run, geo, batch)
         timer = run.timer
         assert timer is not None
         self.clock.sync()
         t = time.perf_counter()
-        run.pipe(**kwargs)
+        run.sample = decoded_frames(run.pipe(**kwargs))
         self.clock.sync()
         first = time.perf_counter() - t
         repeats = self.repeats_for(first)
@@ -656,7 +853,10 @@ class Bench:
         steps = int(geo["steps"])
         denoise_s = median(denoise)
         step_s = denoise_s / steps
-        default_steps = int((run.cfg["dry_run"] if self.dry else run.cfg["bench"])["default_steps"])
+        default_steps = int(
+            run.variant.get("steps")
+            or (run.cfg["dry_run"] if self.dry else run.cfg["bench"])["default_steps"]
+        )
         peak_gb, peak_total = self.memory_peak(run, base)
         flops = (run.flops_b1 or 0.0) * batch * n_fwd
         tflops = flops / denoise_s / 1e12 if denoise_s > 0 and flops else None
@@ -687,7 +887,7 @@ class Bench:
             run.vae_s[row["setting"]] = row["vae_s"]
         if row["setting"] == "eager":
             run.eager_call_s[batch] = s_call
-        elif batch in run.eager_call_s:
+        elif row["setting"] in ("compiled", "fast") and batch in run.eager_call_s:
             row["compile_s"] = max(first - run.eager_call_s[batch], 0.0)
 
     def measure_step(self, run: ModelRun, row: dict[str, Any]) -> None:
@@ -765,6 +965,11 @@ class Bench:
             # Images first: they are most of the traffic.
             for run in images + [r for r in self.runs if r not in images]:
                 tasks.append(Task("pipeline", run, "compiled", 1))
+        for run in self.runs:
+            for setting in SPEED_SETTINGS:
+                parts = self.speed_parts(run, setting)
+                if parts and (compile_on or "compiled" not in parts):
+                    tasks.append(Task("pipeline", run, setting, 1))
         for run in images:
             tasks += [Task("pipeline", run, "eager", b) for b in self.batches(run) if b != 1]
         # The dry run traces each family once (batch 1); more compiled shapes add CI time only.
@@ -795,6 +1000,8 @@ class Bench:
             cost = 6 * fwd
         else:
             cost = call * task.batch * (1 + self.repeats_for(call * task.batch))
+        if task.setting == "fast" and "compiled" in self.speed_parts(run, "fast"):
+            cost += max(self.compile_times, default=5.0 if self.dry else GUESS_COMPILE_S)
         if task.setting == "compiled" and (task.kind, task.batch) not in run.compiled_shapes:
             guess = max(self.compile_times, default=5.0 if self.dry else GUESS_COMPILE_S)
             # A second new shape mostly reuses the dynamic-shape graphs the first one made.
@@ -896,9 +1103,11 @@ class Bench:
                 if task.setting == "compiled" and not run.compiled:
                     self.compile_transformer(run)
                 row["attention"] = run.backend
-                with self.stance(run, task.setting):
+                with self.stance(run, task.setting), self.speed_variant(run, task.setting, row):
                     if task.kind == "pipeline":
                         self.measure_pipeline(run, row, task.batch)
+                        if task.batch == 1:
+                            self.drift(run, row)
                     else:
                         self.measure_step(run, row)
                 if task.setting == "compiled":
@@ -1001,6 +1210,7 @@ class Bench:
             ("TFLOP/s", "right"),
             ("MFU", "right"),
             ("compile s", "right"),
+            ("PSNR dB", "right"),
             ("attn", "left"),
             ("note", "left"),
         ]:
@@ -1024,6 +1234,7 @@ class Bench:
                 fmt(r.get("tflops")),
                 f"{mfu:.1%}" if mfu else "-",
                 fmt(r.get("compile_s")),
+                fmt(r.get("psnr_db")),
                 r.get("attention", "-"),
                 r["note"] if ok else f"[red]{r['status']}[/red] {r['note']}",
             )
@@ -1035,7 +1246,12 @@ class Bench:
             "encoder; step = one denoiser forward at the production video size; est. s @default "
             "= per item at the model's default steps from the measured step time; peak GB = "
             "this model alone (other resident models' weights subtracted); MFU = counted FLOPs / "
-            "denoiser time / bf16 dense peak" + (f" ({self.peak:g} TFLOP/s)" if self.peak else "")
+            "denoiser time / bf16 dense peak"
+            + (f" ({self.peak:g} TFLOP/s)" if self.peak else "")
+            + "; PSNR dB = decoded frames against the eager row's (same embeddings and seed, 100 "
+            "= identical): with random weights it shows the numerical drift of fp8, caching and "
+            "compiling, not image quality, and the distilled rows (other steps and guidance) "
+            "differ by construction"
         )
 
     def run(self) -> int:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -87,9 +87,26 @@ class ModelSpec(BaseModel):
     cost_weight: float = Field(
         default=1.0, gt=0, description="credits for one 512x512 frame at the default steps"
     )
+    # Speed options (reelbot.generation.speed), each off by default: they change the output.
+    quantize: Literal["fp8"] | None = Field(
+        default=None, description="fp8: torchao float8 on Ada/Hopper, else layerwise casting"
+    )
+    cache: Literal["first_block", "mag", "taylorseer"] | None = Field(
+        default=None, description="a diffusers cache hook on the denoiser"
+    )
+    cache_threshold: float | None = Field(
+        default=None, gt=0, le=1, description="first_block and mag: the skip threshold"
+    )
+    cache_interval: int | None = Field(
+        default=None, ge=2, description="taylorseer: steps between full computations"
+    )
+    cache_mag_ratios: tuple[float, ...] | None = Field(
+        default=None, description="mag: the checkpoint's magnitude ratios, one per step"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
+        _check_cache(self)
         for task in self.tasks:
             if task not in self.pipelines:
                 raise ValueError(f"model {self.name}: no pipeline class for task {task}")
@@ -125,6 +142,23 @@ class ModelSpec(BaseModel):
         one = round(self.cost_weight * pixels * (steps / self.steps_default) * frames, 2)
         # Rounded per image first: a grid costs exactly n times what one image costs.
         return round(one * count, 2)
+
+
+def _check_cache(spec: ModelSpec) -> None:
+    """Refuse cache settings that do not go with the chosen cache kind."""
+    name, kind = spec.name, spec.cache
+    if spec.cache_threshold is not None and kind not in ("first_block", "mag"):
+        raise ValueError(f"model {name}: cache_threshold is for cache = first_block or mag")
+    if spec.cache_interval is not None and kind != "taylorseer":
+        raise ValueError(f"model {name}: cache_interval is for cache = taylorseer")
+    if spec.cache_mag_ratios is not None and kind != "mag":
+        raise ValueError(f"model {name}: cache_mag_ratios is for cache = mag")
+    if kind == "mag" and not spec.cache_mag_ratios:
+        # diffusers' MagCacheConfig refuses to run without them (they are per checkpoint).
+        raise ValueError(
+            f"model {name}: cache = mag needs cache_mag_ratios, the checkpoint's magnitude "
+            "ratios (MagCache's calibration run prints them)"
+        )
 
 
 class UpscalerSpec(BaseModel):
@@ -231,7 +265,7 @@ class Catalog(BaseModel):
         return model
 
 
-BUILTIN_SETS = ("tiny", "default", "default-80gb")
+BUILTIN_SETS = ("tiny", "default", "default-80gb", "fast")
 
 
 def _read_toml(path: Path | None, builtin: str | None = None) -> dict[str, Any]:

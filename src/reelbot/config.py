@@ -131,7 +131,7 @@ class WorkerSection(BaseModel):
         default=None, description="compile the denoiser's blocks; unset: on for CUDA only"
     )
     attention_backend: str | None = Field(
-        default=None, description="a diffusers attention backend; unset: torch SDPA"
+        default=None, description="a diffusers attention backend; unset: probed (flash, sage, SDPA)"
     )
     vae_tiling: bool | None = Field(
         default=None, description="tile VAE decodes; unset: by image or video size and GPU memory"

@@ -131,3 +131,24 @@ def test_peak_table_knows_hopper() -> None:
     assert module.peak_tflops_for("NVIDIA H100 PCIe") == 756.0
     assert module.peak_tflops_for("NVIDIA H200") == 989.0
     assert module.peak_tflops_for("Some Future GPU") is None
+
+
+@pytest.mark.timeout(300)
+def test_dry_run_builds_every_speed_row_with_its_drift(
+    bench: ModuleType, dry_run: dict[str, Any]
+) -> None:
+    # Every config's speed options get a row; each batch-1 row but eager carries PSNR.
+    for cfg in bench.load_configs():
+        for setting in bench.SPEED_SETTINGS:
+            if setting not in cfg.get("speed", {}):
+                continue
+            (row,) = rows_for(dry_run, cfg["name"], mode="pipeline", setting=setting, batch=1)
+            assert row["status"] == "ok" and row["s_item"] > 0, row
+            assert row["psnr_db"] is not None and 0 < row["psnr_db"] <= 100, row
+    wan = {r["setting"]: r for r in dry_run["rows"] if r["model"] == "wan2.2-5b"}
+    assert {"fp8", "cache", "distilled", "fast"} <= set(wan)
+    assert wan["distilled"]["steps"] == 3 and wan["distilled"]["default_steps"] == 3
+    assert "layerwise fp8" in wan["fp8"]["note"]  # no CUDA: the fallback path
+    assert wan["cache"]["mfu"] is None  # skipped blocks would inflate it
+    # Compiling the eager blocks changes nothing numerically on the dry run's eager backend.
+    assert wan["compiled"]["psnr_db"] == 100

@@ -45,11 +45,11 @@ from reelbot.generation.gpu import (
     GpuOptions,
     check_attention_backend,
     compile_denoiser,
-    set_attention_backend,
     set_vae_tiling,
 )
 from reelbot.generation.previews import Previewer, load_preview_vae, source_of
 from reelbot.generation.registry import LoadedModel, family_of, load_model
+from reelbot.generation.speed import apply_speed, check_speed
 from reelbot.jobs import GenerationParams
 
 __all__ = [
@@ -176,6 +176,7 @@ class Runner:
         self.memory_budget_bytes = memory_budget_bytes
         self.gpu = gpu if gpu is not None else GpuOptions()
         check_attention_backend(self.gpu.attention_backend)
+        check_speed(catalog.models.values())
         self._memory_total = memory_total(self._device)
         self.preview_every = preview_every
         self._lock = threading.Lock()
@@ -451,12 +452,14 @@ class Runner:
         names = ", ".join(sorted({item.params.model for item in items}))
         return [OutOfMemory(f"{names} on {self._device}: {failure}") for _ in items]
 
-    def _tune(self, pipe: Any) -> None:
-        """Apply the accelerator knobs to one denoiser (once per loaded model)."""
-        if self.gpu.attention_backend is not None:
-            set_attention_backend(pipe, self.gpu.attention_backend)
+    def _tune(self, pipe: Any, spec: ModelSpec) -> None:
+        """Apply the model's speed options, then the accelerator knobs, to one denoiser."""
+        applied = apply_speed(pipe, spec, device=self._device, attention=self.gpu.attention_backend)
         if self.gpu.compiles_on(self._device):
-            compile_denoiser(pipe)
+            if applied.eager_because is None:
+                compile_denoiser(pipe)
+            else:
+                log.warning("%s runs eager: %s", spec.name, applied.eager_because)
 
     def _warm_up(self, spec: ModelSpec, loaded: LoadedModel, task: Task) -> None:
         """One short run at the model's default size, so the compiler runs before any job."""
@@ -537,7 +540,7 @@ class Runner:
         except torch.OutOfMemoryError:
             loaded.release()
         else:
-            loaded.tune(self._tune)
+            loaded.tune(lambda pipe: self._tune(pipe, spec))
             self._cache[spec.name] = loaded
             return loaded, perf_counter() - start
         # Outside the except block: its traceback holds the weights that did not fit.
