@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from typing import Any
 
@@ -15,9 +14,9 @@ from reelbot.config import Settings
 from reelbot.jobs import GenerationParams, JobStatus
 from reelbot.queue.submit import JobQueue
 from reelbot.store import keys
-from reelbot.worker.worker import PipelineRunner
+from reelbot.worker.worker import PipelineRunner, serve_generation
 
-from .conftest import make_settings, request, start_generation, wait_for_record
+from .conftest import make_settings, request, wait_for_record
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -27,14 +26,19 @@ LOAD_S = 0.3
 class OneCard:
     """The real runner on a card that holds one model: switching models costs ``LOAD_S``."""
 
-    def __init__(self, real: PipelineRunner) -> None:
+    def __init__(self, real: PipelineRunner, holds: str) -> None:
         self.real = real
+        self.holds = holds
         self.current: str | None = None
         self.loads: list[str] = []
         self.order: list[tuple[int, str]] = []
         """(seed, model) of each job, in the order the pipeline ran them."""
         self.serving = False
         """Loads count (and take ``LOAD_S``) once the workers serve, not at start-up."""
+
+    def serve(self) -> None:
+        """The workers are about to poll: the card holds ``holds``, whatever start-up loaded."""
+        self.current, self.serving = self.holds, True
 
     @property
     def resident(self) -> list[str]:
@@ -43,10 +47,9 @@ class OneCard:
 
     def preload(self, model: str, task: Task | None = None) -> None:
         # Upscalers are a few MB, kept beside the pipelines (Runner._sr).
-        if task != Task.UPSCALE and model != self.current:
-            if self.serving:
-                self.loads.append(model)
-                time.sleep(LOAD_S)  # in the pipeline thread, as a real load
+        if self.serving and task != Task.UPSCALE and model != self.current:
+            self.loads.append(model)
+            time.sleep(LOAD_S)  # in the pipeline thread, as a real load
             self.current = model
         self.real.preload(model, task)
 
@@ -58,29 +61,25 @@ class OneCard:
         self.order.extend((params.seed, params.model) for params, _ in items)
         return self.real.generate_batch(items, **kwargs)
 
-    def models_run(self) -> list[str]:
-        """The models of the jobs in the order they ran."""
-        return [model for _, model in self.order]
-
-
-def switches(models: list[str]) -> int:
-    """How many times consecutive jobs changed model."""
-    return sum(1 for a, b in itertools.pairwise(models) if a != b)
-
 
 async def _run_backlog(
     settings: Settings, queue: JobQueue, runner: PipelineRunner, jobs: list[tuple[str, str]]
-) -> tuple[OneCard, str | None, list[str]]:
-    """Queue ``jobs`` (task, prompt) first, then serve them on one card: the card, the model
-    it held when the workers started, and the job ids."""
+) -> tuple[OneCard, list[str]]:
+    """Queue ``jobs`` (task, prompt) first, then serve them on a card that holds tiny-zimage:
+    the card and the job ids."""
     ids = []
     for i, (task, prompt) in enumerate(jobs):
         submitted = await queue.submit(request(task, prompt, f"aff-{i}"), with_position=False)
         ids.append(submitted.record.id)
-    card = OneCard(runner)
+    card = OneCard(runner, holds="tiny-zimage")
     stop = asyncio.Event()
-    task = await start_generation(settings, card, stop)
-    start, card.serving = card.current, True
+    queues = [settings.image_queue, settings.video_queue]
+    url = settings.effective_redis_url
+    # ``ready`` runs before the workers' first poll.
+    serving = serve_generation(
+        settings, card, queues, redis_url=url, stop=stop, ready=lambda _: card.serve()
+    )
+    task = asyncio.create_task(serving)
     try:
         for job_id in ids:
             await wait_for_record(
@@ -91,7 +90,7 @@ async def _run_backlog(
     finally:
         stop.set()
         await task
-    return card, start, ids
+    return card, ids
 
 
 # Seeds are the jobs' places in line (1-based).
@@ -110,16 +109,13 @@ async def test_two_image_models_interleaved_load_once_each_with_affinity(
     own = make_settings(
         settings.effective_redis_url, settings.data_dir, affinity_wait_s=wait_s, nsfw_check=False
     )
-    card, start, _ = await _run_backlog(own, queue, runner, BACKLOG)
-    run = card.models_run()
-    assert len(card.loads) == switches([start or "", *run]) - (start is None)
+    card, _ = await _run_backlog(own, queue, runner, BACKLOG)
     if wait_s:
-        # One model's jobs, then the other's: at most one load past the one on the card.
-        assert switches(run) == 1
-        assert len(card.loads) <= 2
+        assert [seed for seed, _ in card.order] == [1, 3, 2, 4]
+        assert card.loads == ["tiny-flux2"]
     else:
         assert [seed for seed, _ in card.order] == [1, 2, 3, 4]
-        assert len(card.loads) >= 3
+        assert card.loads == ["tiny-flux2", "tiny-zimage", "tiny-flux2"]
 
 
 async def test_image_and_video_queues_of_one_gpu_choose_together(
@@ -132,10 +128,10 @@ async def test_image_and_video_queues_of_one_gpu_choose_together(
         ("imagine", "a fox --seed 4 --steps 1"),
     ]
     own = make_settings(settings.effective_redis_url, settings.data_dir, nsfw_check=False)
-    card, _, ids = await _run_backlog(own, queue, runner, jobs)
-    # Arrival order across the two queues would switch three times.
-    assert switches(card.models_run()) == 1
-    assert len(card.loads) <= 2
+    card, ids = await _run_backlog(own, queue, runner, jobs)
+    # Arrival order across the two queues would load four times.
+    assert [seed for seed, _ in card.order] == [2, 4, 1, 3]
+    assert card.loads == ["tiny-wan"]
     # A job that a younger one overtook is marked, so every worker counts its wait from then.
     seeds = [seed for seed, _ in card.order]
     for place, seed in enumerate(seeds):

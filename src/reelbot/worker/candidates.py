@@ -27,16 +27,25 @@ __all__ = ["Chooser", "claim_by_affinity", "waiting"]
 MARK_TTL_MS = 24 * 3600 * 1000
 """A pass-over mark on a job with no hash of its own lives as long as arq keeps the job."""
 
-# Due jobs nobody holds in each queue (KEYS), in queue order, each with its hash's fields.
-# ARGV[1] now (ms), [2] arq's in-progress prefix, [3] the affinity hash prefix, [4] scan limit.
+# Due jobs nobody holds in each queue (KEYS), in queue order, each with its hash's fields; a
+# queue's scan stops after ARGV[5] jobs that fit a resident model (ARGV[6..]) or any model, as
+# every job behind those would wait behind them in arrival order too. ARGV[1] now (ms), [2]
+# arq's in-progress prefix, [3] the affinity hash prefix, [4] scan limit.
 _WAITING = """
+local resident = {}
+for i = 6, #ARGV do resident[ARGV[i]] = true end
 local out = {}
 for q = 1, #KEYS do
   local due = redis.call('ZRANGEBYSCORE', KEYS[q], '-inf', ARGV[1], 'LIMIT', 0, ARGV[4])
+  local fitting = 0
   for _, id in ipairs(due) do
     if redis.call('EXISTS', ARGV[2] .. id) == 0 then
       local f = redis.call('HMGET', ARGV[3] .. id, 'm', 't', 's')
       table.insert(out, {tostring(q), id, f[1] or '', f[2] or '', f[3] or ''})
+      if not f[1] or resident[f[1]] then
+        fitting = fitting + 1
+        if fitting >= tonumber(ARGV[5]) then break end
+      end
     end
   end
 end
@@ -96,11 +105,15 @@ def _int(raw: bytes) -> int | None:
     return int(raw) if raw else None
 
 
-async def waiting(pool: ArqRedis, queues: Sequence[str], now_ms: int) -> list[Waiting]:
-    """Due jobs nobody holds in ``queues``, each queue in its order, merged by submit time."""
+async def waiting(
+    pool: ArqRedis, queues: Sequence[str], now_ms: int, resident: Collection[str], slots: int
+) -> list[Waiting]:
+    """Due jobs nobody holds in ``queues``, each queue in its order up to its first ``slots``
+    jobs that fit ``resident``, merged by submit time."""
     script = pool.register_script(_WAITING)
     prefixes = [keys.arq_in_progress(""), keys.affinity("")]
-    rows = await script(keys=list(queues), args=[now_ms, *prefixes, SCAN_LIMIT])
+    args: list[str | int] = [now_ms, *prefixes, SCAN_LIMIT, slots, *sorted(resident)]
+    rows = await script(keys=list(queues), args=args)
     per_queue: list[list[tuple[int, Waiting]]] = [[] for _ in queues]
     for q, job_id, model, submitted, passed in rows:
         at = _int(submitted)
@@ -128,7 +141,7 @@ async def claim_by_affinity(
     """
     now = timestamp_ms()
     choice: Choice = choose(
-        await waiting(worker.pool, queues, now),
+        await waiting(worker.pool, queues, now, resident, slots),
         resident,
         now_ms=now,
         wait_s=wait_s,
