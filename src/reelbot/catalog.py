@@ -27,11 +27,29 @@ class Task(StrEnum):
     VIDEO = "video"
     ANIMATE = "animate"
     UPSCALE = "upscale"
+    INPAINT = "inpaint"
+    """Vary region, zoom out and pan: masked or bordered areas redrawn (``generation.editing``)."""
+    BLEND = "blend"
+    """2-4 images combined through a model's multi-reference input; a model lists it if it can."""
+    DESCRIBE = "describe"
+    """An image turned into prompt suggestions by a captioner (``generation.describe``)."""
 
     @property
     def needs_image(self) -> bool:
         """Whether the task takes an input image."""
-        return self in (Task.REMIX, Task.ANIMATE, Task.UPSCALE)
+        return self in (
+            Task.REMIX,
+            Task.ANIMATE,
+            Task.UPSCALE,
+            Task.INPAINT,
+            Task.BLEND,
+            Task.DESCRIBE,
+        )
+
+    @property
+    def is_edit(self) -> bool:
+        """Whether the task edits its input images (``generation.editing``, ``describe``)."""
+        return self in (Task.INPAINT, Task.BLEND, Task.DESCRIBE)
 
     @property
     def is_video(self) -> bool:

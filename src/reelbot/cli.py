@@ -29,22 +29,48 @@ def _fail(message: str) -> int:
     return USAGE_ERROR
 
 
+def _number(text: str) -> float:
+    """A ``--scale``: 2 or 1.5 (an int where whole, so upscale's Options take it)."""
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="reelbot", description="Image and video generation from chat.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     gen = sub.add_parser("generate", help="one local generation to a file, no Redis")
-    gen.add_argument("task", choices=["imagine", "remix", "video", "animate", "upscale"])
+    gen.add_argument(
+        "task",
+        choices=[
+            *("imagine", "remix", "video", "animate", "upscale"),
+            *("inpaint", "zoom", "pan", "blend", "describe"),
+        ],
+    )
     gen.add_argument(
         "prompt",
         nargs="?",
         default="",
         help='the prompt with flags, e.g. "a red fox --ar 16:9 --seed 7" (none for upscale)',
     )
-    gen.add_argument("--image", type=Path, help="input image for remix, animate and upscale")
-    gen.add_argument("--scale", type=int, choices=(2, 4), help="upscale: 2 or 4 times bigger")
+    gen.add_argument(
+        "--image",
+        type=Path,
+        action="append",
+        help="input image for remix, animate, upscale and the edits (blend: 2 to 4 times)",
+    )
+    gen.add_argument("--mask", type=Path, help="inpaint: white = the area to change")
+    gen.add_argument(
+        "--direction", choices=("left", "right", "up", "down"), help="pan: where the image grows"
+    )
+    gen.add_argument(
+        "--scale",
+        type=_number,
+        choices=(1.5, 2, 4),
+        help="upscale: 2 or 4 times bigger; zoom: 1.5 or 2 (default 2)",
+    )
     gen.add_argument("--creative", action="store_true", help="upscale: the image model adds detail")
-    gen.add_argument("--out", type=Path, required=True, help="output file (.png/.jpg or .mp4)")
+    gen.add_argument("--out", type=Path, help="output file (.png/.jpg or .mp4; not for describe)")
     gen.add_argument("--out-each", type=Path, metavar="DIR", help="--n: also each image alone")
     gen.add_argument(
         "--max-bytes", type=int, default=10 * 1024 * 1024, help="byte budget of the output"
@@ -149,6 +175,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
     """``reelbot generate``: one job, locally, with a progress bar."""
+    from reelbot import cli_edit
+
+    wrong = cli_edit.check(args)  # also turns --image back into one path for the others
+    if wrong is not None:
+        return _fail(wrong)
+    if cli_edit.is_edit(args):
+        return cli_edit.run(settings, args)
+
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -11,6 +11,7 @@ back to the class and ``error_from`` rebuilds the error from a stored outcome::
     │   ├── InvalidPrompt             empty or too long
     │   ├── ContentRefused            the prompt or the result is refused by content policy
     │   ├── InvalidImage              not an image, truncated, too large, a decompression bomb
+    │   │   └── InvalidMask           an inpainting mask that is all black or all white
     │   ├── MissingImage              the task needs an input image and none came
     │   ├── InvalidVideo              not a video, truncated, too long, too big, too many frames
     │   ├── MissingVideo              the task needs an input video and none came
@@ -102,6 +103,12 @@ class InvalidImage(UserError):
     """An input image that cannot be used."""
 
     code = "invalid_image"
+
+
+class InvalidMask(InvalidImage):
+    """An inpainting mask with nothing to change (all black) or everything (all white)."""
+
+    code = "invalid_mask"
 
 
 class MissingImage(UserError):
@@ -352,6 +359,7 @@ ERROR_CODES: dict[str, type[ReelbotError]] = {
         InvalidPrompt,
         ContentRefused,
         InvalidImage,
+        InvalidMask,
         MissingImage,
         InvalidVideo,
         MissingVideo,

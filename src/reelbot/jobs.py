@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from reelbot import masks
 from reelbot.catalog import Catalog, ModelSpec, Task
 from reelbot.errors import InvalidOption, InvalidPrompt, MissingImage
 
@@ -117,6 +118,10 @@ class Options(BaseModel):
     n: int | None = None
     scale: int | None = None
     creative: bool | None = None
+    zoom: float | None = None
+    """/inpaint: zoom out by 1.5 or 2, the source in the centre (``masks.ZOOM_SCALES``)."""
+    pan: str | None = None
+    """/inpaint: extend the image left, right, up or down (``masks.PAN_DIRECTIONS``)."""
 
 
 class GenerationRequest(BaseModel):
@@ -157,6 +162,8 @@ class GenerationParams(BaseModel):
     upscale_model: str | None = Field(
         default=None, description="/upscale --creative: the image model of the img2img pass"
     )
+    zoom: float | None = Field(default=None, description="/inpaint: a zoom out by this factor")
+    pan: str | None = Field(default=None, description="/inpaint: a pan in this direction")
 
     def summary(self) -> str:
         """The parameters a user needs to reproduce the result, as flags."""
@@ -452,6 +459,13 @@ def resolve(
     for name in ("scale", "creative"):
         if getattr(opts, name) is not None:
             raise InvalidOption(f"--{name} only applies to /upscale.", option=name)
+    if task.is_edit:
+        return _resolve_edit(
+            task, prompt, opts, catalog, image_size, seed=default_seed, count=default_count
+        )
+    for name in ("zoom", "pan"):
+        if getattr(opts, name) is not None:
+            raise InvalidOption(f"{name} only applies to /inpaint.", option=name)
     spec = catalog.pick(task, opts.model)
 
     style = None
@@ -564,6 +578,177 @@ def resolve(
         aspect=_normal_aspect(opts.aspect),
         cost=cost,
         count=count,
+    )
+
+
+BLEND_IMAGES = (2, 4)
+"""How many images /blend takes: at least, at most."""
+BLEND_PROMPT = "one picture that combines the reference images"
+"""What /blend asks for when the user gives no prompt."""
+EXTEND_PROMPT = "the same scene, extended beyond its edges"
+"""What a zoom out or a pan asks for when the user gives no prompt."""
+_DESCRIBE_OPTIONS = ("model", "seed")
+
+
+def check_image_count(task: Task, count: int) -> None:
+    """Refuse a /blend of fewer than 2 or more than 4 images (other tasks take one)."""
+    low, high = BLEND_IMAGES if task == Task.BLEND else (1, 1)
+    if not low <= count <= high:
+        raise MissingImage(
+            f"/blend combines {low} to {high} images; this came with {count}."
+            if task == Task.BLEND
+            else f"/{task.value} takes one image; this came with {count}."
+        )
+
+
+def _resolve_edit(
+    task: Task,
+    prompt: str,
+    opts: Options,
+    catalog: Catalog,
+    image_size: tuple[int, int] | None,
+    *,
+    seed: int | None,
+    count: int,
+) -> GenerationParams:
+    """/inpaint (with zoom or pan), /blend and /describe: the model for the task, then the
+    checks of an /imagine on it (style, negative, seed, steps, guidance, --n), then the size
+    and the strength of the edit."""
+    spec = catalog.pick(task, opts.model)
+    if task == Task.DESCRIBE:
+        return _resolve_describe(prompt, opts, spec, seed, image_size)
+    outpaint = opts.zoom is not None or opts.pan is not None
+    if task == Task.INPAINT:
+        _check_outpaint(opts)
+    elif outpaint:
+        raise InvalidOption("zoom and pan only apply to /inpaint.", option="zoom")
+    if task == Task.BLEND and opts.strength is not None:
+        raise InvalidOption("--strength does not apply to /blend.", option="strength")
+    if not prompt and task == Task.INPAINT and not outpaint:
+        raise InvalidPrompt(
+            "/inpaint needs a prompt: what to paint in the masked area, e.g. /inpaint a red hat"
+        )
+    if not prompt:
+        prompt = BLEND_PROMPT if task == Task.BLEND else EXTEND_PROMPT
+    base = resolve(
+        Task.IMAGINE,
+        prompt,
+        catalog.model_copy(update={"models": {**catalog.models, spec.name: _imagines(spec)}}),
+        explicit=opts.model_copy(
+            update={"model": spec.name, "strength": None, "zoom": None, "pan": None}
+        ),
+        default_seed=seed,
+        default_count=count,
+    )
+    width, height = base.width, base.height
+    if image_size is not None and opts.aspect is None and task == Task.INPAINT:
+        # An edit keeps the input's own size where the model can make it, so the pixels
+        # outside the mask are the source's own.
+        width, height = _edit_size(spec, image_size)
+    if outpaint:
+        width, height = masks.outpaint_size(
+            width,
+            height,
+            zoom=opts.zoom,
+            pan=opts.pan,
+            max_side=spec.max_side,
+            multiple=spec.size_multiple,
+        )
+        if max(width / height, height / width) > MAX_ASPECT:
+            raise InvalidOption(
+                f"That pan would make a {width}x{height} image, past the 4:1 limit; pan the "
+                f"other way or zoom out instead.",
+                option="pan",
+            )
+    strength = None
+    if task == Task.INPAINT:
+        # The masked area is redrawn from noise unless asked otherwise (a border is empty).
+        strength = 1.0 if opts.strength is None or outpaint else opts.strength
+        if not 0.05 <= strength <= 1.0:
+            raise _range_error("strength", strength, 0.05, 1.0, spec.name)
+    cost = spec.estimate_cost(width=width, height=height, steps=base.steps, count=base.count)
+    return base.model_copy(
+        update={
+            "task": task,
+            "width": width,
+            "height": height,
+            "strength": strength,
+            "cost": cost,
+            "zoom": opts.zoom,
+            "pan": opts.pan,
+        }
+    )
+
+
+def _edit_size(spec: ModelSpec, size: tuple[int, int]) -> tuple[int, int]:
+    """An input's own size in the model's multiple, scaled (ratio kept) into its sides."""
+    width, height = size
+    scale = min(1.0, spec.max_side / max(width, height))
+    scale = max(scale, spec.min_side / max(1, min(width, height)))
+    m = spec.size_multiple
+    return (
+        min(spec.max_side, max(m, round(width * scale / m) * m)),
+        min(spec.max_side, max(m, round(height * scale / m) * m)),
+    )
+
+
+def _imagines(spec: ModelSpec) -> ModelSpec:
+    """``spec`` as a model that serves /imagine, so /imagine's checks run on it."""
+    if Task.IMAGINE in spec.tasks:
+        return spec
+    return spec.model_copy(update={"tasks": (*spec.tasks, Task.IMAGINE)})
+
+
+def _check_outpaint(opts: Options) -> None:
+    if opts.zoom is not None and opts.pan is not None:
+        raise InvalidOption("Zoom out or pan, not both at once.", option="zoom")
+    if opts.zoom is not None and opts.zoom not in masks.ZOOM_SCALES:
+        offered = " or ".join(f"{z:g}" for z in masks.ZOOM_SCALES)
+        raise InvalidOption(
+            f"Zoom {opts.zoom:g} is not offered: zoom out {offered}.", option="zoom"
+        )
+    if opts.pan is not None and opts.pan not in masks.PAN_DIRECTIONS:
+        raise InvalidOption(
+            f"Pan {opts.pan[:20]!r} is not a direction: use {', '.join(masks.PAN_DIRECTIONS)}.",
+            option="pan",
+        )
+    if (opts.zoom is not None or opts.pan is not None) and opts.aspect is not None:
+        raise InvalidOption(
+            "--ar does not apply to a zoom or a pan: the canvas grows from the image's shape.",
+            option="ar",
+        )
+
+
+def _resolve_describe(
+    prompt: str,
+    opts: Options,
+    spec: ModelSpec,
+    seed: int | None,
+    image_size: tuple[int, int] | None,
+) -> GenerationParams:
+    """/describe: an image and, at most, --model and --seed (the suggestions' sampling). Its
+    result is the image itself with the suggestions, so the size is the image's."""
+    if prompt:
+        raise InvalidPrompt("/describe takes an image and no prompt: it writes the prompts.")
+    for name in opts.model_dump(exclude_none=True):
+        if name not in _DESCRIBE_OPTIONS:
+            raise InvalidOption(
+                f"--{_flag(name)} does not apply to /describe; it takes --model and --seed.",
+                option=_flag(name),
+            )
+    chosen = opts.seed if opts.seed is not None else (seed or 0) % (MAX_SEED + 1)
+    if not 0 <= chosen <= MAX_SEED:
+        raise _range_error("seed", chosen, 0, MAX_SEED, spec.name)
+    return GenerationParams(
+        task=Task.DESCRIBE,
+        model=spec.name,
+        prompt="",
+        width=image_size[0] if image_size else spec.width,
+        height=image_size[1] if image_size else spec.height,
+        steps=spec.steps_default,
+        guidance=spec.guidance_default,
+        seed=chosen,
+        cost=spec.cost_weight,
     )
 
 

@@ -34,7 +34,11 @@ def _png(color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("task", list(Task))
+# An inpaint needs a mask and a blend a second image, which requests do not carry yet.
+_ONE_INPUT = [t for t in Task if t not in (Task.INPAINT, Task.BLEND)]
+
+
+@pytest.mark.parametrize("task", _ONE_INPUT)
 async def test_each_task_is_stored_and_delivered(
     task: Task,
     queue: JobQueue,
@@ -43,9 +47,8 @@ async def test_each_task_is_stored_and_delivered(
     start_workers: StartWorkers,
 ) -> None:
     image_ref = await store_input(redis, _png()) if task.needs_image else None
-    submitted = await queue.submit(
-        request(task, "a red fox --seed 7", f"src-{task}", image_ref=image_ref)
-    )
+    text = "--seed 7" if task == Task.DESCRIBE else "a red fox --seed 7"  # it writes prompts
+    submitted = await queue.submit(request(task, text, f"src-{task}", image_ref=image_ref))
     assert submitted.created
     assert submitted.record.queue == queue.settings.queue_for(task)
     await start_workers()

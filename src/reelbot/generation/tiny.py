@@ -26,10 +26,12 @@ import transformers
 __all__ = [
     "BUILDERS",
     "BUILD_VERSION",
+    "CAPTIONER",
     "FAMILIES",
     "MARKER",
     "PREVIEW_VAE",
     "TINY_SR",
+    "bart_tokenizer",
     "build",
     "ensure_built",
     "ensure_sr_built",
@@ -368,7 +370,100 @@ def _build_taesd16() -> Any:
     )
 
 
-BUILDERS: dict[str, Callable[[], Any]] = {**FAMILIES, PREVIEW_VAE: _build_taesd16}
+CAPTIONER = "florence2"
+"""The tiny /describe captioner's family (``family = "florence2"``, ``source = "tiny"``)."""
+
+
+def bart_tokenizer() -> Any:
+    """A byte-level BART tokenizer (Florence-2's kind): <s> <pad> </s> <unk>, the 256 byte
+    symbols, no merges, and the ``<image>`` token the Florence-2 processor expands."""
+    vocab = {special: i for i, special in enumerate(("<s>", "<pad>", "</s>", "<unk>"))}
+    for symbol in _byte_alphabet():
+        vocab[symbol] = len(vocab)
+    vocab["<image>"] = len(vocab)
+    return transformers.BartTokenizer(
+        vocab=vocab,
+        merges=[],
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_special_tokens={"image_token": "<image>"},
+    )
+
+
+class _ModelAndProcessor:
+    """A transformers model and its processor, saved into one folder as a hub repo holds them."""
+
+    def __init__(self, model: Any, processor: Any) -> None:
+        self.components = {"model": model}
+        self.processor = processor
+
+    def save_pretrained(self, folder: Path) -> None:
+        self.components["model"].save_pretrained(folder)
+        self.processor.save_pretrained(folder)
+
+
+def _build_florence2() -> Any:
+    """Florence-2: tests/models/florence2/test_modeling_florence2.py in transformers (its
+    tester's sizes), with our tokenizer and a 32 px image processor."""
+    tokenizer = bart_tokenizer()
+    bart = {
+        "model_type": "bart",
+        "vocab_size": len(tokenizer),
+        "max_position_embeddings": 256,
+        "encoder_layers": 1,
+        "encoder_ffn_dim": 16,
+        "encoder_attention_heads": 1,
+        "decoder_layers": 1,
+        "decoder_ffn_dim": 16,
+        "decoder_attention_heads": 1,
+        "d_model": 16,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "decoder_start_token_id": tokenizer.eos_token_id,
+        "forced_bos_token_id": tokenizer.bos_token_id,
+    }
+    vision = {
+        "depths": [1],
+        "patch_size": [7],
+        "patch_stride": [4],
+        "patch_padding": [3],
+        "patch_prenorm": [False],
+        "embed_dim": [16],
+        "num_heads": [1],
+        "num_groups": [1],
+        "window_size": 12,
+        "projection_dim": 16,
+        "drop_path_rate": 0.0,
+    }
+    config = transformers.Florence2Config(
+        text_config=bart, vision_config=vision, image_token_id=tokenizer.image_token_id
+    )
+    model: Any = _seeded(lambda: transformers.Florence2ForConditionalGeneration(config))
+    model.eval()
+    # Random weights never stop on their own: short suggestions keep /describe's tests fast.
+    model.generation_config.max_new_tokens = 8
+    side = 32
+    with torch.no_grad():
+        # The processor writes one <image> token per image feature: count them once.
+        features = model.get_image_features(pixel_values=torch.zeros(1, 3, side, side))
+    images = transformers.CLIPImageProcessorPil(
+        size={"height": side, "width": side},
+        crop_size={"height": side, "width": side},
+        do_center_crop=False,
+        image_seq_length=int(features.pooler_output.shape[1]),
+    )
+    processor = transformers.Florence2Processor(image_processor=images, tokenizer=tokenizer)
+    return _ModelAndProcessor(model, processor)
+
+
+BUILDERS: dict[str, Callable[[], Any]] = {
+    **FAMILIES,
+    PREVIEW_VAE: _build_taesd16,
+    CAPTIONER: _build_florence2,
+}
 """Everything ``ensure_built`` makes: the pipelines, and single models saved the same way."""
 
 
