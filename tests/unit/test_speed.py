@@ -146,7 +146,7 @@ def test_fp8_without_torchao_on_an_fp8_gpu_falls_back_to_layerwise_casting(
         str(tiny.ensure_built("wan22", tiny_data_dir)), dtype=torch.float32
     )
     with caplog.at_level("WARNING", logger="reelbot.generation.speed"):
-        assert speed.quantize_fp8(pipe.transformer, "cuda") == "layerwise-fp8"
+        assert speed.quantize_fp8(pipe.transformer, "cuda", torch.float32) == "layerwise-fp8"
     assert "torchao is not installed" in caplog.text
 
 
@@ -227,3 +227,29 @@ def test_options_that_break_a_compiled_graph_keep_the_denoiser_eager(
     with caplog.at_level("WARNING", logger="reelbot.generation.runner"):
         _video(compiling, "wan-fp8+first_block")
     assert "wan-fp8+first_block runs eager: layerwise fp8" in caplog.text
+
+
+def test_a_cancelled_cached_run_leaves_nothing_for_the_next(speed_runner: Runner) -> None:
+    # A cancel raises out of the pipeline before diffusers resets its hooks; MagCache then
+    # started the next job mid-schedule (a different video for the same seed).
+    import threading
+
+    from reelbot.errors import Cancelled
+
+    first = _video(speed_runner, "wan-mag")
+    stop = threading.Event()
+    params = GenerationParams(
+        task=Task.VIDEO,
+        model="wan-mag",
+        prompt="a fox",
+        width=32,
+        height=32,
+        steps=3,
+        guidance=1.0,
+        seed=99,
+        frames=5,
+        fps=16,
+    )
+    with pytest.raises(Cancelled):
+        speed_runner.generate(params, on_progress=lambda p: stop.set(), cancel=stop)
+    assert np.array_equal(first, _video(speed_runner, "wan-mag"))

@@ -30,6 +30,7 @@ import torch
 
 from reelbot.catalog import ModelSpec
 from reelbot.errors import ConfigError
+from reelbot.generation.device import compute_dtype
 from reelbot.generation.gpu import set_attention_backend
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "check_speed",
     "probe_attention",
     "quantize_fp8",
+    "reset_cache",
 ]
 
 log = logging.getLogger(__name__)
@@ -192,9 +194,11 @@ def _has_fp8_cores(device: str) -> bool:
     return torch.cuda.get_device_capability(torch.device(device)) >= FP8_MIN_CAPABILITY
 
 
-def quantize_fp8(transformer: Any, device: str) -> str:
-    """Store ``transformer``'s weights in float8 (torchao where it can run, else layerwise)."""
-    compute = next(transformer.parameters()).dtype
+def quantize_fp8(transformer: Any, device: str, compute: torch.dtype) -> str:
+    """Store ``transformer``'s weights in float8 (torchao where it can run, else layerwise).
+
+    ``compute``: the dtype layers are upcast to while they run (the model's compute dtype).
+    """
     if _has_fp8_cores(device):
         config = _torchao_float8()
         if config is not None:
@@ -226,6 +230,17 @@ def probe_attention(device: str, family: str = "") -> str | None:
     return None
 
 
+def reset_cache(pipe: Any) -> None:
+    """Start a pipeline call with fresh cache-hook state.
+
+    diffusers resets the hooks at the end of a call that finishes; a call stopped by a cancel
+    leaves them mid-schedule, and MagCache then skips by the old job's step count.
+    """
+    transformer: Any = getattr(pipe, "transformer", None)
+    if getattr(transformer, "is_cache_enabled", False):
+        transformer._reset_stateful_cache()
+
+
 def apply_speed(pipe: Any, spec: ModelSpec, *, device: str, attention: str | None) -> Applied:
     """Apply ``spec``'s speed options and the attention backend to ``pipe``'s denoiser.
 
@@ -234,7 +249,8 @@ def apply_speed(pipe: Any, spec: ModelSpec, *, device: str, attention: str | Non
     transformer = getattr(pipe, "transformer", None)
     if transformer is None:
         return Applied()
-    quantized = quantize_fp8(transformer, device) if spec.quantize == "fp8" else None
+    compute = compute_dtype(device, spec.dtype)
+    quantized = quantize_fp8(transformer, device, compute) if spec.quantize == "fp8" else None
     cached = _enable_cache(spec, transformer) if spec.cache is not None else None
     backend = attention if attention is not None else probe_attention(device, spec.family)
     if backend is not None and not set_attention_backend(pipe, backend):
