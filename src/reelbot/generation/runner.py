@@ -34,6 +34,7 @@ from reelbot.errors import (
 )
 from reelbot.generation import footprint, load_errors, tiny, upscale
 from reelbot.generation.batching import plan_batches
+from reelbot.generation.describe import Captioner
 from reelbot.generation.device import (
     compute_dtype,
     free_memory,
@@ -41,6 +42,7 @@ from reelbot.generation.device import (
     memory_total,
     pick_device,
 )
+from reelbot.generation.editing import Edit, prepare
 from reelbot.generation.gpu import (
     GpuOptions,
     check_attention_backend,
@@ -92,6 +94,8 @@ class GenerationOutput:
     fps: int | None
     seed: int
     timings: dict[str, float] = field(default_factory=dict)
+    texts: list[str] = field(default_factory=list)
+    """/describe's prompt suggestions (its frames hold the described image)."""
 
 
 BatchResult = GenerationOutput | BaseException
@@ -106,6 +110,8 @@ class _Item:
     image: Image.Image | None
     on_progress: ProgressCallback | None
     cancel: threading.Event | None
+    edit: Edit | None = None
+    """/inpaint and /blend: the extra call arguments, and the composite after."""
 
     @property
     def cancelled(self) -> bool:
@@ -184,6 +190,8 @@ class Runner:
         self._sr: dict[str, upscale.SRNet] = {}
         """Loaded upscalers by name: a few MB each, kept beside the budgeted pipelines."""
         self._previewers: dict[tuple[str, str], Previewer] = {}
+        self._captioners: dict[str, Captioner] = {}
+        """Loaded /describe models by name: small, kept beside the budgeted pipelines."""
 
     @property
     def device(self) -> str:
@@ -205,6 +213,10 @@ class Runner:
             with self._lock:
                 self._sr_net(self.catalog.upscaler(model))
             return
+        if task == Task.DESCRIBE:
+            with self._lock:
+                self._captioner(self.catalog.pick(Task.DESCRIBE, model))
+            return
         spec = self.catalog.get(model)
         with self._lock:
             try:
@@ -212,7 +224,8 @@ class Runner:
                 for each in (task,) if task is not None else spec.tasks:
                     loaded.pipeline(each)
                     warm = self.gpu.warmup and self.gpu.compiles_on(self._device)
-                    if warm and each not in loaded.warmed:
+                    # An edit's pipeline runs the denoiser imagine warms (and needs a mask).
+                    if warm and each not in loaded.warmed and not each.is_edit:
                         self._warm_up(spec, loaded, each)
                         loaded.warmed.add(each)
                 return
@@ -235,23 +248,34 @@ class Runner:
         *,
         on_progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
+        mask: Image.Image | None = None,
+        references: Sequence[Image.Image] = (),
     ) -> GenerationOutput:
         """Run one generation, blocking; raises ``Cancelled`` or ``OutOfMemory`` as they occur.
 
         ``on_progress`` is called from this thread: once with stage "loading" when the model
         is not resident, once per denoising step, and once with stage "decoding". Setting
-        ``cancel`` stops the run at the end of the current step.
+        ``cancel`` stops the run at the end of the current step. /inpaint takes ``mask``
+        (white = change; none for a zoom or pan), /blend ``image`` and ``references`` (2-4 in
+        all); /describe returns the image with ``texts``.
         """
         if params.task == Task.UPSCALE:
             return self._upscale(params, image, on_progress, cancel)
+        if params.task == Task.DESCRIBE:
+            return self._describe(params, image, on_progress, cancel)
+        edit = None
+        if params.task.is_edit:
+            min_side = family_of(self.catalog.pick(params.task, params.model)).image_min_side
+            edit = prepare(params, image, mask=mask, references=references, image_min_side=min_side)
         spec = self.catalog.pick(params.task, params.model)
         if params.task.needs_image and image is None:
             raise MissingImage(f"/{params.task.value} needs an input image.")
         _check_cancel(cancel)
+        item = _Item(params, image, on_progress, cancel, edit=edit)
         with self._lock:
             # The job may have been cancelled while an earlier one held the lock.
             _check_cancel(cancel)
-            result = self._run_guarded(spec, [_Item(params, image, on_progress, cancel)])[0]
+            result = self._run_guarded(spec, [item])[0]
         if isinstance(result, BaseException):
             raise result
         del result.timings["batch"]
@@ -305,6 +329,47 @@ class Runner:
         return [r if r is not None else Cancelled() for r in results]
 
     # -- internals --------------------------------------------------------------------------
+
+    def _captioner(self, spec: ModelSpec) -> Captioner:
+        """The loaded /describe model ``spec``, on this runner's device (lock held)."""
+        found = self._captioners.get(spec.name)
+        if found is None:
+            dtype = compute_dtype(self._device, spec.dtype)
+            found = Captioner.load(spec, data_dir=self.data_dir, device=self._device, dtype=dtype)
+            self._captioners[spec.name] = found
+        return found
+
+    def _describe(
+        self,
+        params: GenerationParams,
+        image: Image.Image | None,
+        on_progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> GenerationOutput:
+        """/describe: four prompt suggestions for ``image``; the frames hold the image itself,
+        so a result is stored and posted like any other."""
+        if image is None:
+            raise MissingImage("/describe needs an input image.")
+        spec = self.catalog.pick(Task.DESCRIBE, params.model)
+
+        def on_round(done: int, total: int) -> None:
+            if on_progress is not None:
+                on_progress(Progress(done, total, "running"))
+
+        _check_cancel(cancel)
+        with self._lock:
+            _check_cancel(cancel)
+            start = perf_counter()
+            if spec.name not in self._captioners:
+                on_round(0, 1)
+            captioner = self._captioner(spec)
+            load_s = perf_counter() - start
+            texts = captioner.suggestions(image, seed=params.seed, cancel=cancel, on_round=on_round)
+        source = image.convert("RGB")
+        timings = {"load": load_s, "describe": perf_counter() - start - load_s}
+        return GenerationOutput(
+            frames=[source], fps=None, seed=params.seed, timings=timings, texts=texts
+        )
 
     def _sr_net(self, spec: UpscalerSpec) -> upscale.SRNet:
         """The loaded upscaler ``spec``, on this runner's device (lock held)."""
@@ -685,6 +750,8 @@ class Runner:
         loaded, load_s = self._load(spec)
         pipe = loaded.pipeline(first.task)
         kwargs = self._call_kwargs(spec, pipe, [item.params for item in items], items[0].image)
+        if items[0].edit is not None:
+            kwargs.update(items[0].edit.kwargs)
         if all(item.cancelled for item in items):
             raise Cancelled()
         dropped: set[int] = set()
@@ -743,6 +810,8 @@ class Runner:
                 if item.params.count > 1
                 else self._frames(output, item.params, k)
             )
+            if item.edit is not None:
+                frames = item.edit.finish(frames)
             results.append(
                 GenerationOutput(
                     frames=frames,
