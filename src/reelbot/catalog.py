@@ -27,6 +27,10 @@ class Task(StrEnum):
     VIDEO = "video"
     ANIMATE = "animate"
     UPSCALE = "upscale"
+    RESTYLE = "restyle"
+    """Video-to-video: an input clip redrawn from a prompt (``reelbot.generation.video_edit``)."""
+    KEYFRAMES = "keyframes"
+    """Image-to-video from a first and a last frame; a model lists it where its family can."""
     INPAINT = "inpaint"
     """Vary region, zoom out and pan: masked or bordered areas redrawn (``generation.editing``)."""
     BLEND = "blend"
@@ -41,10 +45,16 @@ class Task(StrEnum):
             Task.REMIX,
             Task.ANIMATE,
             Task.UPSCALE,
+            Task.KEYFRAMES,
             Task.INPAINT,
             Task.BLEND,
             Task.DESCRIBE,
         )
+
+    @property
+    def needs_video(self) -> bool:
+        """Whether the task takes an input video."""
+        return self == Task.RESTYLE
 
     @property
     def is_edit(self) -> bool:
@@ -54,7 +64,7 @@ class Task(StrEnum):
     @property
     def is_video(self) -> bool:
         """Whether the task makes a video."""
-        return self in (Task.VIDEO, Task.ANIMATE)
+        return self in (Task.VIDEO, Task.ANIMATE, Task.RESTYLE, Task.KEYFRAMES)
 
 
 class ModelSpec(BaseModel):
@@ -91,6 +101,9 @@ class ModelSpec(BaseModel):
     fps_max: int = Field(default=30, ge=1)
     strength_default: float | None = Field(
         default=None, gt=0, le=1, description="image-to-image strength; None: not supported"
+    )
+    restyle_strength: float = Field(
+        default=0.7, gt=0, le=1, description="/restyle strength: how far from the input clip"
     )
     vary_subtle: float = Field(default=0.35, ge=0.05, le=1, description="Vary (subtle) strength")
     vary_strong: float = Field(default=0.75, ge=0.05, le=1, description="Vary (strong) strength")

@@ -43,7 +43,7 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "task",
         choices=[
-            *("imagine", "remix", "video", "animate", "upscale"),
+            *("imagine", "remix", "video", "animate", "upscale", "restyle", "extend", "smooth"),
             *("inpaint", "zoom", "pan", "blend", "describe"),
         ],
     )
@@ -63,6 +63,10 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--direction", choices=("left", "right", "up", "down"), help="pan: where the image grows"
     )
+    gen.add_argument(
+        "--video", type=Path, help="input clip for restyle, extend, smooth and upscale"
+    )
+    gen.add_argument("--last-image", type=Path, help="animate: the frame the video ends on")
     gen.add_argument(
         "--scale",
         type=_number,
@@ -182,6 +186,10 @@ def _cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
         return _fail(wrong)
     if cli_edit.is_edit(args):
         return cli_edit.run(settings, args)
+    from reelbot import cli_video
+
+    if cli_video.is_video_edit(args):
+        return cli_video.run(settings, args)
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -150,6 +150,12 @@ class WorkerSection(BaseModel):
     upscale_max_side: int = Field(
         default=4096, ge=64, le=16384, description="the long side /upscale stops at"
     )
+    video_max_s: float = Field(
+        default=20.0, gt=0, le=600, description="the longest video Extend makes, in seconds"
+    )
+    video_input_max_s: float = Field(
+        default=60.0, gt=0, le=3600, description="the longest clip /restyle and Extend take in"
+    )
 
     @field_validator("device")
     @classmethod

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from reelbot import masks
 from reelbot.catalog import Catalog, ModelSpec, Task
-from reelbot.errors import InvalidOption, InvalidPrompt, MissingImage
+from reelbot.errors import InvalidOption, InvalidPrompt, MissingImage, MissingVideo
 
 __all__ = [
     "MAX_COUNT",
@@ -439,18 +439,25 @@ def resolve(
     default_count: int = 1,
     image_size: tuple[int, int] | None = None,
     upscale_max_side: int = UPSCALE_MAX_SIDE,
+    has_video: bool = False,
 ) -> GenerationParams:
     """Parse a prompt's flags, merge explicit options and check each value against the model.
 
     ``default_seed`` is used when the user gave none (callers derive it from the job id, so a
     re-run of the same job gives the same result). ``default_count`` is the grid size of an
     image job without ``--n`` (the server's or the deployment's default; video ignores it).
+    ``image_size`` is the input's upright size (the image's, or the video's for /restyle): the
+    result keeps its aspect unless ``--ar`` says otherwise.
     """
     prompt, from_text = parse_prompt(text)
     opts = merge_options(from_text, explicit or Options())
     if task.needs_image and not has_image:
         raise MissingImage(
             f"/{task.value} needs an image: attach one (or reply to one) with the command."
+        )
+    if task.needs_video and not has_video:
+        raise MissingVideo(
+            f"/{task.value} needs a video: attach a clip (or reply to one) with the command."
         )
     if task == Task.UPSCALE:
         return _resolve_upscale(
@@ -483,7 +490,11 @@ def resolve(
         style = catalog.styles[style_name]
 
     # An image task may go without a prompt when the image (and a style) says enough.
-    if not prompt and task != Task.ANIMATE and not (task == Task.REMIX and style is not None):
+    if (
+        not prompt
+        and task not in (Task.ANIMATE, Task.KEYFRAMES)
+        and not (task in (Task.REMIX, Task.RESTYLE) and style is not None)
+    ):
         raise InvalidPrompt(
             f"/{task.value} needs a prompt, e.g. /{task.value} a red fox in the snow --ar 16:9"
         )
@@ -529,11 +540,28 @@ def resolve(
             strength = style.strength if style and style.strength else spec.strength_default
         if not 0.05 <= strength <= 1.0:
             raise _range_error("strength", strength, 0.05, 1.0, spec.name)
+    elif task == Task.RESTYLE:
+        strength = opts.strength
+        if strength is None:
+            strength = style.strength if style and style.strength else spec.restyle_strength
+        if not 0.05 <= strength <= 1.0:
+            raise _range_error("strength", strength, 0.05, 1.0, spec.name)
+        if int(steps * strength) < 1:
+            # Video-to-video runs int(steps x strength) of the steps; none is no video at all.
+            raise InvalidOption(
+                f"--steps {steps} at --strength {strength:g} leaves no step to run: use "
+                f"--steps {math.ceil(1 / strength)} or more.",
+                option="steps",
+            )
     elif opts.strength is not None:
-        where = "/remix" if task != Task.REMIX else f"{spec.name} (it edits by reference instead)"
+        where = (
+            "/remix and /restyle"
+            if task != Task.REMIX
+            else f"{spec.name} (it edits by reference instead)"
+        )
         raise InvalidOption(f"--strength only applies to {where}.", option="strength")
 
-    if opts.aspect is None and task.needs_image and image_size is not None:
+    if opts.aspect is None and (task.needs_image or task.needs_video) and image_size is not None:
         # /remix and /animate keep the input's shape: the nearest size the model allows.
         width, height = _size_for(spec, _ratio_of(image_size))
     else:

@@ -34,8 +34,9 @@ def _png(color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
     return buf.getvalue()
 
 
-# An inpaint needs a mask and a blend a second image, which requests do not carry yet.
-_ONE_INPUT = [t for t in Task if t not in (Task.INPAINT, Task.BLEND)]
+# An inpaint needs a mask, a blend or keyframes a second image and a restyle a video, which
+# requests do not carry yet.
+_ONE_INPUT = [t for t in Task if t not in (Task.INPAINT, Task.BLEND, Task.RESTYLE, Task.KEYFRAMES)]
 
 
 @pytest.mark.parametrize("task", _ONE_INPUT)

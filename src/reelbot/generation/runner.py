@@ -13,7 +13,7 @@ import inspect
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
@@ -28,11 +28,12 @@ from reelbot.errors import (
     Cancelled,
     ConfigError,
     MissingImage,
+    MissingVideo,
     ModelUnavailable,
     OutOfMemory,
     UnknownModel,
 )
-from reelbot.generation import footprint, load_errors, tiny, upscale
+from reelbot.generation import footprint, load_errors, tiny, upscale, video_frames
 from reelbot.generation.batching import plan_batches
 from reelbot.generation.describe import Captioner
 from reelbot.generation.device import (
@@ -110,6 +111,10 @@ class _Item:
     image: Image.Image | None
     on_progress: ProgressCallback | None
     cancel: threading.Event | None
+    video: Sequence[Image.Image] | None = None
+    """/restyle: the input clip's frames, already sampled to the model's grid."""
+    last_image: Image.Image | None = None
+    """/keyframes: the frame the video ends on."""
     edit: Edit | None = None
     """/inpaint and /blend: the extra call arguments, and the composite after."""
 
@@ -137,6 +142,50 @@ def _to_pil(frame: Any) -> Image.Image:
     if array.dtype != np.uint8:
         array = (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
     return Image.fromarray(array, "RGB")
+
+
+def _edit_kwargs(
+    pipe: Any,
+    accepted: Mapping[str, Any],
+    params: GenerationParams,
+    kwargs: dict[str, Any],
+    video: Sequence[Image.Image] | None,
+    last_image: Image.Image | None,
+) -> dict[str, Any]:
+    """/restyle's input frames or /keyframes' two images, in the terms the pipeline takes."""
+    size = (params.width, params.height)
+    if params.task.needs_video:
+        if video is None or "video" not in accepted:
+            raise ConfigError(f"{type(pipe).__name__} takes no input video for /restyle")
+        # WanVideoToVideoPipeline derives the VAE's spatial scale from its temporal
+        # downsampling (8), right for Wan 2.1's VAE but not Wan 2.2's (16, in its config, which
+        # WanPipeline reads): the latents would not match the encoded video.
+        scale = getattr(
+            getattr(getattr(pipe, "vae", None), "config", None), "scale_factor_spatial", None
+        )
+        if isinstance(scale, int) and getattr(pipe, "vae_scale_factor_spatial", scale) != scale:
+            from diffusers.video_processor import VideoProcessor
+
+            pipe.vae_scale_factor_spatial = scale
+            pipe.video_processor = VideoProcessor(vae_scale_factor=scale)
+        return {"video": [fit_image(f, *size) for f in video]}
+    if last_image is None:
+        raise MissingImage(f"/{params.task.value} needs a last image as well as a first.")
+    last = fit_image(last_image, *size)
+    if "last_image" in accepted:  # Wan 2.1's first-last-frame pipelines
+        return {"last_image": last}
+    if "conditions" in accepted:
+        # LTXConditionPipeline: the two images as conditions on the first and the last frame.
+        from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
+
+        first = kwargs.pop("image")
+        return {
+            "conditions": [
+                LTXVideoCondition(image=first, frame_index=0),
+                LTXVideoCondition(image=last, frame_index=params.frames - 1),
+            ]
+        }
+    raise ConfigError(f"{type(pipe).__name__} takes no last frame for /keyframes")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -248,6 +297,8 @@ class Runner:
         *,
         on_progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
+        video: Sequence[Image.Image] | None = None,
+        last_image: Image.Image | None = None,
         mask: Image.Image | None = None,
         references: Sequence[Image.Image] = (),
     ) -> GenerationOutput:
@@ -255,9 +306,10 @@ class Runner:
 
         ``on_progress`` is called from this thread: once with stage "loading" when the model
         is not resident, once per denoising step, and once with stage "decoding". Setting
-        ``cancel`` stops the run at the end of the current step. /inpaint takes ``mask``
-        (white = change; none for a zoom or pan), /blend ``image`` and ``references`` (2-4 in
-        all); /describe returns the image with ``texts``.
+        ``cancel`` stops the run at the end of the current step. ``video`` is /restyle's input
+        (frames on the model's grid, ``reelbot.video_inputs``), ``last_image`` /keyframes' end.
+        /inpaint takes ``mask`` (white = change; none for a zoom or pan), /blend ``image`` and
+        ``references`` (2-4 in all); /describe returns the image with ``texts``.
         """
         if params.task == Task.UPSCALE:
             return self._upscale(params, image, on_progress, cancel)
@@ -270,8 +322,12 @@ class Runner:
         spec = self.catalog.pick(params.task, params.model)
         if params.task.needs_image and image is None:
             raise MissingImage(f"/{params.task.value} needs an input image.")
+        if params.task.needs_video and not video:
+            raise MissingVideo(f"/{params.task.value} needs an input video.")
+        if params.task == Task.KEYFRAMES and last_image is None:
+            raise MissingImage(f"/{params.task.value} needs a last image as well as a first.")
         _check_cancel(cancel)
-        item = _Item(params, image, on_progress, cancel, edit=edit)
+        item = _Item(params, image, on_progress, cancel, video, last_image, edit)
         with self._lock:
             # The job may have been cancelled while an earlier one held the lock.
             _check_cancel(cancel)
@@ -327,6 +383,43 @@ class Runner:
                 for i, result in zip(live, self._run_guarded(specs[live[0]], batch), strict=True):
                     results[i] = result
         return [r if r is not None else Cancelled() for r in results]
+
+    def upscale_frames(
+        self,
+        frames: Sequence[Image.Image],
+        *,
+        scale: int = 2,
+        model: str | None = None,
+        on_progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[Image.Image]:
+        """A video's Upscale: the super-resolution network over every frame, ``scale`` times
+        larger, batched and tiled (``video_frames.sr_frames``); one progress step per batch."""
+        spec = self.catalog.upscaler(model)
+        _check_cancel(cancel)
+
+        def on_batch(done: int, total: int) -> None:
+            if on_progress is not None:
+                on_progress(Progress(done, total, "running"))
+
+        with self._lock:
+            _check_cancel(cancel)
+            try:
+                net = self._sr_net(spec)
+                return video_frames.sr_frames(
+                    net,
+                    frames,
+                    device=self._device,
+                    scale=scale,
+                    tile=spec.tile,
+                    overlap=spec.tile_overlap,
+                    on_batch=on_batch,
+                    cancel=cancel,
+                )
+            except torch.OutOfMemoryError as exc:
+                detail = _first_line(exc)
+            free_memory(self._device)
+            raise OutOfMemory(f"{spec.name} on {self._device}: {detail}")
 
     # -- internals --------------------------------------------------------------------------
 
@@ -543,7 +636,14 @@ class Runner:
         )
         image = Image.new("RGB", (spec.width, spec.height), (128, 128, 128))
         pipe = loaded.pipeline(task)
-        kwargs = self._call_kwargs(spec, pipe, [params], image if task.needs_image else None)
+        kwargs = self._call_kwargs(
+            spec,
+            pipe,
+            [params],
+            image if task.needs_image else None,
+            video=[image] * params.frames if task.needs_video else None,
+            last_image=image if task == Task.KEYFRAMES else None,
+        )
         # Latents only: the compiled blocks are the denoiser's; the VAE runs eager anyway.
         kwargs["output_type"] = "latent"
         start = perf_counter()
@@ -672,6 +772,8 @@ class Runner:
         pipe: Any,
         group: Sequence[GenerationParams],
         image: Image.Image | None,
+        video: Sequence[Image.Image] | None = None,
+        last_image: Image.Image | None = None,
     ) -> dict[str, Any]:
         """The pipeline call for ``group``: one job, or a batch that ``batch_key`` matched."""
         accepted = inspect.signature(pipe.__call__).parameters
@@ -728,7 +830,11 @@ class Runner:
         if params.strength is not None:
             require("strength", "strength_default")
             kwargs["strength"] = params.strength
-        if params.task.is_video:
+        if params.task.needs_video or params.task == Task.KEYFRAMES:
+            if batched:
+                raise ValueError("a video-input task runs one job per call")
+            kwargs.update(_edit_kwargs(pipe, accepted, params, kwargs, video, last_image))
+        if params.task.is_video and "video" not in kwargs:
             kwargs["num_frames"] = params.frames
             if family.fps_kwarg is not None and params.fps is not None:
                 kwargs[family.fps_kwarg] = params.fps
@@ -749,7 +855,14 @@ class Runner:
                 item.progress(Progress(0, first.steps, "loading"))
         loaded, load_s = self._load(spec)
         pipe = loaded.pipeline(first.task)
-        kwargs = self._call_kwargs(spec, pipe, [item.params for item in items], items[0].image)
+        kwargs = self._call_kwargs(
+            spec,
+            pipe,
+            [item.params for item in items],
+            items[0].image,
+            video=items[0].video,
+            last_image=items[0].last_image,
+        )
         if items[0].edit is not None:
             kwargs.update(items[0].edit.kwargs)
         if all(item.cancelled for item in items):

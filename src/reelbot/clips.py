@@ -1,0 +1,78 @@
+"""What the video edits may make, from a clip's header and the model: frames, lengths, models.
+
+Bottom layer (no torch): chat can size and price /restyle, Extend and /animate with two images
+before a job is queued, and the worker runs what these functions say
+(``reelbot.generation.video_edit``).
+"""
+
+from __future__ import annotations
+
+import math
+
+from reelbot.catalog import Catalog, ModelSpec, Task
+from reelbot.errors import InvalidOption, UnknownModel
+from reelbot.jobs import GenerationParams
+from reelbot.video_inputs import ClipInfo
+
+__all__ = ["extend_frames", "grid_floor", "keyframes_model", "restyle_params"]
+
+
+def grid_floor(spec: ModelSpec, frames: int) -> int:
+    """The longest frame count on the model's grid (k x frame_step + 1) not above ``frames``."""
+    k = max(0, (min(frames, spec.frames_max) - 1) // spec.frame_step)
+    return k * spec.frame_step + 1
+
+
+def restyle_params(params: GenerationParams, spec: ModelSpec, info: ClipInfo) -> GenerationParams:
+    """/restyle's parameters fitted to the clip: no more frames (at ``params.fps``) than the clip
+    covers, on the model's grid, and the cost of those frames."""
+    fps = params.fps or spec.fps_default
+    covered = max(1, math.floor(info.duration_s * fps + 1e-6))
+    frames = grid_floor(spec, min(params.frames, covered))
+    cost = spec.estimate_cost(
+        width=params.width, height=params.height, steps=params.steps, frames=frames
+    )
+    return params.model_copy(update={"frames": frames, "fps": fps, "cost": cost})
+
+
+def extend_frames(spec: ModelSpec, *, have: int, fps: float, asked: int, max_s: float) -> int:
+    """How many frames Extend generates (its first is the clip's last, so the clip grows by one
+    fewer): on the model's grid, at most ``asked``, the whole within ``max_s`` seconds.
+
+    Raises:
+        InvalidOption: the clip is already too long for even the shortest extension.
+    """
+    room = math.floor(max_s * fps + 1e-6) - have + 1
+    if room < spec.frame_step + 1:
+        raise InvalidOption(
+            f"This video is already {have / fps:.3g} s long and videos here stop at "
+            f"{max_s:g} s, so it cannot be extended.",
+            option="extend",
+        )
+    return grid_floor(spec, min(asked, room))
+
+
+def keyframes_model(catalog: Catalog, name: str | None) -> ModelSpec:
+    """The model that makes a video from a first and a last frame: ``name`` if it can, else the
+    deployment's; the refusal names which model can.
+
+    Raises:
+        UnknownModel: ``name`` cannot (or no model here can), in one sentence.
+    """
+    able = catalog.for_task(Task.KEYFRAMES)
+    if name is not None:
+        model = catalog.get(name)
+        if Task.KEYFRAMES in model.tasks:
+            return model
+        if able:
+            raise UnknownModel(
+                f"{model.name} cannot end a video on a given last frame; "
+                f"{able[0].name} can: add --model {able[0].name}."
+            )
+    if not able:
+        raise UnknownModel(
+            "No model on this server can end a video on a given last frame (Wan 2.2 starts "
+            "from the first frame only); send one image to /animate, or ask the operator to "
+            "enable an LTX-Video model's keyframes."
+        )
+    return able[0]
