@@ -31,7 +31,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from reelbot.worker.affinity import Waiting, choose
+from reelbot.worker.affinity import LOAD_GRACE_S, Peer, Waiting, choose
 
 HERE = Path(__file__).resolve().parent
 
@@ -48,6 +48,9 @@ class Model:
 MODELS = (Model("z-image-turbo", 2.0, 0.7), Model("wan2.2-5b", 60.0, 0.3))
 LOAD_S = 20.0
 WORKERS = 2
+HEARTBEAT_S = 2.0
+"""Each worker publishes its model and expected end every 2 s (``Settings.heartbeat_s``); a
+peer sees the latest one, so its view is up to 2 s old."""
 
 
 @dataclass(frozen=True)
@@ -73,10 +76,23 @@ def make_jobs(n: int, *, load: float | None, seed: int) -> list[Job]:
     return jobs
 
 
-def simulate(jobs: list[Job], wait_s: float) -> dict[str, Any]:
-    """Serve ``jobs`` on the simulated cards; loads and waits."""
+def simulate(jobs: list[Job], wait_s: float, *, peers: bool = False) -> dict[str, Any]:
+    """Serve ``jobs`` on the simulated cards; loads and waits. With ``peers``, each worker
+    sees the others' heartbeats (their model and expected end, ``HEARTBEAT_S`` stale at most)
+    and the chooser's peer rule replaces the load grace."""
     free_at = [0] * WORKERS
     loaded = [MODELS[0].name] * WORKERS
+    beat_ms = round(HEARTBEAT_S * 1000)
+    # Each worker's (time, model, expected end) from each job it takes, for its heartbeats.
+    states = [[(-beat_ms, loaded[w], 0)] for w in range(WORKERS)]
+
+    def heartbeat(w: int, now: int) -> Peer:
+        # Worker w beats at w/WORKERS of a period past every multiple of it.
+        phase = beat_ms * w // WORKERS
+        beat = (now - phase) // beat_ms * beat_ms + phase
+        _, model, end = next(s for s in reversed(states[w]) if s[0] <= beat)
+        return Peer(frozenset({model}), end)
+
     passed: dict[int, int] = {}
     waiting: list[Job] = []
     waits: list[float] = []
@@ -93,7 +109,18 @@ def simulate(jobs: list[Job], wait_s: float) -> dict[str, Any]:
             Waiting(str(j.id), j.model.name, passed.get(j.id), submitted_ms=j.at_ms)
             for j in waiting
         ]
-        choice = choose(seen, {loaded[worker]}, now_ms=now, wait_s=wait_s)
+        others = [heartbeat(w, now) for w in range(WORKERS) if w != worker] if peers else None
+        choice = choose(
+            seen,
+            {loaded[worker]},
+            now_ms=now,
+            wait_s=wait_s,
+            grace_s=0 if peers else LOAD_GRACE_S,
+            peers=others,
+            load_s={m.name: LOAD_S for m in MODELS},
+        )
+        for job in choice.passed:
+            passed[int(job.id)] = now
         if not choice.take:
             # Left for a worker that has the model: this one looks again at the time given
             # (or at the next submit), and the other worker may decide first.
@@ -101,8 +128,6 @@ def simulate(jobs: list[Job], wait_s: float) -> dict[str, Any]:
             upcoming = jobs[arrived].at_ms if arrived < len(jobs) else choice.retry_at_ms
             free_at[worker] = min(choice.retry_at_ms, max(upcoming, now + 1))
             continue
-        for job in choice.passed:
-            passed[int(job.id)] = now
         taken = next(j for j in waiting if str(j.id) == choice.take[0].id)
         waiting.remove(taken)
         start = now
@@ -112,6 +137,7 @@ def simulate(jobs: list[Job], wait_s: float) -> dict[str, Any]:
             start += round(LOAD_S * 1000)
         waits.append((start - taken.at_ms) / 1000)
         free_at[worker] = start + round(taken.model.run_s * 1000)
+        states[worker].append((now, loaded[worker], free_at[worker]))
     return {
         "loads": loads,
         "p50_wait_s": percentile(waits, 50),
@@ -134,7 +160,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "backlog at t = 0": make_jobs(args.jobs, load=None, seed=args.seed),
     }
     results = {
-        name: {"fifo": simulate(jobs, 0), "affinity": simulate(jobs, args.wait)}
+        name: {
+            "fifo": simulate(jobs, 0),
+            "affinity_grace": simulate(jobs, args.wait),
+            "affinity": simulate(jobs, args.wait, peers=True),
+        }
         for name, jobs in scenarios.items()
     }
     main = next(iter(results.values()))
@@ -170,7 +200,12 @@ def render(result: dict[str, Any]) -> Table:
     for name in ("arrivals", "order", "loads", "p50 wait", "p99 wait", "max wait", "all done"):
         table.add_column(name, justify="left" if name in ("arrivals", "order") else "right")
     for scenario, policies in result["scenarios"].items():
-        for policy, label in (("fifo", "arrival order"), ("affinity", "affinity")):
+        policies_shown = (
+            ("fifo", "arrival order"),
+            ("affinity_grace", "affinity, 2 s grace"),
+            ("affinity", "affinity, peers"),
+        )
+        for policy, label in policies_shown:
             r = policies[policy]
             table.add_row(
                 scenario if policy == "fifo" else "",
@@ -195,6 +230,41 @@ def render(result: dict[str, Any]) -> Table:
     return table
 
 
+def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The same scenarios over loads, seeds and waits: one row each, all three policies."""
+    rows = []
+    for wait in (30.0, 60.0, 120.0):
+        for load in (0.3, 0.45, 0.6, 0.8, None):
+            for seed in (19, 1, 2, 3):
+                jobs = make_jobs(args.jobs, load=load, seed=seed)
+                row: dict[str, Any] = {"wait_s": wait, "load": load, "seed": seed}
+                row["fifo"] = simulate(jobs, 0)
+                row["affinity_grace"] = simulate(jobs, wait)
+                row["affinity"] = simulate(jobs, wait, peers=True)
+                rows.append(row)
+    return rows
+
+
+def render_sweep(rows: list[dict[str, Any]]) -> str:
+    """The sweep as a Markdown table: loads and p99 wait, arrival -> grace -> peers."""
+    lines = [
+        "| wait_s | arrivals | seed | loads: arrival / grace / peers | fewer (peers) "
+        "| p99 wait: arrival / grace / peers | p99 ratio (peers) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        f, g, a = row["fifo"], row["affinity_grace"], row["affinity"]
+        arrivals = "backlog" if row["load"] is None else f"poisson {row['load']:.0%}"
+        lines.append(
+            f"| {row['wait_s']:g} | {arrivals} | {row['seed']} "
+            f"| {f['loads']} / {g['loads']} / {a['loads']} "
+            f"| {f['loads'] / max(1, a['loads']):.1f}× "
+            f"| {f['p99_wait_s']:.0f} / {g['p99_wait_s']:.0f} / {a['p99_wait_s']:.0f} s "
+            f"| {a['p99_wait_s'] / max(1e-9, f['p99_wait_s']):.2f}× |"
+        )
+    return "\n".join(lines)
+
+
 def cli() -> None:
     """Parse arguments, run, print the table and write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -205,8 +275,14 @@ def cli() -> None:
     parser.add_argument("--wait", type=float, default=30.0, help="REELBOT_AFFINITY_WAIT_S")
     parser.add_argument("--seed", type=int, default=19)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "scheduling.json")
+    parser.add_argument(
+        "--sweep", action="store_true", help="also loads 30-80 %%, backlog, seeds, waits"
+    )
     args = parser.parse_args()
     result = run(args)
+    if args.sweep:
+        result["sweep"] = sweep(args)
+        print(render_sweep(result["sweep"]))
     Console(width=150).print(render(result))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reelbot.worker.affinity import LOAD_GRACE_S, Waiting, choose
+from reelbot.worker.affinity import LOAD_GRACE_S, Peer, Waiting, choose
 
 
 def jobs(*models: str | None, passed: dict[int, int] | None = None) -> list[Waiting]:
@@ -136,3 +136,123 @@ def test_an_overdue_job_is_never_left_behind_a_younger_job(
         assert job.passed_at_ms is None
         assert int(job.id) < max(taken)
         assert int(job.id) not in taken
+
+
+# -- peers: another process's worker, as its heartbeat tells -------------------------------------
+
+WAN_FREE_SOON = Peer(frozenset({"wan"}), free_at_ms=40_000)
+
+
+def test_a_job_that_needs_a_load_is_left_for_a_peer_with_its_model_free_in_time() -> None:
+    waiting = [Waiting("v", "wan", submitted_ms=0), Waiting("i", "zimage", submitted_ms=1_000)]
+    # Deadline: now (10 s) + wait (30 s) + the 20 s load it would cost here; the peer: 40 s.
+    choice = choose(
+        waiting, {"zimage"}, now_ms=10_000, wait_s=30, peers=[WAN_FREE_SOON], load_s={"wan": 20}
+    )
+    assert ids(choice.take) == ["i"]
+    assert ids(choice.passed) == ["v"]  # leaving it starts its clock, as passing it over does
+    alone = choose(
+        waiting[:1], {"zimage"}, now_ms=10_000, wait_s=30, peers=[WAN_FREE_SOON], load_s={"wan": 20}
+    )
+    assert alone.take == [] and ids(alone.passed) == ["v"]
+    assert alone.retry_at_ms == 40_000  # look again when the peer should have taken it
+
+
+def test_a_peer_busy_past_the_deadline_or_without_the_model_does_not_hold_the_job() -> None:
+    waiting = [Waiting("v", "wan", submitted_ms=0)]
+    late = Peer(frozenset({"wan"}), free_at_ms=70_001)  # past 10 + 30 + 30 s
+    other = Peer(frozenset({"zimage"}), free_at_ms=0)
+    unknown = Peer(frozenset({"wan"}), free_at_ms=None)
+    for peer in (late, other, unknown):
+        choice = choose(
+            waiting, {"zimage"}, now_ms=10_000, wait_s=30, peers=[peer], load_s={"wan": 30}
+        )
+        assert ids(choice.take) == ["v"], peer
+    # The load time widens the deadline: without it, a peer free at 45 s is too late.
+    at_45 = [Peer(frozenset({"wan"}), free_at_ms=45_000)]
+    assert ids(choose(waiting, {"zimage"}, now_ms=10_000, wait_s=30, peers=at_45).take) == ["v"]
+    kept = choose(waiting, {"zimage"}, now_ms=10_000, wait_s=30, peers=at_45, load_s={"wan": 20})
+    assert kept.take == []
+
+
+def test_with_peer_information_there_is_no_load_grace() -> None:
+    waiting = [Waiting("v", "wan", submitted_ms=10_000)]
+    choice = choose(waiting, {"zimage"}, now_ms=10_500, wait_s=30, grace_s=0, peers=[])
+    assert ids(choice.take) == ["v"]
+
+
+def test_an_overdue_job_waits_for_the_peer_only_until_its_deadline() -> None:
+    # Marked at 0: overdue at 30 s; its deadline is 30 s + the 20 s load it would cost here.
+    waiting = [Waiting("v", "wan", passed_at_ms=0), Waiting("i", "zimage")]
+    peer = [Peer(frozenset({"wan"}), free_at_ms=45_000)]
+    kwargs = {"wait_s": 30, "peers": peer, "load_s": {"wan": 20.0}}
+    # The peer starts it at 45 s; loading it here at 31 s would start it at 51 s.
+    assert ids(choose(waiting, {"zimage"}, now_ms=31_000, **kwargs).take) == ["i"]  # type: ignore[arg-type]
+    # At the deadline (the peer is late): whoever is free takes it, before younger jobs.
+    assert ids(choose(waiting, {"zimage"}, now_ms=50_000, **kwargs).take) == ["v"]  # type: ignore[arg-type]
+
+
+@given(
+    models=st.lists(st.sampled_from(["a", "b", "c", None]), min_size=1, max_size=30),
+    marks=st.lists(st.one_of(st.none(), st.integers(0, 100_000)), min_size=30, max_size=30),
+    resident=st.sets(st.sampled_from(["a", "b", "c"]), min_size=1),
+    peers=st.lists(
+        st.builds(
+            Peer,
+            st.frozensets(st.sampled_from(["a", "b", "c"])),
+            st.one_of(st.none(), st.integers(0, 200_000)),
+        ),
+        max_size=3,
+    ),
+    load_ms=st.integers(0, 40_000),
+    slots=st.integers(1, 4),
+)
+def test_a_job_is_left_only_for_a_peer_that_starts_it_before_its_deadline(
+    models: list[str | None],
+    marks: list[int | None],
+    resident: set[str],
+    peers: list[Peer],
+    load_ms: int,
+    slots: int,
+) -> None:
+    now, wait_ms = 100_000, 30_000
+    waiting = [Waiting(str(i), m, marks[i]) for i, m in enumerate(models)]
+    load_s = {m: load_ms / 1000 for m in "abc"}
+    choice = choose(
+        waiting, resident, now_ms=now, wait_s=30, slots=slots, peers=peers, load_s=load_s
+    )
+    taken = {int(w.id) for w in choice.take}
+    assert len(taken) <= min(slots, len(waiting))
+    passed = {int(w.id) for w in choice.passed}
+
+    def deadline(i: int) -> int:
+        mark = marks[i]
+        return (now if mark is None else mark) + wait_ms + load_ms
+
+    def held_for_a_peer(i: int) -> bool:
+        model = models[i]
+        return (
+            model is not None
+            and model not in resident
+            and now < deadline(i)
+            and any(
+                model in p.resident and p.free_at_ms is not None and p.free_at_ms < deadline(i)
+                for p in peers
+            )
+        )
+
+    for i in range(len(models)):
+        if i in taken:
+            continue
+        if held_for_a_peer(i):
+            # Left for a peer: its clock runs from now on if it had not started.
+            assert marks[i] is not None or i in passed
+        elif len(taken) < slots:
+            raise AssertionError(f"job {i} is neither taken nor held for a peer")
+        else:
+            # Not taken for want of slots: every taken job ranks before it.
+            overdue = marks[i] is not None and now - marks[i] >= wait_ms  # type: ignore[operator]
+            if overdue:
+                assert all(j < i for j in taken if not held_for_a_peer(j)), "overdue left behind"
+    for job in choice.passed:
+        assert job.passed_at_ms is None and int(job.id) not in taken

@@ -5,24 +5,42 @@ jobs in arrival order reloads ~20 GB between every image and video job of mixed 
 chooser here prefers the jobs whose model is resident, and bounds what that costs the others: a
 job is *passed over* when a younger job is taken while it waits, and once ``wait_s`` has gone
 by since it was first passed over, it is taken before any job that is not overdue. A job that
-would make this worker load its model is left for ``grace_s`` after its submit, so that a
-worker which has the model loaded (and is free, or nearly) takes it instead. So no job waits
-much more than ``wait_s`` + ``grace_s`` (plus one job's run) longer than it would in arrival
-order; ``wait_s = 0`` is plain arrival order. Pure: no Redis, no clock; ``worker.candidates``
-feeds it.
+would make this worker load its model is left for a *peer* (another process's worker, as its
+heartbeat tells) that has that model resident and expects to be free before the job would
+start here plus its remaining wait budget: before ``load_s`` (what the load here would cost)
+plus ``wait_s`` after the job was first passed over or left. Leaving a job counts as passing
+it over, so it is overdue ``wait_s`` later whoever was expected to take it. Without peer
+information, a job that needs a load is left for ``grace_s`` after its submit instead. So no
+job waits much more than ``wait_s`` + ``grace_s`` (plus one job's run) longer than it would in
+arrival order; ``wait_s = 0`` is plain arrival order. Pure: no Redis, no clock;
+``worker.candidates`` feeds it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["LOAD_GRACE_S", "Choice", "Waiting", "choose"]
+__all__ = ["LOAD_GRACE_S", "RECHECK_S", "Choice", "Peer", "Waiting", "choose"]
 
 LOAD_GRACE_S = 2.0
 """How long a new job that needs a load here is left for a worker that has its model: the
 worker's prefetch window (``slot.PREFETCH_WINDOW_S``), in which a busy peer claims its next job;
 a load costs ten times that (~20 s for 20 GB)."""
+RECHECK_S = 0.5
+"""With every job left for a peer, how soon to look again (the worker's poll delay): the
+peer's heartbeat may be stale, and it may take another job first."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Another GPU worker process, as its latest heartbeat tells (``store.leases.WorkerInfo``)."""
+
+    resident: frozenset[str]
+    """The models it has loaded (or is loading for its running job)."""
+    free_at_ms: int | None
+    """When its running job is expected to end (at or before now: it is free; None: unknown,
+    never waited for)."""
 
 
 @dataclass(frozen=True)
@@ -42,8 +60,9 @@ class Waiting:
 
 @dataclass(frozen=True)
 class Choice:
-    """The jobs to take, in order, and the jobs that taking them passes over for the first time;
-    with nothing to take, when to look again (a job left for a worker that has its model)."""
+    """The jobs to take, in order, and the jobs that taking them (or leaving them for a peer)
+    passes over for the first time; with nothing to take, when to look again (a job left for a
+    worker that has its model)."""
 
     take: list[Waiting]
     passed: list[Waiting]
@@ -58,12 +77,16 @@ def choose(
     wait_s: float,
     slots: int = 1,
     grace_s: float = LOAD_GRACE_S,
+    peers: Sequence[Peer] | None = None,
+    load_s: Mapping[str, float] | None = None,
 ) -> Choice:
     """Pick up to ``slots`` of ``waiting`` (in arrival order): overdue, then resident, then oldest.
 
     Overdue jobs (passed over at least ``wait_s`` ago) go first, oldest first; then jobs for a
     ``resident`` model (or for any model), in arrival order; then the rest in arrival order,
-    each only once ``grace_s`` has passed since its submit.
+    each unless a peer with its model resident is expected free before its deadline (marked
+    or now, plus ``wait_s``, plus ``load_s`` of its model, 0 when unknown): such a job is left
+    and marked passed; and each only once ``grace_s`` has passed since its submit.
     """
     if slots <= 0 or not waiting:
         return Choice([], [])
@@ -81,20 +104,52 @@ def choose(
         job = waiting[i]
         return (0 if overdue(job) else 1 if fits(job) else 2), i
 
+    def deadline(job: Waiting) -> int:
+        """When taking it here would have started it had it been taken when it fell due."""
+        since = now_ms if job.passed_at_ms is None else job.passed_at_ms
+        return since + round(limit_ms + (load_s or {}).get(job.model or "", 0.0) * 1000)
+
+    def peer_free_at(job: Waiting) -> int | None:
+        """When a peer with the job's model resident is expected free, if that is before the
+        job's deadline: leave it for that peer."""
+        if not peers or job.model is None:
+            return None
+        due = deadline(job)
+        if now_ms >= due:
+            return None  # the peer is late: whoever is free takes it
+        times = [
+            p.free_at_ms
+            for p in peers
+            if job.model in p.resident and p.free_at_ms is not None and p.free_at_ms < due
+        ]
+        return min(times) if times else None
+
     picked: list[int] = []
+    left: list[Waiting] = []
     retry_at: int | None = None
-    for i in sorted(range(len(waiting)), key=rank)[:slots]:
+    for i in sorted(range(len(waiting)), key=rank):
+        if len(picked) >= slots:
+            break
         job = waiting[i]
+        if not fits(job):
+            peer_at = peer_free_at(job)
+            if peer_at is not None:
+                left.append(job)
+                again = min(deadline(job), max(peer_at, now_ms + round(RECHECK_S * 1000)))
+                retry_at = again if retry_at is None else min(retry_at, again)
+                continue
         if not overdue(job) and not fits(job) and job.submitted_ms is not None:
             ready_at = job.submitted_ms + round(grace_s * 1000)
             if ready_at > now_ms:
-                retry_at = ready_at
+                retry_at = ready_at if retry_at is None else min(retry_at, ready_at)
                 break
         picked.append(i)
+    fresh = [job for job in left if job.passed_at_ms is None]
     if not picked:
-        return Choice([], [], retry_at)
+        return Choice([], fresh, retry_at)
     last, chosen = max(picked), set(picked)
     passed = [
         job for i, job in enumerate(waiting[:last]) if i not in chosen and job.passed_at_ms is None
     ]
+    passed += [job for job in fresh if job not in passed]
     return Choice([waiting[i] for i in picked], passed)
