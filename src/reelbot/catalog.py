@@ -37,6 +37,8 @@ class Task(StrEnum):
     """2-4 images combined through a model's multi-reference input; a model lists it if it can."""
     DESCRIBE = "describe"
     """An image turned into prompt suggestions by a captioner (``generation.describe``)."""
+    SMOOTH = "smooth"
+    """A clip's frames doubled by motion interpolation (ffmpeg's minterpolate); no model."""
 
     @property
     def needs_image(self) -> bool:
@@ -53,8 +55,8 @@ class Task(StrEnum):
 
     @property
     def needs_video(self) -> bool:
-        """Whether the task takes an input video."""
-        return self == Task.RESTYLE
+        """Whether the task takes an input video (an /animate may take one too: Extend)."""
+        return self in (Task.RESTYLE, Task.SMOOTH)
 
     @property
     def is_edit(self) -> bool:
@@ -64,7 +66,7 @@ class Task(StrEnum):
     @property
     def is_video(self) -> bool:
         """Whether the task makes a video."""
-        return self in (Task.VIDEO, Task.ANIMATE, Task.RESTYLE, Task.KEYFRAMES)
+        return self in (Task.VIDEO, Task.ANIMATE, Task.RESTYLE, Task.KEYFRAMES, Task.SMOOTH)
 
 
 class ModelSpec(BaseModel):

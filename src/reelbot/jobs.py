@@ -133,6 +133,14 @@ class GenerationRequest(BaseModel):
     text: str = ""
     options: Options = Field(default_factory=Options)
     image_ref: str | None = Field(default=None, description="where the input image is stored")
+    video_ref: str | None = Field(
+        default=None,
+        description="the input clip: /restyle's, /smooth's, or the one Extend continues",
+    )
+    mask_ref: str | None = Field(default=None, description="/inpaint's mask (white = change)")
+    more_refs: tuple[str, ...] = Field(
+        default=(), description="/blend's images after the first; /keyframes' last image"
+    )
     requester: Requester
     reply: ReplyAddress
     source_id: str = Field(description="the platform's own update/interaction id")
@@ -466,6 +474,8 @@ def resolve(
     for name in ("scale", "creative"):
         if getattr(opts, name) is not None:
             raise InvalidOption(f"--{name} only applies to /upscale.", option=name)
+    if task == Task.SMOOTH:
+        return _resolve_smooth(prompt, opts, image_size, seed=default_seed or 0)
     if task.is_edit:
         return _resolve_edit(
             task, prompt, opts, catalog, image_size, seed=default_seed, count=default_count
@@ -777,6 +787,38 @@ def _resolve_describe(
         guidance=spec.guidance_default,
         seed=chosen,
         cost=spec.cost_weight,
+    )
+
+
+SMOOTH_MODEL = "minterpolate"
+"""What /smooth runs: ffmpeg's motion interpolation (``generation.video_frames``), no model."""
+SMOOTH_COST = 0.1
+"""Credits for /smooth: CPU work beside the GPU, a tenth of a 512×512 image."""
+
+
+def _resolve_smooth(
+    prompt: str, opts: Options, image_size: tuple[int, int] | None, *, seed: int
+) -> GenerationParams:
+    """/smooth: a clip and nothing else; the worker doubles its frames at twice the rate."""
+    if prompt:
+        raise InvalidPrompt("/smooth takes a video and no prompt: it only adds frames.")
+    given = opts.model_dump(exclude_none=True)
+    if given:
+        flag = _flag(next(iter(given)))
+        raise InvalidOption(
+            f"--{flag} does not apply to /smooth; it takes no options.", option=flag
+        )
+    width, height = image_size or (0, 0)
+    return GenerationParams(
+        task=Task.SMOOTH,
+        model=SMOOTH_MODEL,
+        prompt="",
+        width=width,
+        height=height,
+        steps=1,
+        guidance=0.0,
+        seed=seed % (MAX_SEED + 1),
+        cost=SMOOTH_COST,
     )
 
 

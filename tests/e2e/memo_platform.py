@@ -104,13 +104,13 @@ class MemoBot:
         self.commands = TextCommands(service, help_text=lambda: "memo help", not_admin="no")
 
     async def say(
-        self, user: str, chat: str, what: str | Button, *, group: bool = False, image: Any = None
+        self, user: str, chat: str, what: str | Button, *, group: bool = False, **inputs: Any
     ) -> str:
         """A member types a command (or presses a button) in ``chat``; returns the job's id."""
         requester = Requester(platform=PLATFORM, user_id=user, server_id=chat if group else None)
         ctx, here = Context(requester, chat), ReplyAddress(platform=PLATFORM, channel_id=chat)
         try:
-            said = await self._command(ctx, here, what, image)
+            said = await self._command(ctx, here, what, inputs)
         except Exception as exc:
             said = reply_for(exc)
         if isinstance(said, Ticket):
@@ -119,7 +119,7 @@ class MemoBot:
         return ""
 
     async def _command(
-        self, ctx: Context, here: ReplyAddress, what: str | Button, image: bytes | None
+        self, ctx: Context, here: ReplyAddress, what: str | Button, inputs: dict[str, Any]
     ) -> Ticket | str:
         status_id = self.chat.new_id()  # Info answers; other buttons start the presser's job
         reply = here.model_copy(update={"status_message_id": status_id})
@@ -130,7 +130,7 @@ class MemoBot:
             parse_prompt(rest)  # bad flags are answered before anything is posted
             await self.chat.post_status(reply, "", "⏳ Queued")
             return await self.service.generate(
-                ctx, Task(name), rest, reply=reply, source_id=status_id, image=image
+                ctx, Task(name), rest, reply=reply, source_id=status_id, **inputs
             )
         said = await self.commands.answer(ctx, name, rest)
         if said.shown is not None:

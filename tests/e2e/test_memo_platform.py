@@ -286,3 +286,87 @@ async def _record(settings: Settings, job_id: str) -> Any:
 
 def _pixels(data: bytes | None) -> bytes:
     return Image.open(io.BytesIO(data or b"")).convert("RGB").tobytes()
+
+
+def _clip() -> bytes:
+    from reelbot.generation.media import encode_video
+
+    frames = [Image.new("RGB", (128, 72), (20 + 20 * i, 90, 160)) for i in range(9)]
+    return encode_video(frames, fps=8, max_bytes=10**7).data
+
+
+def _mask(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    mask = Image.new("L", (width, height), 0)
+    mask.paste(255, (width // 4, height // 4, width * 3 // 4, height * 3 // 4))
+    mask.save(out, "PNG")
+    return out.getvalue()
+
+
+async def test_video_and_edit_buttons_through_the_chat_layer(
+    memo: tuple[MemoBot, Settings], discord_runner: Any
+) -> None:
+    """Written once in chat/, for every platform: /restyle of a 16:9 clip stays wide; Extend
+    makes it longer, Smooth doubles its frames; Zoom Out 2x doubles an image; /remix with a mask
+    is a region edit; /describe offers four prompts and pressing one queues an /imagine of it;
+    /animate with two images ends on the second (keyframes)."""
+    from reelbot.generation.media import probe_video
+
+    bot, settings = memo
+    chat = bot.chat
+    stop = asyncio.Event()
+    worker = await start_generation(settings, discord_runner, stop)
+
+    def posts() -> list[Any]:
+        return [m for m in chat.in_chat("room") if m.file]
+
+    async def nth(n: int) -> Any:
+        return (await until(lambda: len(posts()) >= n and posts()))[n - 1]
+
+    try:
+        restyled = await bot.say("ann", "room", "/restyle watercolor", group=True, video=_clip())
+        assert restyled, chat.private[-1:]
+        clip = await nth(1)
+        info = probe_video(clip.file)
+        assert info.width > info.height  # the input's aspect ratio
+        actions = {b.action: b for b in clip.buttons}
+        assert {"extend", "smooth", "reroll", "info"} <= set(actions)
+        await bot.say("bob", "room", actions["extend"], group=True)
+        assert probe_video((await nth(2)).file).frames > info.frames
+        await bot.say("bob", "room", actions["smooth"], group=True)
+        assert probe_video((await nth(3)).file).frames == 2 * info.frames
+
+        await bot.say("ann", "room", "/imagine a lighthouse --seed 3", group=True)
+        source = await nth(4)
+        zoom = {b.action: b for b in source.buttons}["zoom_2"]
+        await bot.say("ann", "room", zoom, group=True)
+        width, height = _size(source.file)
+        assert _size((await nth(5)).file) == (2 * width, 2 * height)
+
+        mask = _mask(width, height)
+        masked = await bot.say(
+            "ann", "room", "/remix a red door", group=True, image=source.file, mask=mask
+        )
+        await nth(6)
+        assert (await _record(settings, masked)).params.task.value == "inpaint"
+
+        described = await bot.say("ann", "room", "/describe", group=True, image=source.file)
+        ideas = [b for b in (await nth(7)).buttons if b.action == "imagine"]
+        assert [b.label for b in ideas] == ["1", "2", "3", "4"]
+        texts = (await _record(settings, described)).result.texts
+        again = await bot.say("carol", "room", ideas[2], group=True)
+        record = await _record(settings, again)
+        assert record.params.task.value == "imagine" and record.requester.user_id == "carol"
+        assert record.params.prompt == texts[2]
+        await nth(8)
+
+        first, last = _png(64, 64), _png(64, 64)
+        keyed = await bot.say(
+            "ann", "room", "/animate --model tiny-ltx", group=True, image=first, images=[last]
+        )
+        assert probe_video((await nth(9)).file).frames > 1
+        assert (await _record(settings, keyed)).params.task.value == "keyframes"
+    finally:
+        stop.set()
+        async with asyncio.timeout(30):
+            await worker

@@ -123,13 +123,15 @@ def request(
     image_ref: str | None = None,
     user: str = "u1",
     options: Options | None = None,
+    **refs: Any,
 ) -> GenerationRequest:
-    """A request as an adapter builds it."""
+    """A request as an adapter builds it (``refs``: video_ref, mask_ref, more_refs)."""
     return GenerationRequest(
         task=Task(task),
         text=text,
         options=options or Options(),
         image_ref=image_ref,
+        **refs,
         requester=Requester(platform=PLATFORM, user_id=user, display_name=user),
         reply=ReplyAddress(platform=PLATFORM, channel_id="c1"),
         source_id=source_id,

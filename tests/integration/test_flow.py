@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from io import BytesIO
+from typing import Any
 
 import pytest
 from arq.connections import ArqRedis
@@ -34,12 +35,37 @@ def _png(color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
     return buf.getvalue()
 
 
-# An inpaint needs a mask, a blend or keyframes a second image and a restyle a video, which
-# requests do not carry yet.
-_ONE_INPUT = [t for t in Task if t not in (Task.INPAINT, Task.BLEND, Task.RESTYLE, Task.KEYFRAMES)]
+def _mp4(frames: int = 9) -> bytes:
+    """A short clip of a moving bar: a video to restyle, smooth or extend."""
+    from reelbot.generation.media import encode_video
+
+    clip = [Image.new("RGB", (128, 72), (20 + 20 * i, 90, 160)) for i in range(frames)]
+    return encode_video(clip, fps=8, max_bytes=10**7).data
 
 
-@pytest.mark.parametrize("task", _ONE_INPUT)
+def _mask() -> bytes:
+    buf = BytesIO()
+    mask = Image.new("L", (80, 60), 0)
+    mask.paste(255, (20, 15, 60, 45))  # white: the part to paint again
+    mask.save(buf, "PNG")
+    return buf.getvalue()
+
+
+async def _inputs(redis: ArqRedis, task: Task) -> dict[str, Any]:
+    """What each task starts from, stored as an adapter stores it."""
+    refs: dict[str, Any] = {}
+    if task.needs_image:
+        refs["image_ref"] = await store_input(redis, _png())
+    if task.needs_video:
+        refs["video_ref"] = await store_input(redis, _mp4())
+    if task == Task.INPAINT:
+        refs["mask_ref"] = await store_input(redis, _mask())
+    if task in (Task.BLEND, Task.KEYFRAMES):
+        refs["more_refs"] = (await store_input(redis, _png((30, 30, 200))),)
+    return refs
+
+
+@pytest.mark.parametrize("task", list(Task))
 async def test_each_task_is_stored_and_delivered(
     task: Task,
     queue: JobQueue,
@@ -47,9 +73,12 @@ async def test_each_task_is_stored_and_delivered(
     consumer: Posted,
     start_workers: StartWorkers,
 ) -> None:
-    image_ref = await store_input(redis, _png()) if task.needs_image else None
-    text = "--seed 7" if task == Task.DESCRIBE else "a red fox --seed 7"  # it writes prompts
-    submitted = await queue.submit(request(task, text, f"src-{task}", image_ref=image_ref))
+    refs = await _inputs(redis, task)
+    # /describe writes prompts and /smooth only adds frames: no prompt for either.
+    text = "--seed 7" if task in (Task.DESCRIBE, Task.SMOOTH) else "a red fox --seed 7"
+    if task == Task.SMOOTH:
+        text = ""
+    submitted = await queue.submit(request(task, text, f"src-{task}", **refs))
     assert submitted.created
     assert submitted.record.queue == queue.settings.queue_for(task)
     await start_workers()
@@ -66,16 +95,23 @@ async def test_each_task_is_stored_and_delivered(
     assert record.result is not None
     data = await redis.get(keys.result(record.id))
     assert data is not None and len(data) == record.result.size
-    if task.is_video:
+    if task == Task.SMOOTH:  # the 9 frames of the clip, doubled
+        assert probe_video(data).frames == record.result.frames == 18
+    elif task.is_video:
         info = probe_video(data)
         assert info.codec == "h264"
         assert (info.width, info.height) == (record.result.width, record.result.height)
         assert record.result.frames == record.params.frames > 1
+        if task == Task.RESTYLE:  # the clip's 16:9 as near as the tiny model's sizes go
+            assert info.width > info.height
     else:
         image = Image.open(BytesIO(data))
         image.load()
         assert image.format == "PNG"
         assert image.size == (record.params.width, record.params.height)
+    if task == Task.DESCRIBE:  # four suggestions, numbered in the caption
+        assert len(record.result.texts) == 4 and all(record.result.texts)
+        assert record.result.note.startswith("1. ")
     # Posted once, with the bytes and an idempotency key.
     [delivery] = consumer.for_job(record.id)
     assert delivery.kind == "result"

@@ -18,11 +18,22 @@ from reelbot.store.records import JobRecord, ResultInfo
 
 __all__ = ["UPSCALE_BUTTON", "VARIATIONS", "FollowUp", "Rerun", "follow_up", "rerun_task"]
 
-Rerun = Literal["reroll", "rerun", "vary", "vary_subtle", "vary_strong", "animate", "upscale"]
+Rerun = Literal[
+    "reroll", "rerun", "vary", "vary_subtle", "vary_strong", "animate", "upscale",
+    "extend", "smooth", "zoom_2", "zoom_15", "pan_left", "pan_right", "pan_up", "pan_down",
+    "imagine",
+]  # fmt: skip
 VARIATIONS = ("vary", "vary_subtle", "vary_strong")
 """``vary`` is the subtle one (buttons posted before there were two)."""
 UPSCALE_BUTTON = Options(scale=2)
 """What an Upscale button asks for: the subtle ×2 (``/upscale`` offers ×4 and --creative)."""
+EDGES: dict[str, Options] = {
+    "zoom_2": Options(zoom=2.0),
+    "zoom_15": Options(zoom=1.5),
+    **{f"pan_{way}": Options(pan=way) for way in ("left", "right", "up", "down")},
+}
+"""Zoom Out and Pan: the image padded, then its new border painted (``/inpaint``)."""
+VIDEO_ACTIONS = ("extend", "smooth")
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,8 @@ class FollowUp:
     options: Options | None
     source: ResultInfo | None = None
     """The stored image it starts from (a result, or one image of a grid)."""
+    video: ResultInfo | None = None
+    """The stored clip it starts from (Extend continues it, Smooth adds frames to it)."""
     image_ref: str | None = None
     """Or the old job's own input, as it was (a re-roll of a remix)."""
 
@@ -60,6 +73,21 @@ def follow_up(how: Rerun, old: JobRecord, catalog: Catalog, index: int | None = 
             update={"seed": seed, "n": count}
         )
         return FollowUp(old.request.task, prompt, options, image_ref=old.request.image_ref)
+    if how == "imagine":  # one of /describe's suggestions
+        texts = old.result.texts if old.result is not None else ()
+        if index is None or not 0 <= index < len(texts):
+            raise JobNotFound("That suggestion is gone; run /describe again.")
+        return FollowUp(Task.IMAGINE, texts[index], None)
+    if how in VIDEO_ACTIONS:
+        if old.result is None or not old.params.task.is_video:
+            raise JobNotFound("That job has no video to start from.")
+        if how == "smooth":
+            return FollowUp(Task.SMOOTH, "", None, video=old.result)
+        # Extend: an /animate from the clip's last frame, by the model that made it if it can.
+        spec = catalog.models.get(old.params.model)
+        model = spec.name if spec is not None and Task.ANIMATE in spec.tasks else None
+        text = prompt or parse_prompt(old.params.prompt)[0]
+        return FollowUp(Task.ANIMATE, text, Options(model=model), video=old.result)
     if old.result is None or old.params.task.is_video:
         raise JobNotFound("That job has no image to start from.")
     source = old.result
@@ -67,6 +95,8 @@ def follow_up(how: Rerun, old: JobRecord, catalog: Catalog, index: int | None = 
         if not 0 <= index < len(old.result.tiles):
             raise JobNotFound(f"That grid has no image {index + 1}.")
         source = old.result.tiles[index]
+    if how in EDGES:  # the prompt carries on; a plain one when the image had none
+        return FollowUp(Task.INPAINT, prompt, EDGES[how], source)
     task = rerun_task(how, old.request.task)
     if task == Task.UPSCALE:
         return FollowUp(task, "", UPSCALE_BUTTON, source)

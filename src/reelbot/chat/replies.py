@@ -43,6 +43,12 @@ class Button:
     index: int | None = None
 
 
+SHORT = {"extend": "ex", "smooth": "sm", "zoom_2": "zo", "zoom_15": "zh", "imagine": "im"}
+SHORT |= {"pan_left": "pl", "pan_right": "pr", "pan_up": "pu", "pan_down": "pd"}
+"""Two-letter codes of the video, zoom, pan and /describe buttons in a platform's button data
+(the older actions keep the codes each platform gave them)."""
+
+
 @dataclass(frozen=True)
 class Reply:
     """An answer to a command: text, maybe buttons, private (ephemeral) unless said otherwise."""

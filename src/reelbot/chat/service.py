@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -46,6 +46,7 @@ from reelbot.store.leases import live_workers
 from reelbot.store.progress import ProgressEvent, ProgressSubscription
 from reelbot.store.records import JobRecord
 from reelbot.store.results import RedisResultStore, store_input
+from reelbot.video_inputs import VideoLimits, probe_clip
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,7 @@ class ChatService:
         *,
         source_id: str,
         has_image: bool,
+        has_video: bool = False,
     ) -> GenerationParams:
         """Check a request without touching Redis (before a platform's acknowledgement)."""
         job_id = job_id_for(self.platform, source_id)
@@ -203,13 +205,18 @@ class ChatService:
             text,
             self.catalog,
             explicit=options,
-            has_image=has_image,
+            has_image=has_image or has_video,  # a clip to extend starts from its last frame
+            has_video=has_video,
             default_seed=seed_for(job_id),
         )
 
-    async def store_input(self, data: bytes) -> str:
-        """Check an input image from its header and keep it for the worker."""
-        probe_image(data)
+    async def store_input(self, data: bytes, *, video: bool = False) -> str:
+        """Check an input image (or clip) from its header and keep it for the worker."""
+        if video:
+            limits = VideoLimits(max_duration_s=self.settings.video_input_max_s)
+            await asyncio.to_thread(probe_clip, data, limits=limits)
+        else:
+            probe_image(data)
         async with reachable():
             return await store_input(self.redis, data)
 
@@ -241,12 +248,24 @@ class ChatService:
         options: Options | None = None,
         image: bytes | None = None,
         image_ref: str | None = None,
+        video: bytes | None = None,
+        mask: bytes | None = None,
+        images: Sequence[bytes] = (),
     ) -> Ticket:
-        """``/imagine``, ``/remix``, ``/video``, ``/animate``: check, store the input, queue."""
+        """A generation command: check, store the inputs, queue. ``image`` is the one to
+        start from, ``video`` a clip (/restyle, /smooth, or the one an /animate extends),
+        ``mask`` /inpaint's, ``images`` /blend's others or /keyframes' last frame."""
         options = options or Options()
+        if task == Task.REMIX and mask is not None:
+            task = Task.INPAINT  # /remix with a mask: vary the region it paints white
+        if task == Task.ANIMATE and images:
+            task = Task.KEYFRAMES  # /animate with two images: the first and the last frame
         try:
             has_image = image is not None or bool(image_ref)
-            self.plan(task, text, options, source_id=source_id, has_image=has_image)
+            has_video = video is not None
+            self.plan(
+                task, text, options, source_id=source_id, has_image=has_image, has_video=has_video
+            )
         except UserError as exc:
             # Refused before the queue sees it: counted as the queue counts its own refusals.
             metrics.SUBMISSIONS.labels(self.platform, task.value).inc()
@@ -254,11 +273,17 @@ class ChatService:
             raise
         if image is not None:
             image_ref = await self.store_input(image)
+        video_ref = await self.store_input(video, video=True) if video is not None else None
+        mask_ref = await self.store_input(mask) if mask is not None else None
+        more_refs = tuple([await self.store_input(each) for each in images])
         request = GenerationRequest(
             task=task,
             text=text,
             options=options,
             image_ref=image_ref,
+            video_ref=video_ref,
+            mask_ref=mask_ref,
+            more_refs=more_refs,
             requester=ctx.requester,
             reply=reply,
             source_id=source_id,
@@ -296,18 +321,22 @@ class ChatService:
         if old is None:
             raise JobNotFound("That job is too old to use again; run the command again.")
         plan = follow_up(how, old, self.catalog, index)
-        data = None
-        if plan.source is not None:
+        data = clip = None
+        for info in (plan.source, plan.video):
+            if info is None:
+                continue
             async with reachable():
-                data = await self.results.get(plan.source.ref)
-            if data is None:
+                found = await self.results.get(info.ref)
+            if found is None:
                 raise JobNotFound("That result has expired; run the command again.")
+            data, clip = (found, clip) if info is plan.source else (data, found)
         return await self.generate(
             ctx,
             plan.task,
             plan.prompt,
             options=plan.options,
             image=data,
+            video=clip,
             image_ref=plan.image_ref,
             reply=reply,
             source_id=source_id,

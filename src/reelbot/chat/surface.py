@@ -75,29 +75,44 @@ def status_buttons(job_id: str, status: JobStatus) -> tuple[Button, ...]:
 
 
 def result_buttons(record: JobRecord) -> tuple[Button, ...]:
-    """What a result offers next, as Midjourney's do.
+    """What a result offers next, as Midjourney's and Runway's do.
 
     A grid: U1–U4 (upscale image i) and Re-roll, then V1–V4 (a subtle variation of image i) and
-    Info. One image: Upscale, Vary (subtle), Vary (strong), Re-roll, Animate, Info; an upscaled
-    one has nothing to re-roll or upscale again. A video: Re-roll and Info.
+    Info. One image: Upscale, Vary (subtle), Vary (strong), Re-roll, Animate; Zoom Out 2× and
+    1.5× and the four Pans; Info (an upscaled one has nothing to re-roll or upscale again). A
+    video: Re-roll, Extend, Smooth, Info. /describe's suggestions: 1–4, each an /imagine.
     """
     job, task = record.id, record.params.task
     info = Button("info", job, "Info")
-    tiles = record.result.tiles if record.result is not None else ()
+    result = record.result
+    tiles = result.tiles if result is not None else ()
+    if result is not None and result.texts:
+        said = [Button("imagine", job, str(i + 1), i) for i in range(len(result.texts))]
+        return (*said, info)
     if tiles:
         ups = [Button("upscale", job, f"U{i + 1}", i) for i in range(len(tiles))]
         varies = [Button("vary_subtle", job, f"V{i + 1}", i) for i in range(len(tiles))]
         return (*ups, Button("reroll", job, "Re-roll"), *varies, info)
     if task.is_video:
-        return (Button("reroll", job, "Re-roll"), info)
+        clip = (Button("extend", job, "Extend"), Button("smooth", job, "Smooth"), info)
+        return clip if task == Task.SMOOTH else (Button("reroll", job, "Re-roll"), *clip)
     varies = [
         Button("vary_subtle", job, "Vary (subtle)"),
         Button("vary_strong", job, "Vary (strong)"),
     ]
+    edges = (
+        Button("zoom_2", job, "Zoom Out 2x"),
+        Button("zoom_15", job, "Zoom Out 1.5x"),
+        *(Button(f"pan_{way}", job, arrow) for way, arrow in PANS.items()),
+    )
     if task == Task.UPSCALE:
-        return (*varies, Button("animate", job, "Animate"), info)
+        return (*varies, Button("animate", job, "Animate"), *edges, info)
     up = Button("upscale", job, "Upscale")
-    return (up, *varies, Button("reroll", job, "Re-roll"), Button("animate", job, "Animate"), info)
+    again = Button("reroll", job, "Re-roll")
+    return (up, *varies, again, Button("animate", job, "Animate"), *edges, info)
+
+
+PANS = {"left": "⬅️", "right": "➡️", "up": "⬆️", "down": "⬇️"}
 
 
 async def submit_with_status(

@@ -17,13 +17,13 @@ from PIL import Image
 
 from reelbot.catalog import Task
 from reelbot.clips import extend_frames
-from reelbot.errors import InvalidOption
+from reelbot.errors import Cancelled, InvalidOption, MissingImage
 from reelbot.generation.runner import GenerationOutput, ProgressCallback, Runner
 from reelbot.generation.video_frames import interpolate_x2
 from reelbot.jobs import GenerationParams
 from reelbot.video_inputs import DEFAULT_LIMITS, VideoLimits, load_input_video
 
-__all__ = ["EditOutput", "extend", "keyframes", "restyle", "smooth", "upscale_video"]
+__all__ = ["EditOutput", "extend", "keyframes", "restyle", "run_job", "smooth", "upscale_video"]
 
 
 @dataclass
@@ -139,4 +139,47 @@ def upscale_video(
     )
     return GenerationOutput(
         frames=out, fps=round(fps), seed=seed, timings={"upscale": perf_counter() - start}
+    )
+
+
+def run_job(
+    runner: Runner,
+    params: GenerationParams,
+    image: Image.Image | None = None,
+    *,
+    video: Sequence[Image.Image] | None = None,
+    fps: float | None = None,
+    mask: Image.Image | None = None,
+    references: Sequence[Image.Image] = (),
+    video_max_s: float = 20.0,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> GenerationOutput:
+    """One queued job with all its inputs, as the worker holds them: /smooth, Extend (an
+    /animate given the ``video`` it continues), /keyframes (``references[0]`` is its last
+    image); the rest (/restyle's frames, /inpaint's mask, /blend's references) through
+    ``Runner.generate``."""
+    rate = fps or params.fps or 16
+    if params.task == Task.SMOOTH:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        return smooth(video or [], rate, seed=params.seed)
+    if params.task == Task.ANIMATE and video is not None:
+        return extend(
+            runner, params, video, rate, max_s=video_max_s, on_progress=on_progress, cancel=cancel
+        )
+    if params.task == Task.KEYFRAMES:
+        if image is None or not references:
+            raise MissingImage("/keyframes needs two images: the first and the last frame.")
+        return keyframes(
+            runner, params, image, references[0], on_progress=on_progress, cancel=cancel
+        )
+    return runner.generate(
+        params,
+        image,
+        video=video,
+        mask=mask,
+        references=references,
+        on_progress=on_progress,
+        cancel=cancel,
     )

@@ -7,6 +7,7 @@ together, so a crash can never leave half a job. It then wakes idle workers over
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -19,6 +20,7 @@ from redis.exceptions import RedisError
 
 from reelbot import metrics
 from reelbot.catalog import Catalog, Task
+from reelbot.clips import restyle_params
 from reelbot.config import Settings
 from reelbot.errors import (
     BackendUnavailable,
@@ -26,6 +28,7 @@ from reelbot.errors import (
     Cancelled,
     ContentRefused,
     InvalidImage,
+    InvalidVideo,
     JobNotFound,
     UserError,
 )
@@ -41,6 +44,7 @@ from reelbot.store.leases import live_workers
 from reelbot.store.progress import ProgressEvent, publish
 from reelbot.store.records import ACTIVE_TTL_S, JobRecord, RecordStore
 from reelbot.store.results import load_input
+from reelbot.video_inputs import ClipInfo, VideoLimits, probe_clip
 
 __all__ = ["GENERATE", "CancelOutcome", "JobQueue", "Submitted", "may_cancel"]
 
@@ -171,6 +175,17 @@ class JobQueue:
             metrics.REFUSALS.labels(request.requester.platform, BackendUnavailable.code).inc()
             raise BackendUnavailable(f"Redis: {type(exc).__name__}") from exc
 
+    async def _clip(self, request: GenerationRequest) -> ClipInfo | None:
+        """The input clip's header (``video_inputs.probe_clip``: refused in words when it is
+        not a usable video), for its size, length and cost."""
+        if request.video_ref is None:
+            return None
+        data = await load_input(self.redis, request.video_ref)
+        if data is None:
+            raise InvalidVideo("The input video expired before the job was queued; send it again.")
+        limits = VideoLimits(max_duration_s=self.settings.video_input_max_s)
+        return await asyncio.to_thread(probe_clip, data, limits=limits)
+
     async def _input_size(self, request: GenerationRequest) -> tuple[int, int] | None:
         """An input's upright size: an upscale's output size and cost follow from it, and a
         remix or an animation keeps its aspect ratio."""
@@ -198,17 +213,22 @@ class JobQueue:
         # A grid size without --n: the server's own default over the deployment's.
         own_count = (await self.policy.for_requester(request.requester)).count
         try:
+            clip = await self._clip(request)
             params = resolve(
                 request.task,
                 request.text,
                 self.catalog,
                 explicit=request.options,
-                has_image=request.image_ref is not None,
+                # Extend is an /animate from the clip's last frame.
+                has_image=request.image_ref is not None or clip is not None,
+                has_video=clip is not None,
                 default_seed=seed_for(job_id),
                 default_count=own_count or self.settings.default_count,
-                image_size=await self._input_size(request),
+                image_size=clip.display_size if clip else await self._input_size(request),
                 upscale_max_side=self.settings.upscale_max_side,
             )
+            if clip is not None and request.task == Task.RESTYLE:
+                params = restyle_params(params, self.catalog.get(params.model), clip)
         except UserError as exc:
             metrics.REFUSALS.labels(platform, exc.code).inc()
             raise

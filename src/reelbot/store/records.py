@@ -87,6 +87,9 @@ class ResultInfo(BaseModel):
     tiles: tuple[ResultInfo, ...] = Field(
         default=(), description="a grid's images alone, in seed order (empty for one image)"
     )
+    texts: tuple[str, ...] = Field(
+        default=(), description="/describe's prompt suggestions (the result is the image)"
+    )
 
 
 class JobRecord(BaseModel):

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from arq.connections import ArqRedis
 from arq.worker import Retry, func
@@ -33,6 +33,7 @@ from PIL import Image
 from redis.exceptions import RedisError
 
 from reelbot import logs, metrics
+from reelbot.catalog import Task
 from reelbot.config import Settings
 from reelbot.content import Verdict, decide
 from reelbot.errors import (
@@ -51,7 +52,7 @@ from reelbot.errors import (
 )
 from reelbot.governance.policy import PolicyStore
 from reelbot.governance.quotas import settle_moved
-from reelbot.jobs import JobStatus
+from reelbot.jobs import GenerationParams, JobStatus
 from reelbot.queue.budgets import budget_for
 from reelbot.queue.delivery import enqueue_delivery
 from reelbot.queue.submit import GENERATE
@@ -60,10 +61,11 @@ from reelbot.store.estimates import job_timeout_s, record_duration, seconds_per_
 from reelbot.store.leases import QueueWorker, live_workers
 from reelbot.store.progress import ProgressPublisher, StepProgress
 from reelbot.store.records import JobRecord, RecordStore, ResultInfo
-from reelbot.store.results import RedisResultStore, ResultStore, load_input
+from reelbot.store.results import RedisResultStore, ResultStore
 from reelbot.worker.affinity import LOAD_GRACE_S
 from reelbot.worker.candidates import claim_by_affinity
 from reelbot.worker.claiming import Batch, BatchItem, claim_batch
+from reelbot.worker.inputs import JobInputs, load_inputs, needs_inputs
 from reelbot.worker.ports import GenerationOutput, PipelineRunner, Scorer
 from reelbot.worker.slot import GpuSlot, preload_defaults
 
@@ -126,7 +128,7 @@ class _PipelineCall:
         worker: GenerationWorker,
         run: _Run,
         record: JobRecord,
-        image: Image.Image | None,
+        inputs: JobInputs,
         *,
         limit_s: float,
         estimate: float | None,
@@ -135,7 +137,8 @@ class _PipelineCall:
         self.worker = worker
         self.run = run
         self.record = record
-        self.image = image
+        self.inputs = inputs
+        self.image = inputs.image
         self.limit_s = limit_s
         self.estimate = estimate
         self.publisher = publisher
@@ -186,18 +189,40 @@ class _PipelineCall:
         self.loop.call_soon_threadsafe(self._started)
         params = self.record.params
         try:
-            self.worker.runner.preload(params.model, params.task)
+            if params.task != Task.SMOOTH:  # ffmpeg's work: no model to load
+                self.worker.runner.preload(params.model, params.task)
             # The job's own limit starts once its model is loaded: a cold load is not
             # the job's fault.
             self.loop.call_soon_threadsafe(self._loaded)
             begun = time.perf_counter()
-            out = self.worker.runner.generate(
-                params, self.image, on_progress=self.on_progress, cancel=self.run.cancel
-            )
+            out = self._generate(params)
             self.run_s = time.perf_counter() - begun
             return out
         finally:
             self.loop.call_soon_threadsafe(self.worker.gpu.finished, self.record.id)
+
+    def _generate(self, params: GenerationParams) -> GenerationOutput:
+        inputs, runner = self.inputs, self.worker.runner
+        if not inputs.more_than_an_image and params.task not in (Task.SMOOTH, Task.KEYFRAMES):
+            return runner.generate(
+                params, self.image, on_progress=self.on_progress, cancel=self.run.cancel
+            )
+        from reelbot.generation.runner import Runner
+        from reelbot.generation.video_edit import run_job
+
+        # Clips, masks and further images: the engine itself, not a stand-in.
+        return run_job(
+            cast(Runner, runner),
+            params,
+            self.image,
+            video=inputs.video,
+            fps=inputs.fps,
+            mask=inputs.mask,
+            references=inputs.references,
+            video_max_s=self.worker.settings.video_max_s,
+            on_progress=self.on_progress,
+            cancel=self.run.cancel,
+        )
 
     def _batch_finished(self, seconds: float | None) -> None:
         if seconds is not None:
@@ -402,13 +427,17 @@ class GenerationWorker(QueueWorker):
             await claim_batch(self, record)
         batch = self.batches.get(job_id)
         size = batch.size if batch is not None else 1
-        image = None
-        if record.params.task.needs_image and run.reason is None:
+        inputs = JobInputs()
+        if needs_inputs(record) and run.reason is None:
             try:
-                image = await self._input_image(record)
+                inputs = await load_inputs(self.pool, record, self.settings)
             except UserError as exc:
                 await self._fail(record, exc.code, exc.user_message)
                 return
+        if record.params.task.needs_image and inputs.image is None and run.reason is None:
+            missing = InvalidImage("The input image expired before the job ran. Send it again.")
+            await self._fail(record, missing.code, missing.user_message)
+            return
         spc = (await seconds_per_credit(self.pool, [record.params.model]))[record.params.model]
         # A batch's call runs its jobs together: its limit and estimate are theirs added up.
         timeout = size * job_timeout_s(spc, record.cost, self.settings.job_timeout_factor)
@@ -418,7 +447,7 @@ class GenerationWorker(QueueWorker):
             await self._stopped(run, record)  # cancelled before it reached the GPU
             return
         try:
-            output = await self._run_pipeline(run, record, image, timeout, estimate, publisher)
+            output = await self._run_pipeline(run, record, inputs, timeout, estimate, publisher)
         except asyncio.CancelledError:
             # The worker is stopping (SIGTERM): the thread has been told to stop and has
             # returned; put the job back for the next worker at once.
@@ -430,20 +459,11 @@ class GenerationWorker(QueueWorker):
             return
         await self._finish(record, output, publisher)
 
-    async def _input_image(self, record: JobRecord) -> Image.Image:
-        from reelbot.inputs import load_input_image
-
-        ref = record.request.image_ref
-        data = await load_input(self.pool, ref) if ref else None
-        if data is None:
-            raise InvalidImage("The input image expired before the job ran. Please send it again.")
-        return await asyncio.to_thread(load_input_image, data)
-
     async def _run_pipeline(
         self,
         run: _Run,
         record: JobRecord,
-        image: Image.Image | None,
+        inputs: JobInputs,
         limit_s: float,
         estimate: float | None,
         publisher: ProgressPublisher,
@@ -453,7 +473,7 @@ class GenerationWorker(QueueWorker):
             await self._stopped(run, record)
             return None
         call = _PipelineCall(
-            self, run, record, image, limit_s=limit_s, estimate=estimate, publisher=publisher
+            self, run, record, inputs, limit_s=limit_s, estimate=estimate, publisher=publisher
         )
         future = call.submit()
         output: GenerationOutput | None = None
@@ -713,7 +733,10 @@ class GenerationWorker(QueueWorker):
             tile_ref = await self.results.put(record.id, tile.data, mime=tile.mime, part=index)
             tile_infos.append(_info(tile_ref, tile, spoiler=verdict.spoiler))
         info = _info(ref, media, spoiler=verdict.spoiler, nsfw_score=verdict.score)
-        info = info.model_copy(update={"tiles": tuple(tile_infos)})
+        texts = tuple(getattr(output, "texts", ()))  # /describe's suggestions, numbered
+        said = "\n".join([*(f"{i + 1}. {text}" for i, text in enumerate(texts)), info.note])
+        update = {"tiles": tuple(tile_infos), "texts": texts, "note": said.strip()}
+        info = info.model_copy(update=update)
         delivering = await self.records.transition(
             record.id,
             JobStatus.DELIVERING,

@@ -9,7 +9,7 @@ from typing import Any, Protocol, Self
 
 import discord
 
-from reelbot.chat.replies import Button
+from reelbot.chat.replies import SHORT, Button
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +21,7 @@ _LOOKS = {  # two a line
     **{"upscale": ("up", "🔍", _GREY), "cancel": ("cx", "✖️", discord.ButtonStyle.danger)},
     **{"vary_strong": ("vx", "🌀", _GREY), "rerun": ("rn", "🔁", _GREY)},
     **{"info": ("in", "ℹ️", _GREY)},
+    **{action: (code, None, _GREY) for action, code in SHORT.items()},  # labelled, no emoji
 }
 _ACTION_OF = {short: action for action, (short, _, _) in _LOOKS.items()}
 # custom_id is at most 100 characters: "rb:<short>:<job id>[:<image i of a grid>]".

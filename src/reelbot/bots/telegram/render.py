@@ -7,7 +7,7 @@ import re
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from reelbot.chat.replies import Button
+from reelbot.chat.replies import SHORT, Button
 from reelbot.chat.texts import Status
 from reelbot.jobs import GenerationParams
 
@@ -17,7 +17,7 @@ MESSAGE_LIMIT = 4096
 CALLBACK_DATA_LIMIT = 64
 
 PREFIX = {"reroll": "rr", "vary": "va", "animate": "an", "cancel": "cx", "upscale": "up"}
-PREFIX |= {"vary_subtle": "vs", "vary_strong": "vx", "rerun": "rn", "info": "in"}
+PREFIX |= {"vary_subtle": "vs", "vary_strong": "vx", "rerun": "rn", "info": "in"} | SHORT
 """A chat button's action → its prefix in ``callback_data`` (kept short for the 64 bytes)."""
 ACTION = {prefix: action for action, prefix in PREFIX.items()}
 ICON = {"reroll": "🔁", "vary": "🎨", "animate": "🎬", "cancel": "✖"}
