@@ -14,7 +14,8 @@ from reelbot.config import Settings
 from reelbot.jobs import GenerationParams, JobStatus
 from reelbot.queue.submit import JobQueue
 from reelbot.store import keys
-from reelbot.worker.worker import PipelineRunner, serve_generation
+from reelbot.store.estimates import record_duration
+from reelbot.worker.worker import GenerationWorker, PipelineRunner, serve_generation
 
 from .conftest import make_settings, request, wait_for_record
 
@@ -138,3 +139,59 @@ async def test_image_and_video_queues_of_one_gpu_choose_together(
         overtaken = any(later > seed for later in seeds[:place])
         marked = await redis.hget(keys.affinity(ids[seed - 1]), "s") is not None
         assert marked == overtaken, f"job {seed}"
+
+
+async def test_a_job_that_needs_a_load_is_left_for_the_gpu_that_has_its_model(
+    queue: JobQueue, settings: Settings, runner: PipelineRunner, redis: ArqRedis
+) -> None:
+    """Two GPUs (two serve_generation in one process, each its own slot) on the image queue:
+    one holds tiny-zimage, the other tiny-flux2. Each job goes to the card that holds its
+    model, from the other's heartbeat, and nobody loads anything."""
+    own = make_settings(settings.effective_redis_url, settings.data_dir, nsfw_check=False)
+    for model in ("tiny-zimage", "tiny-flux2"):
+        await record_duration(redis, model, 0.5, 1.0)  # so a running call's end is known
+    cards = [OneCard(runner, holds="tiny-zimage"), OneCard(runner, holds="tiny-flux2")]
+    workers: list[list[GenerationWorker]] = [[], []]
+    stop = asyncio.Event()
+
+    def ready(i: int) -> Any:
+        def started(ws: list[GenerationWorker]) -> None:
+            cards[i].serve()
+            workers[i].extend(ws)
+
+        return started
+
+    url = own.effective_redis_url
+    tasks = [
+        asyncio.create_task(
+            serve_generation(own, card, [own.image_queue], redis_url=url, stop=stop, ready=ready(i))
+        )
+        for i, card in enumerate(cards)
+    ]
+
+    def sees_the_other_free(ws: list[GenerationWorker]) -> bool:
+        return bool(ws and ws[0].peers.known and ws[0].peers.known[0].free_at_ms is not None)
+
+    async def each_sees_the_other_free() -> None:
+        async with asyncio.timeout(10):
+            while not all(map(sees_the_other_free, workers)):  # noqa: ASYNC110 (set by beats)
+                await asyncio.sleep(0.05)
+
+    try:
+        for i, model in enumerate(["tiny-flux2", "tiny-zimage", "tiny-flux2"]):
+            await each_sees_the_other_free()
+            text = f"a fox --seed {i + 1} --steps 1 --model {model}"
+            submitted = await queue.submit(
+                request("imagine", text, f"peer-{i}"), with_position=False
+            )
+            await wait_for_record(
+                queue.records,
+                submitted.record.id,
+                lambda r: r.status in (JobStatus.DELIVERING, JobStatus.DELIVERED),
+            )
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    assert [c.loads for c in cards] == [[], []]
+    assert [seed for seed, _ in cards[0].order] == [2]
+    assert [seed for seed, _ in cards[1].order] == [1, 3]

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reelbot.worker.affinity import LOAD_GRACE_S, Peer, Waiting, choose
+from reelbot.worker.candidates import peers_from
 
 
 def jobs(*models: str | None, passed: dict[int, int] | None = None) -> list[Waiting]:
@@ -244,15 +245,32 @@ def test_a_job_is_left_only_for_a_peer_that_starts_it_before_its_deadline(
     for i in range(len(models)):
         if i in taken:
             continue
-        if held_for_a_peer(i):
-            # Left for a peer: its clock runs from now on if it had not started.
+        if len(taken) < slots:
+            # Slots to spare: a job not taken is left for a peer, and its clock runs from now
+            # on if it had not started.
+            assert held_for_a_peer(i), f"job {i} is neither taken nor held for a peer"
             assert marks[i] is not None or i in passed
-        elif len(taken) < slots:
-            raise AssertionError(f"job {i} is neither taken nor held for a peer")
-        else:
+        elif not held_for_a_peer(i):
             # Not taken for want of slots: every taken job ranks before it.
             overdue = marks[i] is not None and now - marks[i] >= wait_ms  # type: ignore[operator]
             if overdue:
                 assert all(j < i for j in taken if not held_for_a_peer(j)), "overdue left behind"
     for job in choice.passed:
         assert job.passed_at_ms is None and int(job.id) not in taken
+
+
+def test_peers_are_read_from_the_heartbeats_one_per_gpu_not_counting_this_one() -> None:
+    here = ("host-a", 1)
+    beats = [
+        {"queue": "img", "host": "host-a", "pid": 1, "gpu": "mine", "resident": ["zimage"]},
+        {"queue": "img", "gpu": "g2", "resident": ["wan"], "free_at": 12.5, "load_s": {"wan": 19}},
+        {"queue": "vid", "gpu": "g2", "resident": ["wan"], "free_at": 12.5, "load_s": {"wan": 21}},
+        {"queue": "other", "gpu": "g3", "resident": ["flux"], "free_at": 0},
+        {"queue": "img", "gpu": "g4", "resident": ["flux"], "free_at": None},
+    ]
+    peers = peers_from(beats, "mine", {"img", "vid"}, here)
+    assert peers.known == [Peer(frozenset({"wan"}), 12_500), Peer(frozenset({"flux"}), None)]
+    assert peers.load_s == {"wan": 21.0} and not peers.blind
+    # A worker of another process that does not say what it holds: the load grace applies.
+    older = {"queue": "img", "host": "host-b", "pid": 7}
+    assert peers_from([*beats, older], "mine", {"img"}, here).blind

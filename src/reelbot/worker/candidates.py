@@ -6,23 +6,28 @@ and submit times, without reading records. ``affinity.choose`` picks; a second s
 the chosen ones (re-checking that nobody holds them, as the poll's claim does) and marks the
 jobs that the choice passed over, so every worker on the queue counts their wait from the same
 moment. A job queued before models were recorded has no hash: it fits any model.
+
+``peers_from`` reads the other GPUs serving the same queues from the heartbeats
+(``store.leases.WorkerInfo``: the models each has resident, when it expects to be free, the
+load times it has measured), for the chooser's peer rule.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
-from collections.abc import Collection, Sequence
-from typing import Protocol
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from arq.connections import ArqRedis
 from arq.utils import timestamp_ms
 
 from reelbot.store import keys
 from reelbot.store.leases import SCAN_LIMIT
-from reelbot.worker.affinity import LOAD_GRACE_S, Choice, Waiting, choose
+from reelbot.worker.affinity import LOAD_GRACE_S, Choice, Peer, Waiting, choose
 
-__all__ = ["Chooser", "claim_by_affinity", "waiting"]
+__all__ = ["Chooser", "Peers", "claim_by_affinity", "peers_from", "waiting"]
 
 MARK_TTL_MS = 24 * 3600 * 1000
 """A pass-over mark on a job with no hash of its own lives as long as arq keeps the job."""
@@ -55,7 +60,7 @@ return out
 # Claim the chosen jobs still due and unheld (the poll's claim, for chosen ids); when any was
 # claimed, mark the passed-over ones. ARGV[1] now, [2] worker id, [3] lease ms, [4] in-progress
 # prefix, [5] affinity prefix, [6] a new mark's TTL (ms), [7] how many ids to claim, then those
-# ids, then the passed-over ids.
+# ids, then the passed-over ids. With no ids to claim (every job left for a peer), it only marks.
 _CLAIM_CHOSEN = """
 local out = {}
 local n = tonumber(ARGV[7])
@@ -70,7 +75,7 @@ for i = 8, 7 + n do
     end
   end
 end
-if #out > 0 then
+if #out > 0 or n == 0 then
   for i = 8 + n, #ARGV do
     local key = ARGV[5] .. ARGV[i]
     if redis.call('HSETNX', key, 's', ARGV[1]) == 1 and redis.call('PTTL', key) < 0 then
@@ -99,6 +104,42 @@ class Chooser(Protocol):
 
     def wake(self) -> None:
         """Poll again now."""
+
+
+@dataclass(frozen=True)
+class Peers:
+    """The other GPUs on this GPU's queues, as their heartbeats tell."""
+
+    known: list[Peer] = field(default_factory=list)
+    blind: bool = False
+    """A worker on the queues that does not announce its models (an older version)."""
+    load_s: dict[str, float] = field(default_factory=dict)
+    """Load times they measured, for models this GPU has not loaded yet."""
+
+
+def peers_from(
+    infos: Iterable[Mapping[str, Any]], gpu_id: str, queues: Collection[str], here: tuple[Any, Any]
+) -> Peers:
+    """The heartbeats of other GPUs' workers on ``queues`` (one entry per GPU)."""
+    known: dict[str, Peer] = {}
+    blind = False
+    load_s: dict[str, float] = {}
+    for info in infos:
+        if info.get("queue") not in queues:
+            continue
+        gpu = info.get("gpu")
+        if gpu is None:
+            blind = blind or (info.get("host"), info.get("pid")) != here
+            continue
+        if gpu == gpu_id:
+            continue
+        for model, seconds in (info.get("load_s") or {}).items():
+            load_s[model] = max(float(seconds), load_s.get(model, 0.0))
+        if gpu not in known:  # the queues of one GPU beat alike
+            free_at = info.get("free_at")
+            ms = None if free_at is None else round(float(free_at) * 1000)
+            known[gpu] = Peer(frozenset(info.get("resident") or ()), ms)
+    return Peers(list(known.values()), blind, load_s)
 
 
 def _int(raw: bytes) -> int | None:
@@ -133,6 +174,8 @@ async def claim_by_affinity(
     wait_s: float,
     queues: Sequence[str],
     grace_s: float = LOAD_GRACE_S,
+    peers: Sequence[Peer] | None = None,
+    load_s: Mapping[str, float] | None = None,
 ) -> list[tuple[str, int]]:
     """Claim up to ``slots`` jobs of the worker's queue as ``affinity.choose`` picks them.
 
@@ -147,17 +190,28 @@ async def claim_by_affinity(
         wait_s=wait_s,
         slots=slots,
         grace_s=grace_s,
+        peers=peers,
+        load_s=load_s,
     )
     if not choice.take:
         if choice.retry_at_ms is not None:
-            # Left for a worker that has its model; this one takes it after the grace.
+            # Left for a worker that has its model; this one looks again then.
             delay = max(0.0, (choice.retry_at_ms - now) / 1000)
             asyncio.get_running_loop().call_later(delay, worker.wake)
+        if choice.passed:
+            # Left for a peer: the job's wait is counted from now, by every worker alike.
+            await _claim_chosen(worker, now, [], choice.passed)
         return []
     if choice.take[0].queue != worker.queue_name:
         worker.wake_peer(choice.take[0].queue)
         return []
     mine = [job.id for job in choice.take if job.queue == worker.queue_name]
+    return await _claim_chosen(worker, now, mine, choice.passed)
+
+
+async def _claim_chosen(
+    worker: Chooser, now: int, mine: list[str], passed: Sequence[Waiting]
+) -> list[tuple[str, int]]:
     script = worker.pool.register_script(_CLAIM_CHOSEN)
     args: list[str | int] = [
         now,
@@ -168,7 +222,7 @@ async def claim_by_affinity(
         MARK_TTL_MS,
         len(mine),
         *mine,
-        *(job.id for job in choice.passed),
+        *(job.id for job in passed),
     ]
     claimed = await script(keys=[worker.queue_name], args=args)
     return [(claimed[i].decode(), int(float(claimed[i + 1]))) for i in range(0, len(claimed), 2)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -49,6 +50,21 @@ class GpuSlot:
         """The queues whose workers share this slot, each with how to wake its worker."""
         self.model: str | None = None
         """The model of the latest call to start: loaded when the next one starts."""
+        self.id = os.urandom(4).hex()
+        """Names this GPU in its workers' heartbeats, so peers are told from one's own queues."""
+        self.load_s: dict[str, float] = {}
+        """Each model's latest measured load time here (a preload or a job's load)."""
+
+    def free_at(self) -> float | None:
+        """When the running call is expected to end (epoch seconds; now when idle), for the
+        heartbeat; None while that is unknown or a fetched job waits behind it."""
+        if self.pending:
+            return None
+        if self.running is None:
+            return time.time()
+        if self.expected_end is None:
+            return None
+        return time.time() + max(0.0, self.expected_end - time.monotonic())
 
     def wants_job(self) -> bool:
         """Whether fetching one more job now would keep the GPU busy without hoarding."""
@@ -114,8 +130,10 @@ async def preload_defaults(
     queues: Sequence[str],
     pipeline_thread: Executor,
     stop: asyncio.Event,
+    gpu: GpuSlot | None = None,
 ) -> None:
-    """Load (and, when compiling, warm up) the default model of each task of ``queues``."""
+    """Load (and, when compiling, warm up) the default model of each task of ``queues``; the
+    load times go into ``gpu.load_s``."""
     catalog = load_catalog(settings.models, settings.styles_file)
     # The first queue's models load last, so they stay resident on a card that holds only one.
     tasks = [t for q in reversed(queues) for t in Task if settings.queue_for(t) == q]
@@ -134,4 +152,8 @@ async def preload_defaults(
             # Not fatal: each job loads its model again and fails on its own if it must.
             log.warning("preloading %s for /%s failed: %s", model, task.value, exc)
             continue
-        log.info("%s ready for /%s in %.1fs", model, task.value, time.monotonic() - started)
+        took = time.monotonic() - started
+        log.info("%s ready for /%s in %.1fs", model, task.value, took)
+        if gpu is not None and task not in (Task.UPSCALE, Task.DESCRIBE):
+            # The first task's pipeline carries the load; a second one of the model is quick.
+            gpu.load_s[model] = max(took, gpu.load_s.get(model, 0.0))

@@ -63,7 +63,7 @@ from reelbot.store.progress import ProgressPublisher, StepProgress
 from reelbot.store.records import JobRecord, RecordStore, ResultInfo
 from reelbot.store.results import RedisResultStore, ResultStore
 from reelbot.worker.affinity import LOAD_GRACE_S
-from reelbot.worker.candidates import claim_by_affinity
+from reelbot.worker.candidates import Peers, claim_by_affinity, peers_from
 from reelbot.worker.claiming import Batch, BatchItem, claim_batch
 from reelbot.worker.inputs import JobInputs, load_inputs, needs_inputs
 from reelbot.worker.ports import GenerationOutput, PipelineRunner, Scorer
@@ -189,8 +189,13 @@ class _PipelineCall:
         self.loop.call_soon_threadsafe(self._started)
         params = self.record.params
         try:
+            resident = getattr(self.worker.runner, "resident", None)
+            loading = resident is not None and params.model not in resident
+            begun = time.perf_counter()
             if params.task != Task.SMOOTH:  # ffmpeg's work: no model to load
                 self.worker.runner.preload(params.model, params.task)
+                if loading:  # the peers' chooser weighs a load here by what it took
+                    self.worker.gpu.load_s[params.model] = time.perf_counter() - begun
             # The job's own limit starts once its model is loaded: a cold load is not
             # the job's fault.
             self.loop.call_soon_threadsafe(self._loaded)
@@ -316,6 +321,8 @@ class GenerationWorker(QueueWorker):
         gpu.queues[queue] = self.wake
         self.peers_elsewhere = False
         """Whether a worker of another process serves one of this GPU's queues (each beat)."""
+        self.peers = Peers()
+        """The other GPUs on this GPU's queues, from their heartbeats (each beat)."""
 
     # -- QueueWorker hooks ---------------------------------------------------------------------
 
@@ -327,11 +334,33 @@ class GenerationWorker(QueueWorker):
         if wait_s <= 0 or not resident:
             return await super().claim(slots)
         queues = list(self.gpu.queues) or [self.queue_name]
-        # With nobody else to take a job that needs a load here, leaving it would only wait.
-        grace = LOAD_GRACE_S if self.peers_elsewhere else 0.0
+        # A job that needs a load here is left for a peer that has its model and is free in
+        # time; the grace is for peers that do not say what they hold, and with nobody else
+        # to take the job, leaving it would only wait.
+        peers = self.peers
+        grace = LOAD_GRACE_S if self.peers_elsewhere and peers.blind else 0.0
+        load_s = {**peers.load_s, **self.gpu.load_s}
         return await claim_by_affinity(
-            self, slots, resident, wait_s=wait_s, queues=queues, grace_s=grace
+            self,
+            slots,
+            resident,
+            wait_s=wait_s,
+            queues=queues,
+            grace_s=grace,
+            peers=peers.known,
+            load_s=load_s,
         )
+
+    def info(self) -> dict[str, Any]:
+        """The heartbeat, with what the peers' chooser needs of this GPU."""
+        resident = {*getattr(self.runner, "resident", ()), *filter(None, [self.gpu.model])}
+        return {
+            **super().info(),
+            "gpu": self.gpu.id,
+            "resident": sorted(resident),
+            "free_at": self.gpu.free_at(),
+            "load_s": {m: round(s, 2) for m, s in self.gpu.load_s.items()},
+        }
 
     async def beat(self) -> None:
         """The heartbeat; also notes whether another process serves this GPU's queues."""
@@ -342,6 +371,8 @@ class GenerationWorker(QueueWorker):
             (w.get("host"), w.get("pid")) != here and w.get("queue") in self.gpu.queues
             for w in workers
         )
+        self.peers = peers_from(workers, self.gpu.id, self.gpu.queues, here)
+        self.peers_elsewhere = self.peers_elsewhere or bool(self.peers.known)
 
     def wake_peer(self, queue: str) -> None:
         """The affinity choice is a job in another queue of this GPU: wake its worker."""
@@ -861,7 +892,7 @@ async def serve_generation(
 
     try:
         # Before any job is taken: a load or compile now is not charged to the first job.
-        await preload_defaults(settings, runner, queues, pipeline_thread, stop)
+        await preload_defaults(settings, runner, queues, pipeline_thread, stop, gpu)
         if stop.is_set():
             return 0
         workers = [
