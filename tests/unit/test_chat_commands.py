@@ -9,12 +9,12 @@ import pytest
 
 from reelbot.catalog import Task, load_catalog
 from reelbot.chat.commands import is_generation, split_command, unknown_command
-from reelbot.chat.followups import rerun_task
+from reelbot.chat.followups import FollowUp, follow_up, rerun_task
 from reelbot.chat.history import History, Shown, ago, info_text
 from reelbot.chat.service import Context
 from reelbot.chat.surface import result_buttons
-from reelbot.errors import InvalidOption, InvalidPrompt
-from reelbot.jobs import GenerationRequest, JobStatus, ReplyAddress, Requester, resolve
+from reelbot.errors import InvalidOption, InvalidPrompt, JobNotFound
+from reelbot.jobs import GenerationRequest, JobStatus, Options, ReplyAddress, Requester, resolve
 from reelbot.store.records import JobRecord, ResultInfo
 
 TINY = load_catalog("tiny")
@@ -23,7 +23,8 @@ TINY = load_catalog("tiny")
 def _record(task: Task = Task.IMAGINE, text: str = "a fox", **fields: Any) -> JobRecord:
     user = fields.pop("user", "ann")
     channel = fields.pop("channel", "room")
-    params = resolve(task, text, TINY, default_seed=3, has_image=task.needs_image)
+    needs = {"has_image": task.needs_image, "has_video": task.needs_video}
+    params = resolve(task, text, TINY, default_seed=3, **needs)
     return JobRecord(
         id=fields.pop("id", "me0123"),
         queue="q",
@@ -61,10 +62,20 @@ def test_what_a_result_offers_next() -> None:
         "vary_strong",
         "reroll",
         "animate",
+        *("zoom_2", "zoom_15", "pan_left", "pan_right", "pan_up", "pan_down"),
         "info",
     ]
     video = _record(Task.VIDEO, "waves")
-    assert [b.action for b in result_buttons(video)] == ["reroll", "info"]
+    assert [b.action for b in result_buttons(video)] == ["reroll", "extend", "smooth", "info"]
+    smooth = _record(Task.SMOOTH, "")
+    assert [b.action for b in result_buttons(smooth)] == ["extend", "smooth", "info"]
+    said = image.result.model_copy(update={"texts": ("a", "b", "c", "d")}) if image.result else None
+    described = result_buttons(image.model_copy(update={"result": said}))
+    assert [(b.action, b.label, b.index) for b in described][:2] == [
+        ("imagine", "1", 0),
+        ("imagine", "2", 1),
+    ]
+    assert len(described) == 5 and described[-1].action == "info"
     tile = ResultInfo(ref="t", mime="image/png", ext="png", size=1, width=64, height=64)
     grid = image.result.model_copy(update={"tiles": (tile,) * 4}) if image.result else None
     buttons = result_buttons(image.model_copy(update={"result": grid}))
@@ -144,3 +155,25 @@ def test_owners_are_admins_everywhere_and_say_so() -> None:
     # Owners are per platform: telegram:7 owns nothing on Discord.
     other = ChatService(connect("redis://127.0.0.1:1"), settings, TINY, platform="discord")
     assert not other.requester("7").is_owner
+
+
+def test_what_each_new_button_makes() -> None:
+    catalog = load_catalog("tiny")
+    info = ResultInfo(ref="r", mime="image/png", ext="png", size=1, width=64, height=64)
+    image = _record(result=info)
+    zoom = follow_up("zoom_2", image, catalog)
+    assert (zoom.task, zoom.options, zoom.source) == (Task.INPAINT, Options(zoom=2.0), info)
+    assert follow_up("pan_left", image, catalog).options == Options(pan="left")
+    clip = info.model_copy(update={"mime": "video/mp4", "ext": "mp4", "frames": 9})
+    video = _record(Task.VIDEO, "waves", result=clip)
+    extend = follow_up("extend", video, catalog)
+    assert (extend.task, extend.video, extend.source) == (Task.ANIMATE, clip, None)
+    assert follow_up("smooth", video, catalog).task == Task.SMOOTH
+    with pytest.raises(JobNotFound, match="no video"):
+        follow_up("extend", image, catalog)
+    with pytest.raises(JobNotFound, match="no image"):
+        follow_up("zoom_2", video, catalog)
+    described = _record(result=info.model_copy(update={"texts": ("a fox", "a cat")}))
+    assert follow_up("imagine", described, catalog, 1) == FollowUp(Task.IMAGINE, "a cat", None)
+    with pytest.raises(JobNotFound, match="suggestion"):
+        follow_up("imagine", described, catalog, 3)
