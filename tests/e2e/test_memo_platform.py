@@ -108,6 +108,7 @@ async def test_imagine_jobs_cancel_through_the_real_queue_and_worker(
                 "vary_strong",
                 "reroll",
                 "animate",
+                *("zoom_2", "zoom_15", "pan_left", "pan_right", "pan_up", "pan_down"),
                 "info",
             ]
             await until(lambda: any("Done" in m.text for m in chat.in_chat("room")))

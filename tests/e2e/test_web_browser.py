@@ -116,7 +116,8 @@ def test_the_page_makes_an_image_and_a_video(browser: Any, web_up: WebUp, tmp_pa
     buttons = browser.execute_script(
         f"return [...{card}.querySelectorAll('.buttons button')].map(b => b.dataset.action)"
     )
-    assert buttons == ["upscale", "vary_subtle", "vary_strong", "reroll", "animate", "info"]
+    edges = ["zoom_2", "zoom_15", "pan_left", "pan_right", "pan_up", "pan_down"]
+    assert buttons == ["upscale", "vary_subtle", "vary_strong", "reroll", "animate", *edges, "info"]
 
     _type(browser, "/video waves")
     video_job = _until(browser, _LAST_CARD, "the video card", job)

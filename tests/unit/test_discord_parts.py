@@ -218,12 +218,14 @@ def test_button_ids_are_short_and_parse_back() -> None:
     image = _record().model_copy(update={"id": job})
     views = [view_of(result_buttons(image)), view_of(status_buttons(job, JobStatus.RUNNING))]
     ids = [item.custom_id for view in views if view for item in view.children]  # type: ignore[attr-defined]
-    shorts = ["up", "vs", "vx", "rr", "ani", "in", "cx"]
+    shorts = ["up", "vs", "vx", "rr", "ani", "zo", "zh", "pl", "pr", "pu", "pd", "in", "cx"]
     assert ids == [f"rb:{short}:{job}" for short in shorts]
     assert all(len(i) <= 100 for i in ids)
     video = view_of(result_buttons(_record(Task.VIDEO).model_copy(update={"id": job})))
     assert video is not None
-    assert [getattr(i, "custom_id", "") for i in video.children] == [f"rb:rr:{job}", f"rb:in:{job}"]
+    assert [getattr(i, "custom_id", "") for i in video.children] == [
+        f"rb:{short}:{job}" for short in ("rr", "ex", "sm", "in")
+    ]
     assert view_of(status_buttons(job, JobStatus.DELIVERED)) is None
     # A click is parsed back from its custom_id alone (buttons outlive restarts).
     template = JobButton.__discord_ui_compiled_template__
