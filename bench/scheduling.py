@@ -8,10 +8,13 @@ by default; 70 % of the jobs are Z-Image-Turbo images (2 s), 30 % Wan 2.2 5B vid
 model switch costs a 20 s load. Both cards start with Z-Image loaded (what the worker's
 start-up preload leaves). Each worker picks its next job with the worker's own chooser
 (``reelbot.worker.affinity.choose``) when it becomes free: with ``wait_s = 0`` that is arrival
-order, with ``--wait`` it is model affinity (a new job that needs a load is left for
-``LOAD_GRACE_S`` to a worker that has its model, as the real worker does). The real worker
-claims its next job up to 2 s before the running one ends; the simulation claims at the end,
-for both policies alike.
+order, with ``--wait`` it is model affinity, twice: without peer information (a new job that
+needs a load is left for ``LOAD_GRACE_S`` to a worker that has its model), and with the peers'
+heartbeats as the real worker reads them (each worker's model and expected end, published
+every ``HEARTBEAT_S``, so up to 2 s stale; a job that needs a load is left for a peer that
+has its model and is expected free before the job's deadline). Run times are known exactly
+(the real worker's estimate is a moving average). The real worker claims its next job up to
+2 s before the running one ends; the simulation claims at the end, for every policy alike.
 
 Two arrival processes: Poisson arrivals at ``--load`` of the two cards' capacity counted
 without any loads (0.6: 200 jobs in about 54 minutes), and a backlog (every job queued at
@@ -219,7 +222,7 @@ def render(result: dict[str, Any]) -> Table:
         f, a = policies["fifo"], policies["affinity"]
         table.add_row(
             "",
-            "affinity / arrival",
+            "peers / arrival",
             f"{a['loads'] / max(1, f['loads']):.2f}×",
             f"{a['p50_wait_s'] / max(1e-9, f['p50_wait_s']):.2f}×",
             f"{a['p99_wait_s'] / max(1e-9, f['p99_wait_s']):.2f}×",

@@ -8,12 +8,15 @@ by since it was first passed over, it is taken before any job that is not overdu
 would make this worker load its model is left for a *peer* (another process's worker, as its
 heartbeat tells) that has that model resident and expects to be free before the job would
 start here plus its remaining wait budget: before ``load_s`` (what the load here would cost)
-plus ``wait_s`` after the job was first passed over or left. Leaving a job counts as passing
-it over, so it is overdue ``wait_s`` later whoever was expected to take it. Without peer
+plus ``wait_s`` after the job was first passed over or left (its *deadline*). Leaving a job
+counts as passing it over. An overdue job is still left for such a peer until its deadline,
+as the peer starts it sooner than a load here would; from its deadline on (the peer is late:
+its estimate was wrong or it took another job), whoever is free takes it. Without peer
 information, a job that needs a load is left for ``grace_s`` after its submit instead. So no
 job waits much more than ``wait_s`` + ``grace_s`` (plus one job's run) longer than it would in
-arrival order; ``wait_s = 0`` is plain arrival order. Pure: no Redis, no clock;
-``worker.candidates`` feeds it.
+arrival order, or, left for a peer, ``wait_s`` plus a load more when the peer is late;
+``wait_s = 0`` is plain arrival order. Pure: no Redis, no clock; ``worker.candidates`` feeds
+it.
 """
 
 from __future__ import annotations
