@@ -176,6 +176,15 @@ def test_a_peer_busy_past_the_deadline_or_without_the_model_does_not_hold_the_jo
     assert kept.take == []
 
 
+def test_a_job_is_left_only_for_a_peer_that_serves_its_queue() -> None:
+    waiting = [Waiting("v", "wan", queue="video", submitted_ms=0)]
+    images_only = [Peer(frozenset({"wan"}), 0, frozenset({"image"}))]
+    both = [Peer(frozenset({"wan"}), 0, frozenset({"image", "video"}))]
+    kwargs = {"now_ms": 0, "wait_s": 30, "grace_s": 0}
+    assert ids(choose(waiting, {"zimage"}, peers=images_only, **kwargs).take) == ["v"]  # type: ignore[arg-type]
+    assert choose(waiting, {"zimage"}, peers=both, **kwargs).take == []  # type: ignore[arg-type]
+
+
 def test_with_peer_information_there_is_no_load_grace() -> None:
     waiting = [Waiting("v", "wan", submitted_ms=10_000)]
     choice = choose(waiting, {"zimage"}, now_ms=10_500, wait_s=30, grace_s=0, peers=[])
@@ -269,7 +278,10 @@ def test_peers_are_read_from_the_heartbeats_one_per_gpu_not_counting_this_one() 
         {"queue": "img", "gpu": "g4", "resident": ["flux"], "free_at": None},
     ]
     peers = peers_from(beats, "mine", {"img", "vid"}, here)
-    assert peers.known == [Peer(frozenset({"wan"}), 12_500), Peer(frozenset({"flux"}), None)]
+    assert peers.known == [
+        Peer(frozenset({"wan"}), 12_500, frozenset({"img", "vid"})),
+        Peer(frozenset({"flux"}), None, frozenset({"img"})),
+    ]
     assert peers.load_s == {"wan": 21.0} and not peers.blind
     # A worker of another process that does not say what it holds: the load grace applies.
     older = {"queue": "img", "host": "host-b", "pid": 7}

@@ -44,6 +44,8 @@ class Peer:
     free_at_ms: int | None
     """When its running job is expected to end (at or before now: it is free; None: unknown,
     never waited for)."""
+    queues: frozenset[str] = frozenset()
+    """The queues it serves (empty: any); a job is left for it only if it serves the job's."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,10 @@ def choose(
         times = [
             p.free_at_ms
             for p in peers
-            if job.model in p.resident and p.free_at_ms is not None and p.free_at_ms < due
+            if job.model in p.resident
+            and (not p.queues or job.queue in p.queues)
+            and p.free_at_ms is not None
+            and p.free_at_ms < due
         ]
         return min(times) if times else None
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from arq.connections import ArqRedis
@@ -122,6 +122,7 @@ def peers_from(
 ) -> Peers:
     """The heartbeats of other GPUs' workers on ``queues`` (one entry per GPU)."""
     known: dict[str, Peer] = {}
+    served: dict[str, set[str]] = {}
     blind = False
     load_s: dict[str, float] = {}
     for info in infos:
@@ -135,11 +136,13 @@ def peers_from(
             continue
         for model, seconds in (info.get("load_s") or {}).items():
             load_s[model] = max(float(seconds), load_s.get(model, 0.0))
+        served.setdefault(gpu, set()).add(str(info.get("queue")))
         if gpu not in known:  # the queues of one GPU beat alike
             free_at = info.get("free_at")
             ms = None if free_at is None else round(float(free_at) * 1000)
             known[gpu] = Peer(frozenset(info.get("resident") or ()), ms)
-    return Peers(list(known.values()), blind, load_s)
+    peers = [replace(peer, queues=frozenset(served[gpu])) for gpu, peer in known.items()]
+    return Peers(peers, blind, load_s)
 
 
 def _int(raw: bytes) -> int | None:
