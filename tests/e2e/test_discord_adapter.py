@@ -336,7 +336,7 @@ async def test_result_posted_as_followup_with_buttons(
     job = queue.job_of(0)
     assert name == f"reelbot-{job}.png"
     assert Image.open(io.BytesIO(data)).size == (64, 64)
-    shorts = ["up", "vs", "vx", "rr", "ani", "in"]
+    shorts = ["up", "vs", "vx", "rr", "ani", "zo", "zh", "pl", "pr", "pu", "pd", "in"]
     assert discord_emu.buttons(msg["id"]) == [f"rb:{short}:{job}" for short in shorts]
     await discord_emu.wait_for(lambda: "Done" in content(discord_emu, inter))
     assert discord_emu.buttons(inter.original_id or "") == []

@@ -180,11 +180,24 @@ async def test_every_command_end_to_end(stack: Stack) -> None:
         if name in ("video", "animate"):
             assert filename.endswith(".mp4") and media.frames > 1
             assert "Re-roll" not in message["content"]
-            assert [b.split(":")[1] for b in emu.buttons(message["id"])] == ["rr", "in"]
+            assert [b.split(":")[1] for b in emu.buttons(message["id"])] == ["rr", "ex", "sm", "in"]
         else:
             assert isinstance(media, Image.Image) and media.format == "PNG"
             shorts = [b.split(":")[1] for b in emu.buttons(message["id"])]
-            assert shorts == ["up", "vs", "vx", "rr", "ani", "in"]
+            assert shorts == [
+                "up",
+                "vs",
+                "vx",
+                "rr",
+                "ani",
+                "zo",
+                "zh",
+                "pl",
+                "pr",
+                "pu",
+                "pd",
+                "in",
+            ]
         assert "--seed" in message["content"]
     assert "--seed 7" in (await result_of(emu, inters["imagine"]))["content"]
     for inter in inters.values():

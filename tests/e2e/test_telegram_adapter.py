@@ -452,7 +452,8 @@ async def test_result_post_and_buttons(
     assert Image.open(io.BytesIO(got)).size == (64, 64)
     rows = posted["reply_markup"]["inline_keyboard"]
     data = [b["callback_data"] for row in rows for b in row]
-    assert data == [f"{short}:{job.id}" for short in ("up", "vs", "vx", "rr", "an", "in")]
+    shorts = ("up", "vs", "vx", "rr", "an", "zo", "zh", "pl", "pr", "pu", "pd", "in")
+    assert data == [f"{short}:{job.id}" for short in shorts]
     assert all(len(row) <= 5 for row in rows)
     await emu.wait_for(lambda: emu.bot_messages(chat.id)[0]["text"].startswith("✅ Done"))
 

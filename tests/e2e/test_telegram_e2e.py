@@ -230,10 +230,10 @@ async def test_each_command_end_to_end(stack: Stack, task: str, where: str) -> N
     job_id = job_id_for("telegram", f"{chat.id}:{update['message']['message_id']}")
     rows = result["reply_markup"]["inline_keyboard"]
     buttons = [b["callback_data"].split(":")[0] for row in rows for b in row]
-    if task in ("imagine", "remix"):
-        assert buttons == ["up", "vs", "vx", "rr", "an", "in"]
-    else:
-        assert buttons == ["rr", "in"]
+    if task in ("imagine", "remix"):  # then Zoom Out 2x and 1.5x, the four Pans, Info
+        assert buttons == ["up", "vs", "vx", "rr", "an", "zo", "zh", "pl", "pr", "pu", "pd", "in"]
+    else:  # Re-roll, Extend, Smooth, Info
+        assert buttons == ["rr", "ex", "sm", "in"]
         video_call = emu.calls_of("sendVideo", chat.id)[0]
         assert video_call.params["supports_streaming"] == "true"
 
