@@ -181,3 +181,21 @@ async def test_the_operator_command_line(
     assert wrong.returncode != 0 and "PLATFORM:server:ID" in wrong.stderr
     (change,) = [e for e in await audit.entries(redis, scope=SCOPE) if e.origin == "cli"]
     assert change.action == "policy block" and change.actor.startswith("cli:")
+
+
+async def test_a_clip_is_scored_before_it_is_restyled(
+    queue: JobQueue, start_workers: StartWorkers, consumer: Posted, redis: ArqRedis
+) -> None:
+    """A video input goes through the server's policy before any GPU time goes into it."""
+    from reelbot.store.results import store_input
+
+    from .test_flow import _mp4
+
+    await set_policy(queue, "threshold", "0")
+    clip = await store_input(redis, _mp4())
+    asked = ask("restyle", "watercolor --steps 2", "clip-1").model_copy(update={"video_ref": clip})
+    done = await _run(queue, start_workers, asked)
+    assert (done.status, done.error_code) == (JobStatus.FAILED, "refused")
+    assert "video you sent" in (done.error_message or "") and done.result is None
+    assert "encoding" not in done.times and "running" not in done.times  # no GPU time spent
+    assert await used(queue) == 0

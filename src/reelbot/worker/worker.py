@@ -469,6 +469,13 @@ class GenerationWorker(QueueWorker):
             missing = InvalidImage("The input image expired before the job ran. Send it again.")
             await self._fail(record, missing.code, missing.user_message)
             return
+        if inputs.video is not None and run.reason is None:
+            # A clip is scored as a result would be, before any GPU time goes into it.
+            verdict = await self._score(record, inputs.video, inputs.fps)
+            if verdict.withheld:
+                refused = "The video you sent was refused by this server's content policy."
+                await self._fail(record, ContentRefused.code, refused)
+                return
         spc = (await seconds_per_credit(self.pool, [record.params.model]))[record.params.model]
         # A batch's call runs its jobs together: its limit and estimate are theirs added up.
         timeout = size * job_timeout_s(spc, record.cost, self.settings.job_timeout_factor)
@@ -488,7 +495,7 @@ class GenerationWorker(QueueWorker):
             await publisher.aclose()
         if output is None:
             return
-        await self._finish(record, output, publisher)
+        await self._finish(record, output, publisher, inputs.note)
 
     async def _run_pipeline(
         self,
@@ -694,7 +701,11 @@ class GenerationWorker(QueueWorker):
         )
 
     async def _finish(
-        self, record: JobRecord, output: GenerationOutput, publisher: ProgressPublisher
+        self,
+        record: JobRecord,
+        output: GenerationOutput,
+        publisher: ProgressPublisher,
+        note: str = "",
     ) -> None:
         """Encode, store and hand over to delivery; overlaps the next job's pipeline call.
 
@@ -715,7 +726,7 @@ class GenerationWorker(QueueWorker):
         budget = budget_for(record.request.reply, video=params.task.is_video)
         started = time.monotonic()
         # Scored on the CPU beside the encode, while the GPU already runs the next job.
-        scoring = asyncio.ensure_future(self._score(record, output))
+        scoring = asyncio.ensure_future(self._score(record, output.frames, output.fps))
         tiles: list[EncodedMedia] = []
         try:
             media: EncodedMedia
@@ -765,7 +776,8 @@ class GenerationWorker(QueueWorker):
             tile_infos.append(_info(tile_ref, tile, spoiler=verdict.spoiler))
         info = _info(ref, media, spoiler=verdict.spoiler, nsfw_score=verdict.score)
         texts = tuple(getattr(output, "texts", ()))  # /describe's suggestions, numbered
-        said = "\n".join([*(f"{i + 1}. {text}" for i, text in enumerate(texts)), info.note])
+        lines = [*(f"{i + 1}. {text}" for i, text in enumerate(texts)), info.note, note]
+        said = "\n".join(line for line in lines if line)  # and what the input lost (its sound)
         update = {"tiles": tuple(tile_infos), "texts": texts, "note": said.strip()}
         info = info.model_copy(update=update)
         delivering = await self.records.transition(
@@ -779,7 +791,9 @@ class GenerationWorker(QueueWorker):
         publisher.status(JobStatus.DELIVERING)
         await enqueue_delivery(self.pool, delivering)
 
-    async def _score(self, record: JobRecord, output: GenerationOutput) -> Verdict:
+    async def _score(
+        self, record: JobRecord, frames: Sequence[Image.Image], fps: float | None
+    ) -> Verdict:
         """Score the frames (first, last, one a second) and decide by the server's policy."""
         from reelbot.generation.safety import score_frames
 
@@ -788,9 +802,7 @@ class GenerationWorker(QueueWorker):
         if self.classifier is not None:
             started = time.monotonic()
             try:
-                score = await asyncio.to_thread(
-                    score_frames, self.classifier, output.frames, output.fps
-                )
+                score = await asyncio.to_thread(score_frames, self.classifier, frames, fps)
             except Exception:
                 # Fail closed: a result nobody could check is treated as flagged.
                 log.exception("job %s: the NSFW classifier failed; result flagged", record.id)
