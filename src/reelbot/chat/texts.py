@@ -140,9 +140,11 @@ def models_lines(catalog: Catalog) -> list[str]:
 
 
 BUTTONS_HELP = (
-    "Under a result: U1–U4 upscale, V1–V4 and Vary (subtle/strong) make variations, Re-roll "
-    "draws a new seed, Info says how it was made. Whoever presses a button starts a job of "
-    "their own and pays for it (a grid costs n images); Cancel stays with the job's owner."
+    "Under a result: U1–U4 upscale, V1–V4 and Vary (subtle/strong) make variations, Zoom Out "
+    "and the arrows widen the picture, Re-roll draws a new seed, Extend makes a video longer, "
+    "Smooth doubles its frames, 1–4 under /describe imagine that prompt, Info says how it was "
+    "made. Whoever presses a button starts a job of their own and pays for it (a grid costs n "
+    "images); Cancel stays with the job's owner."
 )
 """What the buttons under a result do, and who pays: every platform's /help says it."""
 
@@ -157,6 +159,10 @@ def help_text(attach: str, *, footer: str = "") -> str:
         "/video waves at sunset --duration 2 · a short video",
         f"/animate · bring a picture to life ({attach})",
         f"/upscale --scale 4 --creative · a bigger, sharper picture ({attach})",
+        "/restyle watercolor · redraw a clip you send · /smooth · twice the frames of a clip",
+        f"/describe · four prompts for a picture ({attach}) · /blend · 2–4 pictures in one",
+        "/remix with a second picture as a mask (white = change) · /animate with two: "
+        "first and last frame",
         "Flags: --n 4 (a grid) --ar 16:9 --seed 42 --no text --steps 4 --guidance 3.5 "
         "--model NAME --strength 0.6 --duration 4 --fps 24 --style NAME",
         BUTTONS_HELP,
