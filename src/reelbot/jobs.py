@@ -122,6 +122,8 @@ class Options(BaseModel):
     """/inpaint: zoom out by 1.5 or 2, the source in the centre (``masks.ZOOM_SCALES``)."""
     pan: str | None = None
     """/inpaint: extend the image left, right, up or down (``masks.PAN_DIRECTIONS``)."""
+    extend: str | None = None
+    """/animate --extend JOB: continue that job's video (the chat fetches it)."""
 
 
 class GenerationRequest(BaseModel):
@@ -224,6 +226,7 @@ _FLAG_ALIASES = {
     "n": "n",
     "scale": "scale",
     "creative": "creative",
+    "extend": "extend",
 }
 _MULTI_WORD = {"negative"}
 _SWITCHES = {"creative"}
@@ -248,7 +251,7 @@ def _suggest(name: str) -> str:
 def _known_flags() -> str:
     return (
         "--ar, --seed, --no, --steps, --guidance, --model, --strength, --duration, --fps, "
-        "--style, --n, --scale, --creative"
+        "--style, --n, --scale, --creative, --extend"
     )
 
 
@@ -466,6 +469,11 @@ def resolve(
     if task.needs_video and not has_video:
         raise MissingVideo(
             f"/{task.value} needs a video: attach a clip (or reply to one) with the command."
+        )
+    if opts.extend is not None and not (task == Task.ANIMATE and has_video):
+        raise InvalidOption(
+            "--extend JOB continues one of your videos: /animate --extend JOB [prompt].",
+            option="extend",
         )
     if task == Task.UPSCALE:
         return _resolve_upscale(

@@ -336,36 +336,41 @@ async def test_video_and_edit_buttons_through_the_chat_layer(
         assert probe_video((await nth(2)).file).frames > info.frames
         await bot.say("bob", "room", actions["smooth"], group=True)
         assert probe_video((await nth(3)).file).frames == 2 * info.frames
+        # --extend JOB: only one's own video; bob's asking for ann's is told there is none.
+        await bot.say("bob", "room", f"/animate --extend {restyled} more", group=True)
+        assert "no video" in chat.private[-1][1]
+        extended = await bot.say("ann", "room", f"/animate --extend {restyled}", group=True)
+        assert extended and probe_video((await nth(4)).file).frames > info.frames
 
         await bot.say("ann", "room", "/imagine a lighthouse --seed 3", group=True)
-        source = await nth(4)
+        source = await nth(5)
         zoom = {b.action: b for b in source.buttons}["zoom_2"]
         await bot.say("ann", "room", zoom, group=True)
         width, height = _size(source.file)
-        assert _size((await nth(5)).file) == (2 * width, 2 * height)
+        assert _size((await nth(6)).file) == (2 * width, 2 * height)
 
         mask = _mask(width, height)
         masked = await bot.say(
             "ann", "room", "/remix a red door", group=True, image=source.file, mask=mask
         )
-        await nth(6)
+        await nth(7)
         assert (await _record(settings, masked)).params.task.value == "inpaint"
 
         described = await bot.say("ann", "room", "/describe", group=True, image=source.file)
-        ideas = [b for b in (await nth(7)).buttons if b.action == "imagine"]
+        ideas = [b for b in (await nth(8)).buttons if b.action == "imagine"]
         assert [b.label for b in ideas] == ["1", "2", "3", "4"]
         texts = (await _record(settings, described)).result.texts
         again = await bot.say("carol", "room", ideas[2], group=True)
         record = await _record(settings, again)
         assert record.params.task.value == "imagine" and record.requester.user_id == "carol"
         assert record.params.prompt == texts[2]
-        await nth(8)
+        await nth(9)
 
         first, last = _png(64, 64), _png(64, 64)
         keyed = await bot.say(
             "ann", "room", "/animate --model tiny-ltx", group=True, image=first, images=[last]
         )
-        assert probe_video((await nth(9)).file).frames > 1
+        assert probe_video((await nth(10)).file).frames > 1
         assert (await _record(settings, keyed)).params.task.value == "keyframes"
     finally:
         stop.set()

@@ -38,6 +38,8 @@ from reelbot.jobs import (
     ReplyAddress,
     Requester,
     job_id_for,
+    merge_options,
+    parse_prompt,
     resolve,
     seed_for,
 )
@@ -256,6 +258,15 @@ class ChatService:
         start from, ``video`` a clip (/restyle, /smooth, or the one an /animate extends),
         ``mask`` /inpaint's, ``images`` /blend's others or /keyframes' last frame."""
         options = options or Options()
+        extend = None
+        with contextlib.suppress(UserError):  # a bad flag is refused by plan, in words
+            extend = merge_options(parse_prompt(text)[1], options).extend
+        if extend is not None and task == Task.ANIMATE and video is None:
+            # /animate --extend JOB: the asker's own video (or an owner's pick), from the store.
+            found = await self.result_for(ctx, extend)
+            if found is None or not found[1].startswith("video/"):
+                raise JobNotFound(f"You have no video {extend[:40]!r} to extend here.")
+            video = found[0]
         if task == Task.REMIX and mask is not None:
             task = Task.INPAINT  # /remix with a mask: vary the region it paints white
         if task == Task.ANIMATE and images:
