@@ -774,6 +774,8 @@ class DiscordEmulator:
             self._bot_auth(auth)
             scope = m.group(2) or "global"
             if method == "PUT":
+                if problem := _command_problem(payload):
+                    return _error(400, 50035, f"Invalid Form Body: {problem}")
                 cmds = [
                     {**c, "id": snowflake(), "application_id": self.app_id, "version": snowflake()}
                     for c in payload
@@ -1101,6 +1103,30 @@ def _role(role_id: str, name: str, permissions: int, *, position: int) -> dict[s
         "mentionable": False,
         "flags": 0,
     }
+
+
+_NAME = re.compile(r"^[-_'\w]{1,32}$")
+"""A command's or an option's name: 1-32 word characters, dashes, apostrophes (Discord's regex,
+less the scripts); a slash command's name is lowercase."""
+
+
+def _command_problem(commands: list[dict[str, Any]]) -> str | None:
+    """What Discord's "Application Command Object" rules refuse in a bulk overwrite: names and
+    descriptions (1-100 characters), at most 25 options, required options before optional ones."""
+    for command in commands:
+        for item in (command, *command.get("options", [])):
+            name, described = str(item.get("name", "")), str(item.get("description", ""))
+            if not _NAME.match(name) or name != name.lower():
+                return f"{name!r} is not a valid name"
+            if not 1 <= len(described) <= 100:
+                return f"{name!r}: a description is 1 to 100 characters"
+        options = command.get("options", [])
+        if len(options) > 25:
+            return f"/{command['name']} has {len(options)} options, at most 25"
+        required = [bool(o.get("required")) for o in options if o.get("type", 3) > 2]
+        if required != sorted(required, reverse=True):
+            return f"/{command['name']}: required options must be listed before optional ones"
+    return None
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -107,6 +107,14 @@ class Queue:
         await publish(self.redis, "discord", event)
 
 
+def mp4() -> bytes:
+    """A short 16:9 clip."""
+    from reelbot.generation.media import encode_video
+
+    frames = [Image.new("RGB", (128, 72), (20 + 20 * i, 90, 160)) for i in range(9)]
+    return encode_video(frames, fps=8, max_bytes=10**7).data
+
+
 Start = Callable[..., Awaitable[DiscordAdapter]]
 
 
@@ -179,6 +187,13 @@ async def test_connects_and_syncs_commands(discord_emu: DiscordEmulator, start: 
     assert imagine["model"]["autocomplete"] is True
     remix = {o["name"]: o for o in cmds["remix"]["options"]}
     assert remix["image"]["type"] == 11 and remix["image"]["required"] is True
+    assert remix["mask"]["type"] == 11 and not remix["mask"].get("required")
+    # The inputs of issues 17 and 18, as attachment options (type 11), required ones first.
+    files = {n: [o["name"] for o in c["options"] if o["type"] == 11] for n, c in cmds.items()}
+    assert files["restyle"] == files["smooth"] == ["video"]
+    assert files["blend"] == ["image", "image2", "image3", "image4"]
+    assert files["animate"] == ["image", "last_image"] and files["describe"] == ["image"]
+    assert [o["name"] for o in cmds["smooth"]["options"]] == ["video"]
     # Nothing asked for a privileged intent (the emulator closes with 4014 if so).
     assert discord_emu.connected
     await discord_emu.wait_for(lambda: discord_emu.heartbeats >= 1)
@@ -264,6 +279,80 @@ async def test_remix_attachment_checks(
     assert followup["flags"] & 64 and "Send a PNG, JPEG or WEBP" in followup["content"]
     assert discord_emu.original(inter) is None
     assert await queue.submitted() == [] and await queue.input_keys() == []
+
+
+async def test_clips_masks_and_more_images_are_checked_then_stored(
+    discord_emu: DiscordEmulator, start: Start, queue: Queue
+) -> None:
+    await start()
+    emu = discord_emu
+    # Refused from what Discord declares of each file, privately, before anything is queued.
+    big = emu.add_attachment("big.mp4", b"x", "video/mp4")
+    big["size"] = 30 * 1024 * 1024
+    refused = [
+        ("restyle", {"prompt": "x"}, {"video": emu.add_attachment("a.png", png())}, "not a video"),
+        (
+            "remix",
+            {"prompt": "x"},
+            {
+                "image": emu.add_attachment("a.png", png()),
+                "mask": emu.add_attachment("m.txt", b"m", "text/plain"),
+            },
+            "not an image",
+        ),
+        ("smooth", {}, {"video": big}, "over the 20 MB"),
+    ]
+    for name, options, files, needle in refused:
+        inter = await answered(emu, await emu.slash(name, options, attachments=files))
+        assert inter.ephemeral and needle in content(emu, inter), content(emu, inter)
+        queue.watch(inter)
+    assert await queue.submitted() == []
+
+    clip = mp4()
+    image, mask, other = png(64, 64), png(64, 64, "white"), png(64, 64, "blue")
+    accepted = [
+        ("smooth", {}, {"video": emu.add_attachment("c.mp4", clip, "video/mp4")}),
+        (
+            "remix",
+            {"prompt": "a door"},
+            {
+                "image": emu.add_attachment("a.png", image),
+                "mask": emu.add_attachment("m.png", mask),
+            },
+        ),
+        (
+            "blend",
+            {},
+            {
+                "image": emu.add_attachment("a.png", image),
+                "image2": emu.add_attachment("b.png", other),
+            },
+        ),
+        (
+            "animate",
+            {},
+            {
+                "image": emu.add_attachment("a.png", image),
+                "last_image": emu.add_attachment("b.png", other),
+            },
+        ),
+    ]
+    for name, options, files in accepted:
+        inter = queue.watch(await emu.slash(name, options, attachments=files))
+        assert not (await answered(emu, inter)).ephemeral
+    smooth, inpaint, blend, keyframes = [r.request for r in await queue.wait_submitted(4)]
+    assert [r.task.value for r in (smooth, inpaint, blend, keyframes)] == [
+        "smooth",
+        "inpaint",
+        "blend",
+        "keyframes",
+    ]
+    assert smooth.video_ref and await load_input(queue.redis, smooth.video_ref) == clip
+    assert inpaint.mask_ref and await load_input(queue.redis, inpaint.mask_ref) == mask
+    for request in (blend, keyframes):
+        assert request.image_ref and await load_input(queue.redis, request.image_ref) == image
+        [more] = request.more_refs
+        assert await load_input(queue.redis, more) == other
 
 
 @pytest.mark.parametrize("status", [404, 500])

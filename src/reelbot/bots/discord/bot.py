@@ -16,13 +16,13 @@ from reelbot.bots.discord import render
 from reelbot.bots.discord.buttons import view_of
 from reelbot.bots.discord.surface import TOKEN_LIFETIME_S, DiscordSurface
 from reelbot.catalog import Task
+from reelbot.chat.attachments import IMAGE, VIDEO, Inputs, check_declared_file, task_for
 from reelbot.chat.commands import TextCommands, press
 from reelbot.chat.replies import Button, lookup, reply_for
 from reelbot.chat.service import ChatService, Context, Ticket
 from reelbot.chat.surface import Conversation, result_buttons, status_buttons
 from reelbot.chat.texts import Status, clip
 from reelbot.errors import NotAllowed
-from reelbot.inputs import DEFAULT_MAX_BYTES, check_declared
 from reelbot.jobs import JobStatus, Options, ReplyAddress, Requester
 from reelbot.queue.delivery import Delivery
 
@@ -57,12 +57,6 @@ def requester_of(interaction: Interaction, owner_ids: tuple[str, ...]) -> Reques
         is_admin=is_admin or owner,
         is_owner=owner,
     )
-
-
-def check_attachment(attachment: discord.Attachment, size_limit: int) -> None:
-    """Refuse an attachment from its metadata alone, before anything is downloaded."""
-    limit = min(size_limit, DEFAULT_MAX_BYTES)
-    check_declared(attachment.size, attachment.content_type, max_bytes=limit)
 
 
 def _option_words(exc: BaseException) -> str:
@@ -179,20 +173,20 @@ class DiscordBot:
         task: Task,
         text: str,
         options: Options,
-        attachment: discord.Attachment | None = None,
+        files: dict[str, discord.Attachment],
     ) -> None:
-        """Check the request, acknowledge it, then download, store and queue; show its status."""
-        if attachment is not None:
-            check_attachment(attachment, interaction.filesize_limit)
+        """Check the request and its files (from what Discord declares of them), acknowledge
+        it, then download, store and queue; show its status."""
+        source, limit = str(interaction.id), interaction.filesize_limit
+        for name, file in files.items():
+            check_declared_file(name, file.size, file.content_type, max_bytes=limit)
         # Cheap, pure checks before the acknowledgement, so a mistake gets a private answer.
-        source, has_image = str(interaction.id), attachment is not None
-        self.service.plan(task, text, options, source_id=source, has_image=has_image)
+        has = {"has_image": IMAGE in files, "has_video": VIDEO in files}
+        self.service.plan(task_for(task, files), text, options, source_id=source, **has)
         reply = await self._acknowledge(interaction)
-        image = await self.surface.fetch_input(attachment.url) if attachment else None
-        ctx = self.context(interaction)
-        ticket = await self.service.generate(
-            ctx, task, text, reply=reply, source_id=source, options=options, image=image
-        )
+        data = {name: await self.surface.fetch_input(file.url) for name, file in files.items()}
+        given = Inputs.named(data).as_kwargs(options=options, reply=reply, source_id=source)
+        ticket = await self.service.generate(self.context(interaction), task, text, **given)
         await self.conversation.show(reply, ticket)
 
     async def click(self, interaction: Interaction, button: Button) -> None:

@@ -30,6 +30,10 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
         "what to make; flags like --ar 16:9 --seed 42 work here too",
     ),
     "image": (discord.Attachment, "the picture to start from (PNG, JPEG or WEBP)"),
+    "video": (discord.Attachment, "the clip (MP4, MOV, MKV, WebM or GIF)"),
+    "mask": (discord.Attachment, "a mask of the picture: white where to change it"),
+    **{f"image{i}": (discord.Attachment, f"picture {i} to blend in") for i in (2, 3, 4)},
+    "last_image": (discord.Attachment, "the picture the video ends on"),
     "negative": (str, "what to keep out of it"),
     "seed": (Range[int, 0, MAX_SEED], "the same seed and settings give the same result"),
     "aspect": (Aspect, "width:height"),
@@ -42,20 +46,26 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "count": (Range[int, 1, 4], "how many images: 2 to 4 make a grid"),
     "scale": (Literal[2, 4], "how many times bigger"),
     "creative": (bool, "let the image model add detail (slower, costs more)"),
+    "style": (str, "a named style: photo, anime, watercolor, pixel, cinematic …"),
 }
 _COMMON = ("negative", "seed", "aspect", "steps", "guidance", "model")
-_IMAGE = (*_COMMON, "count")
+_IMAGE, _VIDEO = (*_COMMON, "count"), (*_COMMON, "duration", "fps")
+_BLEND = ("prompt", "image3", "image4", *_IMAGE)
 # Each generation command: what it does, its required options, its optional ones, in order.
 _GENERATION: dict[Task, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     Task.IMAGINE: ("Make an image from a prompt", ("prompt",), _IMAGE),
-    Task.REMIX: ("Change a picture with a prompt", ("prompt", "image"), (*_IMAGE, "strength")),
-    Task.VIDEO: ("Make a short video from a prompt", ("prompt",), (*_COMMON, "duration", "fps")),
-    Task.ANIMATE: (
-        "Bring a picture to life as a short video",
-        ("image",),
-        ("prompt", *_COMMON, "duration", "fps"),
+    Task.REMIX: (
+        "Change a picture (or a region)",
+        ("prompt", "image"),
+        (*_IMAGE, "strength", "mask"),
     ),
+    Task.VIDEO: ("Make a short video from a prompt", ("prompt",), _VIDEO),
+    Task.ANIMATE: ("Bring a picture to life", ("image",), ("prompt", *_VIDEO, "last_image")),
     Task.UPSCALE: ("Make a picture 2 or 4 times bigger", ("image",), ("scale", "creative")),
+    Task.RESTYLE: ("Restyle a clip", ("prompt", "video"), (*_COMMON, "strength", "style")),
+    Task.SMOOTH: ("Smoother motion: twice the frames of a video", ("video",), ()),
+    Task.BLEND: ("Combine 2 to 4 pictures", ("image", "image2"), _BLEND),
+    Task.DESCRIBE: ("Four prompts for a picture, each a button", ("image",), ("model", "seed")),
 }
 
 
@@ -102,16 +112,16 @@ def _command(description: str, *, name: str = "") -> Callable[[Callback], Comman
 
 
 def _generation(task: Task) -> Command:
-    """``/imagine``, ``/remix``, ``/video``, ``/animate`` from the table: typed, described options
-    (discord.py reads them from the callback's signature) and models completed as typed."""
+    """A generation command from the table: typed, described options (discord.py reads them
+    from the callback's signature) and models completed as typed."""
     description, required, optional = _GENERATION[task]
 
     async def generate(interaction: Interaction, **given: Any) -> None:
-        image: discord.Attachment | None = given.pop("image", None)
+        files = {k: v for k, v in given.items() if isinstance(v, discord.Attachment)}
         given["n"] = given.pop("count", None)
         options = Options(**{k: v for k, v in given.items() if k in Options.model_fields})
         prompt = given.get("prompt") or ""
-        await bot_of(interaction).generate(interaction, task, prompt, options, image)
+        await bot_of(interaction).generate(interaction, task, prompt, options, files)
 
     def option(name: str, default: Any) -> inspect.Parameter:  # a default: not required
         kind = inspect.Parameter.KEYWORD_ONLY
@@ -127,7 +137,7 @@ def _generation(task: Task) -> Command:
     return _command(description, name=task.value)(callback)
 
 
-imagine, remix, video, animate, upscale = (_generation(task) for task in _GENERATION)
+GENERATION = tuple(_generation(task) for task in _GENERATION)
 
 
 @_command("Your queued and running jobs")
@@ -228,8 +238,8 @@ async def admin_quota(
     await bot_of(interaction).say(interaction, "admin", f"quota {action} {scope} {limits}".strip())
 
 
-COMMANDS: tuple[Command | app_commands.Group, ...] = (imagine, remix, video, animate, upscale)
-COMMANDS += (jobs, cancel, quota, models, help_, history, show, admin)
+COMMANDS: tuple[Command | app_commands.Group, ...] = (*GENERATION, jobs, cancel, quota, models)
+COMMANDS += (help_, history, show, admin)
 
 
 class Tree(app_commands.CommandTree[Any]):
