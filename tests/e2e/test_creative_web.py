@@ -123,3 +123,111 @@ async def test_vary_remix_shape_info_history_and_show_after_a_restart(
         stop_worker.set()
         async with asyncio.timeout(30):
             await asyncio.gather(serving, worker, return_exceptions=True)
+
+
+async def _files(p: Page, text: str, *files: tuple[str, bytes, str]) -> Any:
+    """POST a command with files under ``image`` in order (as the page's file input sends them)."""
+    sent = await p.http.post(
+        "/api/command",
+        data={"msg": secrets.token_hex(8), "text": text},
+        files=[("image", each) for each in files],
+        headers={"X-Reelbot-Client": p.client},
+    )
+    assert sent.status_code == 200, sent.text
+    return sent.json()
+
+
+def _clip() -> bytes:
+    from reelbot.generation.media import encode_video
+
+    frames = [Image.new("RGB", (128, 72), (20 + 20 * i, 90, 160)) for i in range(9)]
+    return encode_video(frames, fps=8, max_bytes=10**7).data
+
+
+def _gif() -> bytes:
+    out = io.BytesIO()
+    frames = [Image.new("RGB", (96, 64), (40 * i, 120, 200 - 20 * i)) for i in range(5)]
+    # 10 fps: a GIF frame lasts whole centiseconds, so 8 fps would read back as 8.33.
+    frames[0].save(out, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return out.getvalue()
+
+
+def _mask(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    mask = Image.new("L", (width, height), 0)
+    mask.paste(255, (width // 4, height // 4, width * 3 // 4, height * 3 // 4))
+    mask.save(out, "PNG")
+    return out.getvalue()
+
+
+def _rgb(data: bytes) -> Any:
+    import numpy as np
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
+
+
+async def test_clips_masks_several_images_and_describe_from_the_page(
+    settings: Settings, discord_runner: Any
+) -> None:
+    """Issues 17 and 18 on the web chat, through the real server, queue and worker: an MP4 to
+    /restyle stays wide, Extend lengthens it; a GIF to /smooth doubles its frames; Zoom Out 2x
+    doubles an image; /remix with a second image as its mask changes only the masked area;
+    /describe offers four suggestions and pressing 3 queues an /imagine of the third; /blend of
+    two images gives one image; /animate with two images is a keyframes video."""
+    from reelbot.generation.media import probe_video
+
+    stop_worker = asyncio.Event()
+    worker = await start_generation(settings, discord_runner, stop_worker)
+    url, stop, serving = await _serving(settings)
+    try:
+        async with page(url) as p:
+
+            async def done(card: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+                final = await p.wait(card["job_id"], _delivered)
+                return final, (await p.http.get(final["media"]["url"])).content
+
+            card, data = await done(
+                await _files(p, "/restyle watercolor", ("in.mp4", _clip(), "video/mp4"))
+            )
+            clip = probe_video(data)
+            assert card["task"] == "restyle" and card["media"]["kind"] == "video"
+            assert clip.width > clip.height  # the input's aspect ratio
+            assert {"extend", "smooth"} <= set(card["actions"])
+            extend = (await p.send(action="extend", job=card["job_id"])).json()
+            assert probe_video((await done(extend))[1]).frames > clip.frames
+            gif = probe_video(_gif())
+            smooth, data = await done(await _files(p, "/smooth", ("in.gif", _gif(), "image/gif")))
+            assert smooth["task"] == "smooth" and probe_video(data).frames == 2 * gif.frames
+
+            source, picture = await done((await p.send("/imagine a lighthouse --seed 3")).json())
+            width, height = _size(picture)
+            zoomed = await done((await p.send(action="zoom_2", job=source["job_id"])).json())
+            assert _size(zoomed[1]) == (2 * width, 2 * height)
+
+            png, mask = ("source.png", picture, "image/png"), _mask(width, height)
+            masked, edited = await done(
+                await _files(p, "/remix a red door", png, ("mask.png", mask, "image/png"))
+            )
+            assert masked["task"] == "inpaint"
+            got, want = _rgb(edited), _rgb(picture)
+            inside = _rgb(mask)[..., 0] > 0
+            assert (got[~inside] == want[~inside]).all()  # only the masked area changes
+            assert abs(got[inside] - want[inside]).mean() > 5
+
+            described = await p.wait((await _files(p, "/describe", png))["job_id"], _delivered)
+            ideas = described["media"]["texts"]
+            assert len(ideas) == 4 and all(i["actions"] == ["imagine"] for i in ideas), ideas
+            again = (await p.send(action="imagine", job=described["job_id"], index="2")).json()
+            assert again["task"] == "imagine" and again["prompt"] == ideas[2]["text"], again
+            await done(again)
+
+            other = ("other.png", _png(64, 64), "image/png")
+            blended, data = await done(await _files(p, "/blend --model tiny-flux2", png, other))
+            assert blended["task"] == "blend" and blended["media"]["kind"] == "image"
+            keyed, data = await done(await _files(p, "/animate --model tiny-ltx", other, png))
+            assert keyed["task"] == "keyframes" and probe_video(data).frames > 1
+    finally:
+        stop.set()
+        stop_worker.set()
+        async with asyncio.timeout(30):
+            await asyncio.gather(serving, worker, return_exceptions=True)

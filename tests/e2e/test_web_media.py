@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -133,6 +135,48 @@ async def test_an_upload_that_cannot_be_read_is_answered_in_words(http: httpx.As
         files={"image": ("big.png", PICTURE + b"\0" * (21 * 1024 * 1024), "image/png")},
         headers=headers,
     )
-    assert huge.status_code == 413 and "over 20 MB" in huge.json()["message"]
+    assert huge.status_code == 413 and "over the 20 MB limit" in huge.json()["message"]
     jobs = (await http.get(f"/api/history?client={ALICE}")).json()["jobs"]
     assert jobs == []
+
+
+def _png(size: tuple[int, int], *, mask: bool = False) -> bytes:
+    """A PNG picture, or a mask (white = change) over its middle."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    image = Image.new("L" if mask else "RGB", size, 0)
+    if mask:
+        image.paste(255, (size[0] // 4, size[1] // 4, size[0] * 3 // 4, size[1] * 3 // 4))
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+async def test_the_form_counts_its_files_and_sorts_them_by_command(
+    http: httpx.AsyncClient,
+) -> None:
+    """Up to four files, each within its kind's limit; a second image under /remix, or a file
+    sent as ``mask``, is the mask; a clip goes only where a command takes one."""
+    Files = list[tuple[str, tuple[str, bytes, str]]]
+
+    async def post(text: str, files: Files) -> httpx.Response:
+        data = {"msg": secrets.token_hex(8), "text": text}
+        return await http.post(
+            "/api/command", data=data, files=files, headers={"X-Reelbot-Client": ALICE}
+        )
+
+    picture = ("a.png", _png((64, 64)), "image/png")
+    mask = ("m.png", _png((64, 64), mask=True), "image/png")
+    five = await post("/blend --model tiny-flux2", [("image", picture)] * 5)
+    assert five.status_code == 400 and "Too many files" in five.json()["message"]
+    clip = ("big.mp4", b"\0" * (21 * 1024 * 1024), "video/mp4")
+    big = await post("/restyle watercolor", [("image", clip)])
+    assert big.status_code == 413, big.text
+    assert "video is 21 MB, over the 20 MB limit" in big.json()["message"]
+    wrong = await post("/imagine a fox", [("image", ("in.mp4", b"\0" * 64, "video/mp4"))])
+    assert wrong.status_code == 400 and "/imagine takes no video" in wrong.json()["message"]
+    for files in ([("image", picture), ("image", mask)], [("image", picture), ("mask", mask)]):
+        remix = await post("/remix a red door", files)
+        assert remix.status_code == 200 and remix.json()["task"] == "inpaint", remix.text
+    blend = await post("/blend --model tiny-flux2", [("image", picture)] * 2)
+    assert blend.status_code == 200 and blend.json()["task"] == "blend", blend.text

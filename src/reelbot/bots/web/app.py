@@ -7,7 +7,7 @@ import re
 
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -18,16 +18,15 @@ from starlette.routing import Route
 from reelbot.bots.web.chat import WebChat
 from reelbot.bots.web.page import render_page
 from reelbot.chat.replies import reply_for
+from reelbot.chat.uploads import MAX_FILE_BYTES, MAX_FILES, TOO_HEAVY, Upload, oversized
 from reelbot.errors import (
     BackendUnavailable,
     Busy,
-    InvalidImage,
     QuotaExceeded,
     ReelbotError,
     TransientError,
     UserError,
 )
-from reelbot.inputs import DEFAULT_MAX_BYTES
 from reelbot.runtime.http import Hub, TokenGate, declared_length, event_stream, ranged
 
 log = logging.getLogger(__name__)
@@ -37,8 +36,8 @@ __all__ = ["CLIENT_HEADER", "COOKIE", "build_app"]
 COOKIE = "reelbot_token"
 CLIENT_HEADER = "x-reelbot-client"
 _ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-MAX_FORM_BYTES = DEFAULT_MAX_BYTES + 64 * 1024
-"""The largest command form: one image at the limit, plus the text fields and multipart framing."""
+MAX_FORM_BYTES = MAX_FILES * MAX_FILE_BYTES + 64 * 1024
+"""The largest command form: four files at the limit, plus the text fields and multipart framing."""
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
 
 
@@ -108,17 +107,23 @@ def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> 
         # A custom header makes a cross-site POST need a preflight, which is never answered.
         client = request.headers.get(CLIENT_HEADER)
         if declared_length(request) > MAX_FORM_BYTES:
-            return _error(413, "too_large", _TOO_BIG)
+            return _error(413, "too_large", TOO_HEAVY)
         client = _id(client, "client id")
-        async with request.form(max_files=1, max_fields=8) as form:
+        async with request.form(max_files=MAX_FILES, max_fields=8) as form:
             message_id = _id(_field(form.get("msg")), "message id")
             action = _field(form.get("action"))
             if action:
                 job, index = _field(form.get("job")) or "", _index(_field(form.get("index")))
                 answer = await chat.action(client, message_id, action, job, index)
             else:
-                text, image = _field(form.get("text")) or "", await _upload(form.get("image"))
-                answer = await chat.command(client, message_id, text, image)
+                files, masks = _files(form, "image"), _files(form, "mask")[:1]
+                sizes = (oversized(f.content_type or "", f.size or 0) for f in (*files, *masks))
+                if (refused := next(filter(None, sizes), None)) is not None:
+                    return _error(413, "too_large", refused)  # each file by its kind's limit
+                uploads = [await _upload(each) for each in (*files, *masks)]
+                mask = uploads.pop() if masks else None
+                text = _field(form.get("text")) or ""
+                answer = await chat.command(client, message_id, text, *uploads, mask=mask)
         return JSONResponse(answer)
 
     async def events(request: Request) -> Response:
@@ -156,9 +161,6 @@ def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> 
     )
 
 
-_TOO_BIG = "That image is over 20 MB. Send a PNG, JPEG or WEBP image under 20 MB."
-
-
 def _field(value: str | UploadFile | None) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -170,10 +172,12 @@ def _index(value: str | None) -> int | None:
     return int(value) if value else None
 
 
-async def _upload(value: str | UploadFile | None) -> bytes | None:
-    if not isinstance(value, UploadFile) or not value.filename:
-        return None
-    data = await value.read(DEFAULT_MAX_BYTES + 1)
-    if len(data) > DEFAULT_MAX_BYTES:
-        raise InvalidImage(_TOO_BIG)
-    return data or None
+def _files(form: FormData, name: str) -> list[UploadFile]:
+    """The files sent under ``name`` (a file input left empty sends one without a name)."""
+    return [f for f in form.getlist(name) if isinstance(f, UploadFile) and f.filename]
+
+
+async def _upload(value: UploadFile) -> Upload:
+    # The parser counted each file's bytes (``size``): none here is over the limit.
+    data = await value.read(MAX_FILE_BYTES + 1)
+    return Upload(data, value.content_type or "", value.filename or "")

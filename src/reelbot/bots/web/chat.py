@@ -12,8 +12,9 @@ from reelbot.chat.commands import TextCommands, is_generation, press, split_comm
 from reelbot.chat.replies import Button
 from reelbot.chat.service import CancelAnswer, ChatService, Context, Ticket
 from reelbot.chat.texts import help_text
+from reelbot.chat.uploads import Upload, sort_uploads
 from reelbot.config import Settings
-from reelbot.errors import InvalidImage, JobNotFound
+from reelbot.errors import JobNotFound
 from reelbot.jobs import JobStatus, ReplyAddress
 
 __all__ = ["WebChat"]
@@ -54,9 +55,9 @@ class WebChat:
         return {"reply": reply, "source_id": f"{client}:{message_id}"}
 
     async def command(
-        self, client: str, message_id: str, text: str, image: bytes | None
+        self, client: str, message_id: str, text: str, *files: Upload, mask: Upload | None = None
     ) -> dict[str, Any]:
-        """Run one typed command; a generation answers with its job card (status, position)."""
+        """Run one typed command with its files; a generation answers with its job card."""
         name, rest = split_command(text)
         ctx = self.context(client)
         if not is_generation(name):
@@ -64,13 +65,9 @@ class WebChat:
             if said.shown is not None and said.shown.data is not None:  # /show: the card again
                 return job_view(said.shown.record, delivered=True)
             return _text(said.text) if said.cancel is None else self._cancelled(said.cancel)
-        task = Task(name)
-        if image is not None and not task.needs_image:
-            raise InvalidImage(
-                f"/{task.value} takes no image; use /remix or /animate to start from one."
-            )
+        inputs = sort_uploads(Task(name), files, mask).as_kwargs()
         where = self._reply(client, message_id)
-        return self._card(await self.service.generate(ctx, task, rest, image=image, **where))
+        return self._card(await self.service.generate(ctx, Task(name), rest, **inputs, **where))
 
     async def action(
         self, client: str, message_id: str, action: str, job_id: str, index: int | None = None
