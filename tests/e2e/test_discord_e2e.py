@@ -457,3 +457,84 @@ async def test_progress_survives_a_30_s_redis_outage(
     finally:
         await stack.close()
         server.stop(kill=True)
+
+
+def clip_16_9() -> bytes:
+    """A short 128x72 MP4 to attach."""
+    from reelbot.generation.media import encode_video
+
+    frames = [Image.new("RGB", (128, 72), (20 + 20 * i, 90, 160)) for i in range(9)]
+    return encode_video(frames, fps=8, max_bytes=10**7).data
+
+
+def mask_png(width: int, height: int) -> bytes:
+    """White (change) in the middle, black around it."""
+    out = io.BytesIO()
+    mask = Image.new("L", (width, height), 0)
+    mask.paste(255, (width // 4, height // 4, width * 3 // 4, height * 3 // 4))
+    mask.save(out, "PNG")
+    return out.getvalue()
+
+
+async def test_video_and_edit_inputs_and_buttons(stack: Stack) -> None:
+    """The memo platform's loop, through Discord's attachment options and buttons: /restyle of a
+    16:9 clip stays wide, Extend makes it longer, Smooth doubles its frames; Zoom Out 2x doubles an
+    image; /remix with a mask is a region edit; /blend of two images gives one; /describe offers
+    four prompts and pressing one queues an /imagine of it; /animate with a last image is
+    keyframes."""
+    emu = stack.emu
+    await stack.start_worker()
+
+    def job(inter: Interaction) -> str:
+        return job_id_for("discord", inter.id)
+
+    async def posted(inter: Interaction) -> tuple[dict[str, Any], bytes]:
+        message = await result_of(emu, inter)
+        [(_, data)] = emu.files_of(message["id"])
+        return message, data
+
+    def attach(**files: bytes) -> dict[str, dict[str, Any]]:
+        return {name: emu.add_attachment(f"{name}.png", data) for name, data in files.items()}
+
+    # Everything that needs no result first, so that the jobs share the workers' time.
+    video = {"video": emu.add_attachment("clip.mp4", clip_16_9(), "video/mp4")}
+    restyle = await emu.slash("restyle", {"prompt": "watercolor"}, attachments=video)
+    imagine = await emu.slash("imagine", {"prompt": "a lighthouse --seed 3"})
+    image, mask = png(64, 64), mask_png(64, 64)
+    masked = await emu.slash(
+        "remix", {"prompt": "a door"}, attachments=attach(image=image, mask=mask)
+    )
+    blend = await emu.slash("blend", {}, attachments=attach(image=image, image2=png(48, 64)))
+    described = await emu.slash("describe", {}, attachments=attach(image=image))
+    keyed = await emu.slash("animate", {}, attachments=attach(image=image, last_image=png(64, 64)))
+
+    message, data = await posted(restyle)
+    info = probe_video(data)
+    assert info.width > info.height  # the input's aspect ratio
+    assert {f"rb:ex:{job(restyle)}", f"rb:sm:{job(restyle)}"} <= set(emu.buttons(message["id"]))
+    extend = await emu.click(message["id"], f"rb:ex:{job(restyle)}", user_id=BOB)
+    smooth = await emu.click(message["id"], f"rb:sm:{job(restyle)}", user_id=BOB)
+    source, made = await posted(imagine)
+    assert emu.buttons(source["id"])[5] == f"rb:zo:{job(imagine)}"  # Zoom Out 2x
+    zoom = await emu.click(source["id"], f"rb:zo:{job(imagine)}")
+    ideas, _ = await posted(described)
+    presses = [b for b in emu.buttons(ideas["id"]) if b.startswith("rb:im:")]
+    assert presses == [f"rb:im:{job(described)}:{i}" for i in range(4)]
+    again = await emu.click(ideas["id"], presses[2], user_id=BOB)
+
+    await posted(masked)
+    assert (await stack.record(job(masked))).params.task.value == "inpaint"
+    assert Image.open(io.BytesIO((await posted(blend))[1])).format == "PNG"
+    assert len((await stack.record(job(blend))).request.more_refs) == 1
+    assert probe_video((await posted(keyed))[1]).frames > 1
+    assert (await stack.record(job(keyed))).params.task.value == "keyframes"
+    assert probe_video((await posted(extend))[1]).frames > info.frames
+    assert probe_video((await posted(smooth))[1]).frames == 2 * info.frames
+    width, height = Image.open(io.BytesIO(made)).size
+    assert Image.open(io.BytesIO((await posted(zoom))[1])).size == (2 * width, 2 * height)
+    texts = (await stack.record(job(described))).result.texts
+    await posted(again)
+    record = await stack.record(job(again))
+    assert record.params.task.value == "imagine" and record.requester.user_id == BOB
+    assert record.params.prompt == texts[2]
+    assert emu.violations == []

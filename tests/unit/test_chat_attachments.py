@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reelbot.catalog import Task
-from reelbot.chat.attachments import Inputs, check_declared_file, task_for
+from reelbot.chat.attachments import Inputs, check_declared_file, has, task_for
 from reelbot.errors import InvalidImage, InvalidVideo
 
 
@@ -48,3 +48,5 @@ def test_names_sort_into_inputs_and_tasks() -> None:
     assert task_for(Task.REMIX, {"image"}) == Task.REMIX
     assert task_for(Task.ANIMATE, {"image", "last_image"}) == Task.KEYFRAMES
     assert task_for(Task.BLEND, {"image", "image2"}) == Task.BLEND
+    assert has({"video"}) == {"has_image": False, "has_video": True}
+    assert has({"image", "mask"}) == {"has_image": True, "has_video": False}

@@ -16,7 +16,16 @@ from reelbot.catalog import Task
 from reelbot.inputs import DEFAULT_MAX_BYTES, check_declared
 from reelbot.video_inputs import check_declared_video
 
-__all__ = ["IMAGE", "MASK", "MORE_IMAGES", "VIDEO", "Inputs", "check_declared_file", "task_for"]
+__all__ = [
+    "IMAGE",
+    "MASK",
+    "MORE_IMAGES",
+    "VIDEO",
+    "Inputs",
+    "check_declared_file",
+    "has",
+    "task_for",
+]
 
 IMAGE, VIDEO, MASK = "image", "video", "mask"
 """The picture to start from (/blend's first), the clip (/restyle, /smooth), the mask (/remix)."""
@@ -46,6 +55,11 @@ def task_for(task: Task, names: Collection[str]) -> Task:
     if task == Task.ANIMATE and any(name in MORE_IMAGES for name in names):
         return Task.KEYFRAMES
     return task
+
+
+def has(names: Collection[str]) -> dict[str, bool]:
+    """``has_image=`` and ``has_video=`` for ``ChatService.plan``, from the files' names."""
+    return {"has_image": IMAGE in names, "has_video": VIDEO in names}
 
 
 @dataclass(frozen=True)

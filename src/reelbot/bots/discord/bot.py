@@ -16,7 +16,7 @@ from reelbot.bots.discord import render
 from reelbot.bots.discord.buttons import view_of
 from reelbot.bots.discord.surface import TOKEN_LIFETIME_S, DiscordSurface
 from reelbot.catalog import Task
-from reelbot.chat.attachments import IMAGE, VIDEO, Inputs, check_declared_file, task_for
+from reelbot.chat.attachments import Inputs, check_declared_file, has, task_for
 from reelbot.chat.commands import TextCommands, press
 from reelbot.chat.replies import Button, lookup, reply_for
 from reelbot.chat.service import ChatService, Context, Ticket
@@ -181,8 +181,7 @@ class DiscordBot:
         for name, file in files.items():
             check_declared_file(name, file.size, file.content_type, max_bytes=limit)
         # Cheap, pure checks before the acknowledgement, so a mistake gets a private answer.
-        has = {"has_image": IMAGE in files, "has_video": VIDEO in files}
-        self.service.plan(task_for(task, files), text, options, source_id=source, **has)
+        self.service.plan(task_for(task, files), text, options, source_id=source, **has(files))
         reply = await self._acknowledge(interaction)
         data = {name: await self.surface.fetch_input(file.url) for name, file in files.items()}
         given = Inputs.named(data).as_kwargs(options=options, reply=reply, source_id=source)

@@ -48,8 +48,9 @@ def filename_of(record: JobRecord) -> str:
 
 HELP_TEXT = f"""**reelbot** makes images and videos from a prompt.
 `/imagine a red fox in the snow count:4` · an image, or a grid of up to four
-`/remix prompt image:<attachment>` · change a picture · `/upscale image:<attachment>` · enlarge
-`/video waves at sunset` · a short video · `/animate image:<attachment>` · bring it to life
+`/remix prompt image:<attachment>` (`mask:` white = change) · `/upscale image:` · enlarge
+`/video waves at sunset` · `/animate image:` (`last_image:` to end on) · bring it to life
+`/restyle watercolor video:<clip>` · `/smooth video:` · `/blend image: image2:` · `/describe image:`
 Options: `negative`, `seed`, `aspect`, `steps`, `guidance`, `model`, `strength`, \
 `duration`, `fps`, or flags in the prompt: `--ar 16:9 --seed 42 --no text --steps 4 --model NAME`.
 {BUTTONS_HELP}
