@@ -479,9 +479,9 @@ def mask_png(width: int, height: int) -> bytes:
 async def test_video_and_edit_inputs_and_buttons(stack: Stack) -> None:
     """The memo platform's loop, through Discord's attachment options and buttons: /restyle of a
     16:9 clip stays wide, Extend makes it longer, Smooth doubles its frames; Zoom Out 2x doubles an
-    image; /remix with a mask is a region edit; /blend of two images gives one; /describe offers
-    four prompts and pressing one queues an /imagine of it; /animate with a last image is
-    keyframes."""
+    image; /remix with a mask is a region edit that keeps every pixel outside the mask; /blend of
+    two images gives one; /describe offers four prompts and pressing one queues an /imagine of
+    it; /animate with a last image is keyframes."""
     emu = stack.emu
     await stack.start_worker()
 
@@ -522,8 +522,12 @@ async def test_video_and_edit_inputs_and_buttons(stack: Stack) -> None:
     assert presses == [f"rb:im:{job(described)}:{i}" for i in range(4)]
     again = await emu.click(ideas["id"], presses[2], user_id=BOB)
 
-    await posted(masked)
+    edited = Image.open(io.BytesIO((await posted(masked))[1])).convert("RGB")
     assert (await stack.record(job(masked))).params.task.value == "inpaint"
+    source_px, edited_px = Image.open(io.BytesIO(image)).convert("RGB"), edited.load()
+    outside = [(x, y) for x in range(64) for y in range(64) if not 16 <= x < 48 or not 16 <= y < 48]
+    assert edited.size == (64, 64)  # only the masked (white) middle may change
+    assert [edited_px[xy] for xy in outside] == [source_px.getpixel(xy) for xy in outside]
     assert Image.open(io.BytesIO((await posted(blend))[1])).format == "PNG"
     assert len((await stack.record(job(blend))).request.more_refs) == 1
     assert probe_video((await posted(keyed))[1]).frames > 1
