@@ -119,8 +119,48 @@ def test_the_page_makes_an_image_and_a_video(browser: Any, web_up: WebUp, tmp_pa
     edges = ["zoom_2", "zoom_15", "pan_left", "pan_right", "pan_up", "pan_down"]
     assert buttons == ["upscale", "vary_subtle", "vary_strong", "reroll", "animate", *edges, "info"]
 
+    # Two files picked at once: the picture, then its mask (white = change) → a region edit.
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+
+    picture, mask = tmp_path / "picture.png", tmp_path / "mask.png"
+    Image.new("RGB", (64, 64), (30, 90, 200)).save(picture)
+    white = Image.new("L", (64, 64), 0)
+    white.paste(255, (16, 16, 48, 48))
+    white.save(mask)
+    browser.find_element(By.ID, "file").send_keys(f"{picture}\n{mask}")
+    assert "picture.png, mask.png" in browser.find_element(By.ID, "chip").text
+    _type(browser, "/remix a red door")
+    edit = _until(browser, _LAST_CARD, "the region edit's card", job)
+    edit_card = f"document.querySelector('.job[data-job=\"{edit}\"]')"
+    _until(browser, f"return {edit_card}.querySelector('img.result') !== null", "the edit")
+    assert "/inpaint" in browser.execute_script(
+        f"return {edit_card}.querySelector('.status').textContent"
+    )
+
+    # /describe: four suggestions, each with its button; 3 runs /imagine on the third.
+    browser.find_element(By.ID, "file").send_keys(str(picture))
+    _type(browser, "/describe")
+    said = _until(browser, _LAST_CARD, "the describe card", edit)
+    ideas = f"[...document.querySelectorAll('.job[data-job=\"{said}\"] .texts li')]"
+    texts = _until(
+        browser,
+        f"const l = {ideas}; return l.length === 4 ? l.map(li => li.textContent) : null;",
+        "four suggestions",
+    )
+    assert [t[0] for t in texts] == ["1", "2", "3", "4"], texts
+    browser.execute_script(f"{ideas}[2].querySelector('button').click()")
+    imagined = _until(browser, _LAST_CARD, "the /imagine of suggestion 3", said)
+    shown = f"document.querySelector('.job[data-job=\"{imagined}\"]')"
+    assert "/imagine" in _until(
+        browser, f"return {shown}.querySelector('.status').textContent;", "its status"
+    )
+    assert texts[2][1:] in browser.execute_script(
+        f"return {shown}.querySelector('.params').textContent"
+    )
+
     _type(browser, "/video waves")
-    video_job = _until(browser, _LAST_CARD, "the video card", job)
+    video_job = _until(browser, _LAST_CARD, "the video card", imagined)
     video = f"document.querySelector('.job[data-job=\"{video_job}\"] video.result')"
     state = _until(
         browser,
