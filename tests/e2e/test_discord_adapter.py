@@ -310,43 +310,31 @@ async def test_clips_masks_and_more_images_are_checked_then_stored(
 
     clip = mp4()
     image, mask, other = png(64, 64), png(64, 64, "white"), png(64, 64, "blue")
+
+    def attach(**files: bytes) -> dict[str, dict[str, Any]]:
+        return {name: emu.add_attachment(f"{name}.png", data) for name, data in files.items()}
+
+    gif = io.BytesIO()
+    frames = [Image.new("RGB", (64, 36), (30 * i, 90, 160)) for i in range(6)]
+    frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:], duration=125, loop=0)
     accepted = [
         ("smooth", {}, {"video": emu.add_attachment("c.mp4", clip, "video/mp4")}),
         (
-            "remix",
-            {"prompt": "a door"},
-            {
-                "image": emu.add_attachment("a.png", image),
-                "mask": emu.add_attachment("m.png", mask),
-            },
+            "restyle",
+            {"prompt": "ink"},
+            {"video": emu.add_attachment("c.gif", gif.getvalue(), "image/gif")},
         ),
-        (
-            "blend",
-            {},
-            {
-                "image": emu.add_attachment("a.png", image),
-                "image2": emu.add_attachment("b.png", other),
-            },
-        ),
-        (
-            "animate",
-            {},
-            {
-                "image": emu.add_attachment("a.png", image),
-                "last_image": emu.add_attachment("b.png", other),
-            },
-        ),
+        ("remix", {"prompt": "a door"}, attach(image=image, mask=mask)),
+        ("blend", {}, attach(image=image, image2=other)),
+        ("animate", {}, attach(image=image, last_image=other)),
     ]
     for name, options, files in accepted:
         inter = queue.watch(await emu.slash(name, options, attachments=files))
         assert not (await answered(emu, inter)).ephemeral
-    smooth, inpaint, blend, keyframes = [r.request for r in await queue.wait_submitted(4)]
-    assert [r.task.value for r in (smooth, inpaint, blend, keyframes)] == [
-        "smooth",
-        "inpaint",
-        "blend",
-        "keyframes",
-    ]
+    records = [r.request for r in await queue.wait_submitted(5)]
+    assert [r.task.value for r in records] == ["smooth", "restyle", "inpaint", "blend", "keyframes"]
+    smooth, restyle, inpaint, blend, keyframes = records
+    assert restyle.video_ref and await load_input(queue.redis, restyle.video_ref) == gif.getvalue()
     assert smooth.video_ref and await load_input(queue.redis, smooth.video_ref) == clip
     assert inpaint.mask_ref and await load_input(queue.redis, inpaint.mask_ref) == mask
     for request in (blend, keyframes):
