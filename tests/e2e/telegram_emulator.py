@@ -408,6 +408,43 @@ class TelegramEmulator:
         message = self._message(chat, user.to_dict(), **content)
         return self._push({"update_id": next(self._update_ids), "message": message})
 
+    def user_media(
+        self,
+        chat: Chat,
+        user: User,
+        items: list[tuple[str, bytes]],
+        *,
+        caption: str | None = None,
+        reply_to: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """``user`` sends ``("photo" | "video" | "animation", data)`` items; several make an album
+        (a media group): one Message, and one update, per item, all with the same
+        ``media_group_id`` and the caption on the first only, as the clients send it. Albums
+        hold 2-10 photos and videos (sendMediaGroup's media); an animation goes alone. An
+        animation also sets ``document`` ("for backward compatibility"). Returns the updates."""
+        if len(items) > 1 and (len(items) > 10 or any(k == "animation" for k, _ in items)):
+            raise ValueError("an album holds 2-10 photos and videos")
+        group = str(secrets.randbits(60)) if len(items) > 1 else None
+        updates = []
+        for n, (kind, data) in enumerate(items):
+            content: dict[str, Any] = {}
+            if kind == "photo":
+                content["photo"] = self._photo_sizes(data)
+            else:
+                media = self._video_object(data, {}, kind)
+                content[kind] = media
+                if kind == "animation":
+                    content["document"] = media
+            if group is not None:
+                content["media_group_id"] = group
+            if caption and n == 0:
+                content["caption"] = caption
+                if entities := _command_entities(caption):
+                    content["caption_entities"] = entities
+            message = self._message(chat, user.to_dict(), reply_to=reply_to, **content)
+            updates.append(self._push({"update_id": next(self._update_ids), "message": message}))
+        return updates
+
     def user_sticker(self, chat: Chat, user: User) -> dict[str, Any]:
         """``user`` sends a sticker."""
         stored = self.add_file(b"RIFF\x00\x00\x00\x00WEBPVP8 ", "stickers", "webp")

@@ -586,6 +586,6 @@ async def test_a_failed_image_download_is_answered_in_words(
     emu.fail("getFile", status, 1, description)
     update = emu.user_photo(chat, ALICE, png(), caption="/remix make it winter")
     (said,) = await emu.wait_for(lambda: text_reply(emu, update), what="the answer")
-    assert "download that image" in said and "Something went wrong" not in said, said
+    assert "download that file" in said and "Something went wrong" not in said, said
     job_id = job_id_for("telegram", f"{chat.id}:{update['message']['message_id']}")
     assert await stack.job_status(job_id) is None

@@ -12,10 +12,10 @@ from reelbot.bots.telegram.parse import (
     DOWNLOAD_LIMIT,
     Command,
     command_of,
-    find_image,
+    find_inputs,
     parse_command,
 )
-from reelbot.errors import InvalidImage, InvalidPrompt
+from reelbot.errors import InvalidImage, InvalidPrompt, InvalidVideo
 from reelbot.jobs import check_prompt_text
 
 ALICE = {"id": 111, "is_bot": False, "first_name": "Alice", "username": "alice"}
@@ -66,8 +66,7 @@ def test_other_bots_commands_and_plain_text_are_not_ours(text: str | None) -> No
 def test_a_caption_command_is_read_and_the_largest_photo_chosen() -> None:
     message = _message(PHOTO_MESSAGE)
     assert command_of(message, "emu_bot") == Command("remix", "make it blue")
-    image = find_image(message)
-    assert image is not None and image.file_id == "big"
+    assert [a.ref for a in find_inputs(message)] == ["big"]
 
 
 def test_a_reply_to_a_photo_supplies_the_image() -> None:
@@ -79,15 +78,13 @@ def test_a_reply_to_a_photo_supplies_the_image() -> None:
         "text": "/animate",
         "reply_to_message": copy.deepcopy(PHOTO_MESSAGE),
     }
-    image = find_image(_message(data))
-    assert image is not None and image.file_id == "big"
+    assert [a.ref for a in find_inputs(_message(data))] == ["big"]
 
 
 def test_an_image_document_is_accepted() -> None:
     document = {"file_id": "doc", "file_unique_id": "d", "mime_type": "image/png", "file_size": 5}
     data = {"message_id": 3, "from": ALICE, "chat": GROUP, "date": 1, "document": document}
-    image = find_image(_message(data))
-    assert image is not None and image.file_id == "doc"
+    assert [(a.ref, a.video) for a in find_inputs(_message(data))] == [("doc", False)]
 
 
 @pytest.mark.parametrize(
@@ -134,12 +131,44 @@ def test_an_image_document_is_accepted() -> None:
 def test_unusable_attachments_say_what_to_send(content: dict[str, Any], needle: str) -> None:
     data = {"message_id": 4, "from": ALICE, "chat": GROUP, "date": 1, **content}
     with pytest.raises(InvalidImage, match=needle):
-        find_image(_message(data))
+        find_inputs(_message(data))
 
 
 def test_a_message_without_an_image_has_none() -> None:
     data = {"message_id": 5, "from": ALICE, "chat": GROUP, "date": 1, "text": "/remix x"}
-    assert find_image(_message(data)) is None
+    assert find_inputs(_message(data)) == []
+
+
+VIDEO = {"file_id": "vid", "file_unique_id": "v", "width": 128, "height": 72, "duration": 1}
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        {"video": {**VIDEO, "mime_type": "video/mp4", "file_size": 9}},
+        # An animation (a GIF) also sets ``document``, for backward compatibility.
+        {"animation": {**VIDEO, "mime_type": "video/mp4"}, "document": {**VIDEO}},
+        {"document": {**VIDEO, "mime_type": "video/webm", "file_name": "clip.webm"}},
+    ],
+)
+def test_a_video_an_animation_or_a_video_file_is_a_clip(content: dict[str, Any]) -> None:
+    data = {"message_id": 6, "from": ALICE, "chat": GROUP, "date": 1, **content}
+    assert [(a.ref, a.video) for a in find_inputs(_message(data))] == [("vid", True)]
+
+
+def test_a_clip_over_the_download_limit_is_refused_before_the_download() -> None:
+    video = {**VIDEO, "mime_type": "video/mp4", "file_size": DOWNLOAD_LIMIT + 1}
+    data = {"message_id": 7, "from": ALICE, "chat": GROUP, "date": 1, "video": video}
+    with pytest.raises(InvalidVideo, match="limit"):
+        find_inputs(_message(data))
+
+
+def test_an_album_gives_every_part_in_order_and_a_reply_its_album() -> None:
+    parts = [_message({**PHOTO_MESSAGE, "message_id": n, "media_group_id": "g"}) for n in (1, 2)]
+    assert [a.ref for a in find_inputs(parts[0], parts)] == ["big", "big"]
+    reply = {"message_id": 3, "from": ALICE, "chat": GROUP, "date": 1, "text": "/blend"}
+    reply["reply_to_message"] = {**PHOTO_MESSAGE, "media_group_id": "g"}
+    assert len(find_inputs(_message(reply), None, parts)) == 2
 
 
 @pytest.mark.parametrize("prompt", ["🦊🦊🦊", "!!! ...", "✨ 🌈"])

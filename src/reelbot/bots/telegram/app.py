@@ -93,9 +93,10 @@ class TelegramAdapter:
         )
 
     def route(self, on_message: Handler, on_button: Handler) -> None:
-        """Commands in texts and photo captions (``CommandHandler`` ignores captions), buttons."""
+        """Commands in texts and captions (``CommandHandler`` skips those), album parts, buttons."""
         app = self.application
-        app.add_handler(MessageHandler(filters.COMMAND | filters.CaptionRegex(r"^/"), on_message))
+        albums = filters.PHOTO | filters.VIDEO | filters.Document.ALL | filters.CaptionRegex("^/")
+        app.add_handler(MessageHandler(filters.COMMAND | albums, on_message))
         app.add_handler(CallbackQueryHandler(on_button))
         app.add_error_handler(on_error)
 

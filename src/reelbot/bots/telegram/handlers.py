@@ -15,6 +15,7 @@ from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
 from reelbot.catalog import Task
+from reelbot.chat.albums import Albums, fetched, planned
 from reelbot.chat.commands import TextCommands, is_generation
 from reelbot.chat.followups import Rerun
 from reelbot.chat.replies import Reply
@@ -24,7 +25,7 @@ from reelbot.chat.texts import help_text
 from reelbot.errors import JobNotFound
 from reelbot.jobs import Options, ReplyAddress, job_id_for, parse_prompt
 
-from .parse import command_of, find_image
+from .parse import command_of, find_inputs
 from .render import decode_button
 from .surface import REPLY_TIMEOUT_S, TelegramSurface
 
@@ -50,6 +51,7 @@ class CommandLayer:
         self.commands = TextCommands(service, help_text=self._help, not_admin=admins)
         self.extra = {"max_bytes": str(max_upload_bytes)} if max_upload_bytes else {}
         """For a local Bot API server, which takes far bigger files; the worker encodes to it."""
+        self.albums: Albums[Message] = Albums()
 
     # -- who and where ---------------------------------------------------------------------
 
@@ -84,10 +86,8 @@ class CommandLayer:
         )
 
     def _help(self) -> str:
-        where = f"In groups, address me as /imagine@{self.bot.username}."
-        return help_text(
-            "send a photo with the command as its caption, or reply to one", footer=where
-        )
+        how = "send it with the command as its caption, an album for several, or reply to it"
+        return help_text(how, footer=f"In groups, address me as /imagine@{self.bot.username}.")
 
     async def _say(self, message: Message, text: str) -> None:
         await self.surface.answer(self._address(message), Reply(text, private=False))
@@ -97,16 +97,20 @@ class CommandLayer:
     async def on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Route a command in a message text or photo caption."""
         message = update.effective_message
-        if message is None or message.from_user is None:
+        if message is None or (user := message.from_user) is None:
             return
-        command = command_of(message, self.bot.username)
-        if command is None:
+        album = None
+        if group := message.media_group_id:  # each part of an album comes as its own message
+            if (album := await self.albums.collect(group, message.message_id, message)) is None:
+                return
+            message = next((m for m in album if command_of(m, self.bot.username)), message)
+        if (command := command_of(message, self.bot.username)) is None:
             return
         name, args = command.name, command.args
         ask = name in ("cancel", "admin")  # admin rights are asked live: only where they count
-        ctx = await self._ctx(message.chat.id, message.from_user, ask_admin=ask)
+        ctx = await self._ctx(message.chat.id, user, ask_admin=ask)
         if is_generation(name):
-            await self.start_task(message, ctx, Task(name), args)
+            await self.start_task(message, ctx, Task(name), args, album)
         elif self.commands.knows(name := "help" if name == "start" else name):
             said = await self.commands.answer(ctx, name, args)
             if said.shown is not None:  # /show: the result again, in this chat
@@ -117,18 +121,22 @@ class CommandLayer:
             # In groups other bots' commands come through as well; only answer in private.
             await self._say(message, f"I don't know /{name}. See /help.")
 
-    async def start_task(self, message: Message, ctx: Context, task: Task, text: str) -> None:
-        """A generation command: check it, fetch its image, show a status message, submit."""
-        image = find_image(message) if task.needs_image else None
+    async def start_task(
+        self, message: Message, ctx: Context, task: Task, text: str, album: list[Message] | None
+    ) -> None:
+        """A generation command: check it, fetch its inputs, show a status message, submit."""
+        wants = task.needs_image or task.needs_video
+        group = replied.media_group_id if (replied := message.reply_to_message) else None
+        found = find_inputs(message, album, self.albums.finished(group)) if wants else []
         source_id = f"{message.chat.id}:{message.message_id}"
-        self.service.plan(task, text, Options(), source_id=source_id, has_image=bool(image))
+        self.service.plan(text=text, options=Options(), source_id=source_id, **planned(task, found))
         job_id = job_id_for(PLATFORM, source_id)
         # Telegram re-sends updates that were not confirmed before a restart: one job per update.
         if await self.service.request_of(job_id) is not None:
             log.info("duplicate update for job %s ignored", job_id)
             return
-        data = await self.surface.fetch_input(image.file_id) if image else None
-        run = partial(self.service.generate, ctx, task, text, source_id=source_id, image=data)
+        inputs = await fetched(task, found, self.surface.fetch_input)
+        run = partial(self.service.generate, ctx, task, text, source_id=source_id, **inputs)
         await self._queue(self._address(message), job_id, text, run)
 
     async def _queue(

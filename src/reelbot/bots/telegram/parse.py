@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 from telegram import Message
 
+from reelbot.chat.albums import Attachment
 from reelbot.errors import InvalidImage
+from reelbot.video_inputs import check_declared_video
 
 DOWNLOAD_LIMIT = 20 * 1024 * 1024
 """The Bot API's getFile limit on the cloud server."""
@@ -21,14 +23,6 @@ class Command:
 
     name: str
     args: str
-
-
-@dataclass(frozen=True)
-class ImageSource:
-    """An image that came with a command (a photo size or a document), by file id."""
-
-    file_id: str
-    file_size: int | None
 
 
 def parse_command(text: str | None, bot_username: str) -> Command | None:
@@ -50,44 +44,45 @@ def command_of(message: Message, bot_username: str) -> Command | None:
     return parse_command(message.text or message.caption, bot_username)
 
 
-def _from_message(message: Message) -> ImageSource | None:
+def _from_message(message: Message) -> Attachment | None:
     if message.photo:
         # Telegram lists sizes smallest first, but pick by area rather than trust the order.
         best = max(message.photo, key=lambda p: p.width * p.height)
-        return ImageSource(best.file_id, best.file_size)
-    document = message.document
-    if document is not None:
-        mime = (document.mime_type or "").lower()
+        return Attachment(best.file_id, best.file_size)
+    # An animation (a GIF, as Telegram stores it) also sets ``document``: look at it first.
+    clip = message.video or message.animation or message.document
+    mime = (clip.mime_type or "").lower() if clip else ""
+    if clip is not None and (clip is not message.document or mime.startswith("video/")):
+        check_declared_video(clip.file_size, mime)  # getFile's 20 MB holds for clips too
+        return Attachment(clip.file_id, clip.file_size, video=True)
+    if clip is not None:  # a document that is no clip
         if not mime.startswith("image/"):
-            name = document.file_name or "That file"
             raise InvalidImage(
-                f"{name} is not an image ({mime or 'unknown type'}). Send a photo, or a PNG, "
-                "JPEG or WEBP file, with the command as its caption."
+                f"{clip.file_name or 'That file'} is not an image ({mime or 'unknown type'})."
+                " Send a photo, or a PNG, JPEG or WEBP file, with the command as its caption."
             )
-        return ImageSource(document.file_id, document.file_size)
-    unusable = "Stickers" if message.sticker is not None else None
-    if message.animation is not None or message.video is not None:
-        unusable = "Videos and GIFs"
-    if unusable:
-        raise InvalidImage(
-            f"{unusable} can't be used as input. Send a photo with the command as its caption."
-        )
+        return Attachment(clip.file_id, clip.file_size)
+    if message.sticker is not None:
+        raise InvalidImage("Stickers can't be used as input. Send a photo or a clip.")
     return None
 
 
-def find_image(message: Message) -> ImageSource | None:
-    """The image sent with the command, or in the message it replies to; None when there is none.
+def find_inputs(
+    message: Message, album: list[Message] | None = None, replied: list[Message] | None = None
+) -> list[Attachment]:
+    """The images and clips sent with the command (``album``: all parts of its album), else in
+    the message it replies to (``replied``: that one's album); in order, maybe none.
 
     Raises:
-        InvalidImage: the attachment is a sticker, a video or a non-image file, or it is over
-            the bot download limit; the message says what to send instead.
+        InvalidImage, InvalidVideo: a sticker, a non-image file, over the download limit.
     """
-    source = _from_message(message)
-    if source is None and message.reply_to_message is not None:
-        source = _from_message(message.reply_to_message)
-    if source is not None and source.file_size and source.file_size > DOWNLOAD_LIMIT:
-        raise too_big(f"{source.file_size / (1024 * 1024):.0f} MB")
-    return source
+    found = [s for part in album or [message] if (s := _from_message(part))]
+    if not found and message.reply_to_message is not None:
+        found = [s for part in replied or [message.reply_to_message] if (s := _from_message(part))]
+    for source in found:
+        if source.size and source.size > DOWNLOAD_LIMIT:
+            raise too_big(f"{source.size / (1024 * 1024):.0f} MB")
+    return found
 
 
 def too_big(size: str = "over 20 MB") -> InvalidImage:

@@ -148,8 +148,8 @@ class TelegramSurface:
         """A text reply to the command (Telegram has no private answers in a group)."""
         await self._send(reply, answer.text, keyboard(answer.buttons))
 
-    async def fetch_input(self, ref: str) -> bytes:
-        """An input image by file id, checked from its header; a failed download in words."""
+    async def fetch_input(self, ref: str, *, video: bool = False) -> bytes:
+        """An input image (its header checked) or clip by file id; a failed download in words."""
         try:
             file = await self.bot.get_file(
                 ref, read_timeout=DOWNLOAD_TIMEOUT_S, write_timeout=REPLY_TIMEOUT_S
@@ -159,7 +159,8 @@ class TelegramSurface:
             if isinstance(exc, BadRequest) and "too big" in exc.message.lower():
                 raise too_big() from exc
             raise InvalidImage(
-                "Telegram would not let me download that image. Please send it again."
+                "Telegram would not let me download that file. Please send it again."
             ) from exc
-        probe_image(data, max_bytes=DOWNLOAD_LIMIT)
+        if not video:
+            probe_image(data, max_bytes=DOWNLOAD_LIMIT)
         return data
