@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from reelbot import metrics
 from reelbot.catalog import Catalog, Task
+from reelbot.chat.attachments import MASK, MORE_IMAGES, task_for
 from reelbot.chat.followups import Rerun, follow_up
 from reelbot.chat.texts import CANCEL_TEXT, models_lines
 from reelbot.config import Settings
@@ -267,10 +268,9 @@ class ChatService:
             if found is None or not found[1].startswith("video/"):
                 raise JobNotFound(f"You have no video {extend[:40]!r} to extend here.")
             video = found[0]
-        if task == Task.REMIX and mask is not None:
-            task = Task.INPAINT  # /remix with a mask: vary the region it paints white
-        if task == Task.ANIMATE and images:
-            task = Task.KEYFRAMES  # /animate with two images: the first and the last frame
+        # /remix with a mask varies its white region; /animate with two images ends on the last.
+        given = [name for name, part in ((MASK, mask), (MORE_IMAGES[0], images)) if part]
+        task = task_for(task, given)
         try:
             has_image = image is not None or bool(image_ref)
             has_video = video is not None
