@@ -178,5 +178,7 @@ async def test_the_form_counts_its_files_and_sorts_them_by_command(
     for files in ([("image", picture), ("image", mask)], [("image", picture), ("mask", mask)]):
         remix = await post("/remix a red door", files)
         assert remix.status_code == 200 and remix.json()["task"] == "inpaint", remix.text
+    two = await post("/remix a red door", [("image", picture), ("mask", mask), ("mask", mask)])
+    assert two.status_code == 400 and two.json()["code"] == "invalid_mask", two.text
     blend = await post("/blend --model tiny-flux2", [("image", picture)] * 2)
     assert blend.status_code == 200 and blend.json()["task"] == "blend", blend.text

@@ -81,9 +81,9 @@ def _is_clip(task: Task, upload: Upload) -> bool:
     return task.needs_video or (upload.declared or "").startswith("video/")
 
 
-def oversized(upload_mime: str, size: int) -> str | None:
+def oversized(mime: str, size: int) -> str | None:
     """The refusal of a file over its kind's byte limit (a clip's or an image's), or None."""
-    upload = Upload(b"", upload_mime)
+    upload = Upload(b"", mime)
     check = check_declared_video if (upload.declared or "").startswith("video/") else check_declared
     try:
         check(size, None)

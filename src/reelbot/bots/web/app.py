@@ -22,6 +22,7 @@ from reelbot.chat.uploads import MAX_FILE_BYTES, MAX_FILES, TOO_HEAVY, Upload, o
 from reelbot.errors import (
     BackendUnavailable,
     Busy,
+    InvalidMask,
     QuotaExceeded,
     ReelbotError,
     TransientError,
@@ -116,7 +117,9 @@ def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> 
                 job, index = _field(form.get("job")) or "", _index(_field(form.get("index")))
                 answer = await chat.action(client, message_id, action, job, index)
             else:
-                files, masks = _files(form, "image"), _files(form, "mask")[:1]
+                files, masks = _files(form, "image"), _files(form, "mask")
+                if len(masks) > 1:
+                    raise InvalidMask("Send one mask (white = change) with the command.")
                 sizes = (oversized(f.content_type or "", f.size or 0) for f in (*files, *masks))
                 if (refused := next(filter(None, sizes), None)) is not None:
                     return _error(413, "too_large", refused)  # each file by its kind's limit

@@ -51,8 +51,7 @@ def job_view(
             | tile.model_dump(include=_SHOWN)
             for i, tile in enumerate(info.tiles)
         ]
-        # /describe's suggestions, each with its button (1 runs /imagine on the first).
-        said = enumerate(info.texts)
+        said = enumerate(info.texts)  # /describe's suggestions: button 1 imagines the first
         media["texts"] = [{"text": t, "actions": actions(buttons, i)} for i, t in said]
     view: dict[str, Any] = {
         "type": "job",
