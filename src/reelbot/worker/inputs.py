@@ -9,7 +9,6 @@ platform sent has been probed from its header at submit, but only decoding prove
 from __future__ import annotations
 
 import asyncio
-import math
 from dataclasses import dataclass, field
 
 from arq.connections import ArqRedis
@@ -81,7 +80,9 @@ def _clip(
     else:
         info = probe_clip(data, limits=limits)
         fps = min(CLIP_MAX_FPS, max(1.0, info.fps))
-        frames = max(1, math.floor(min(info.duration_s, settings.video_max_s) * fps))
+        # Rounded, not floored: a GIF's 0.12 s frames read as 8.33 fps, and 0.6 s of it is
+        # 4.998 frames that are 5.
+        frames = max(1, round(min(info.duration_s, settings.video_max_s) * fps))
         width, height = info.display_size
         scale = min(1.0, CLIP_MAX_SIDE / max(width, height))
         size = (max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2))
