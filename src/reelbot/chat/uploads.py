@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from reelbot.catalog import Task
+from reelbot.chat.attachments import Inputs
 from reelbot.errors import InvalidImage, InvalidVideo, UserError
 from reelbot.inputs import DEFAULT_MAX_BYTES, check_declared
 from reelbot.jobs import check_image_count
@@ -60,20 +60,6 @@ class Upload:
         """The MIME type without parameters, or None where it says nothing."""
         mime = self.mime.split(";")[0].strip().lower()
         return None if mime in _UNKNOWN else mime
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """The inputs of one generation command, as ``ChatService.generate`` takes them."""
-
-    image: bytes | None = None
-    video: bytes | None = None
-    mask: bytes | None = None
-    images: tuple[bytes, ...] = ()
-
-    def as_kwargs(self) -> dict[str, Any]:
-        """``generate(..., **inputs.as_kwargs())``."""
-        return {"image": self.image, "video": self.video, "mask": self.mask, "images": self.images}
 
 
 def _is_clip(task: Task, upload: Upload) -> bool:
