@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +14,20 @@ from reelbot.catalog import Catalog, load_catalog
 
 if TYPE_CHECKING:
     from reelbot.generation.runner import Runner
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_log_handlers() -> Iterator[None]:
+    """A test that starts a process's logging in-process (``setup_logging``: ``reelbot web``,
+    ``reelbot worker``) leaves a handler on the stream pytest captured for it and then closed;
+    every later log line would print a logging error. Such handlers go with their test."""
+    root = logging.getLogger()
+    before, level = set(root.handlers), root.level
+    yield
+    for handler in root.handlers:
+        if type(handler) is logging.StreamHandler and handler not in before:
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

@@ -122,5 +122,7 @@ def weight_bytes(
     try:
         return folder_bytes(folder, dtype, component_dtypes) or None
     except (OSError, ValueError, KeyError, struct.error) as exc:
-        log.warning("cannot size %s from its files (%s); sizing it once loaded", spec.name, exc)
+        # Debug, not a warning: the load that follows fails in one line of its own (a damaged
+        # download), or succeeds and is sized then.
+        log.debug("cannot size %s from its files (%s); sizing it once loaded", spec.name, exc)
         return None
