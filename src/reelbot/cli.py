@@ -9,11 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from reelbot.cli_io import USAGE_ERROR
+from reelbot.cli_io import fail as _fail
 from reelbot.config import Settings, load_settings
 from reelbot.errors import ConfigError, ReelbotError, UserError
 from reelbot.platforms import PLATFORMS
 
-USAGE_ERROR = 2
 LONG_RUNNING = frozenset({"worker", "up", *PLATFORMS})
 
 
@@ -22,11 +23,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(USAGE_ERROR, f"reelbot: {message} (see reelbot {self.prog.split()[-1]} -h)\n")
-
-
-def _fail(message: str) -> int:
-    print(f"reelbot: {message}", file=sys.stderr)
-    return USAGE_ERROR
 
 
 def _number(text: str) -> float:

@@ -4,13 +4,12 @@ without Redis, through the same ``Runner.generate`` as the worker."""
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 from reelbot.catalog import Task, load_catalog
+from reelbot.cli_io import fail, read_file
 from reelbot.config import Settings
-from reelbot.errors import InvalidOption
 from reelbot.inputs import load_input_image
 from reelbot.jobs import Options, check_image_count, resolve
 from reelbot.masks import load_mask
@@ -56,33 +55,21 @@ def check(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _fail(message: str) -> int:
-    print(f"reelbot: {message}", file=sys.stderr)
-    return 2
-
-
-def _read(path: Path, flag: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise InvalidOption(f"{flag} {path}: {exc.strerror or exc}", option=flag) from None
-
-
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """Run one edit and write its image to ``--out`` (describe prints its suggestions)."""
     task = EDITS[args.task]
     out: Path | None = args.out
     if out is not None and out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
-        return _fail(f"--out {out}: {args.task} makes an image; name the file .png or .jpg")
+        return fail(f"--out {out}: {args.task} makes an image; name the file .png or .jpg")
     if not args.images:
-        return _fail(f"{args.task} needs --image")
+        return fail(f"{args.task} needs --image")
     check_image_count(task, len(args.images))
-    images = [load_input_image(_read(path, "--image")) for path in args.images]
+    images = [load_input_image(read_file(path, "--image")) for path in args.images]
     mask = None
     if args.mask is not None:
-        mask = load_mask(_read(args.mask, "--mask"), images[0].size)
+        mask = load_mask(read_file(args.mask, "--mask"), images[0].size)
     elif args.task == "inpaint":
-        return _fail("inpaint needs --mask (white = the area to change)")
+        return fail("inpaint needs --mask (white = the area to change)")
     explicit = Options(
         zoom=float(args.scale or 2) if args.task == "zoom" else None,
         pan=args.direction if args.task == "pan" else None,

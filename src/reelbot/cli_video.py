@@ -11,9 +11,9 @@ from pathlib import Path
 from PIL import Image
 
 from reelbot.catalog import Catalog, Task, load_catalog
+from reelbot.cli_io import fail, read_file
 from reelbot.clips import keyframes_model, restyle_params
 from reelbot.config import Settings
-from reelbot.errors import InvalidOption
 from reelbot.inputs import load_input_image
 from reelbot.jobs import GenerationParams, Options, parse_prompt, resolve
 from reelbot.video_inputs import ClipInfo, VideoLimits, load_input_video, probe_clip
@@ -34,18 +34,6 @@ def is_video_edit(args: argparse.Namespace) -> bool:
         or getattr(args, "video", None) is not None
         or getattr(args, "last_image", None) is not None
     )
-
-
-def _fail(message: str) -> int:
-    print(f"reelbot: {message}", file=sys.stderr)
-    return 2
-
-
-def _read(path: Path, flag: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise InvalidOption(f"{flag} {path}: {exc.strerror or exc}", option=flag) from None
 
 
 def _even_fit(size: tuple[int, int], side: int) -> tuple[int, int]:
@@ -72,17 +60,17 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     """Run one video edit from ``reelbot generate``'s arguments and write the MP4."""
     out: Path = args.out
     if out.suffix.lower() != ".mp4":
-        return _fail(f"--out {out}: a video edit makes a video; name the file .mp4")
+        return fail(f"--out {out}: a video edit makes a video; name the file .mp4")
     task = args.task
     if args.last_image is not None and task != "animate":
-        return _fail("--last-image only goes with animate")
+        return fail("--last-image only goes with animate")
     if task not in (*VIDEO_EDITS, "upscale", "animate"):
-        return _fail(f"--video does not apply to {task}")
+        return fail(f"--video does not apply to {task}")
     if task == "animate":
         if args.image is None or args.video is not None:
-            return _fail("animate with --last-image takes --image FIRST, not --video")
+            return fail("animate with --last-image takes --image FIRST, not --video")
     elif args.video is None:
-        return _fail(f"{task} needs --video IN (an MP4, MOV, MKV, WebM or GIF clip)")
+        return fail(f"{task} needs --video IN (an MP4, MOV, MKV, WebM or GIF clip)")
 
     from reelbot.generation.gpu import GpuOptions
     from reelbot.generation.media import encode_video
@@ -101,14 +89,14 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     note = ""
     summary = ""
     if task == "animate":
-        first = load_input_image(_read(args.image, "--image"))
-        last = load_input_image(_read(args.last_image, "--last-image"))
+        first = load_input_image(read_file(args.image, "--image"))
+        last = load_input_image(read_file(args.last_image, "--last-image"))
         params = _keyframes_params(catalog, args.prompt, first.size, seed)
         output = keyframes(runner, params, first, last)
         summary = f"{params.prompt} {params.summary()}"
     else:
         video = Path(str(args.video))  # checked above: every task but animate has one
-        data = _read(video, "--video")
+        data = read_file(video, "--video")
         info = probe_clip(data, limits=limits)
         if task == "restyle":
             params = resolve(
