@@ -26,6 +26,7 @@ from arq.utils import timestamp_ms
 from reelbot.store import keys
 from reelbot.store.leases import SCAN_LIMIT
 from reelbot.worker.affinity import LOAD_GRACE_S, Choice, Peer, Waiting, choose
+from reelbot.worker.ports import LeaseHolder
 
 __all__ = ["Chooser", "Peers", "claim_by_affinity", "peers_from", "waiting"]
 
@@ -87,17 +88,8 @@ return out
 """
 
 
-class Chooser(Protocol):
+class Chooser(LeaseHolder, Protocol):
     """The worker as ``claim_by_affinity`` uses it (``worker.GenerationWorker``)."""
-
-    @property
-    def pool(self) -> ArqRedis: ...
-    @property
-    def queue_name(self) -> str: ...
-    @property
-    def worker_id(self) -> str: ...
-    @property
-    def lease_ms(self) -> int: ...
 
     def wake_peer(self, queue: str) -> None:
         """The choice is a job in another queue of this GPU: let its worker claim it."""

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any, Protocol
 
-from arq.connections import ArqRedis
 from arq.utils import timestamp_ms
 from PIL import Image
 
@@ -31,7 +30,7 @@ from reelbot.jobs import GenerationParams, JobStatus
 from reelbot.store import keys
 from reelbot.store.leases import SCAN_LIMIT
 from reelbot.store.records import JobRecord, RecordStore
-from reelbot.worker.ports import GenerationOutput, PipelineRunner
+from reelbot.worker.ports import GenerationOutput, LeaseHolder, PipelineRunner
 
 __all__ = ["Batch", "BatchItem", "Claimer", "claim_batch"]
 
@@ -58,17 +57,9 @@ return out
 """
 
 
-class Claimer(Protocol):
+class Claimer(LeaseHolder, Protocol):
     """The worker as ``claim_batch`` uses it (``worker.GenerationWorker``)."""
 
-    @property
-    def pool(self) -> ArqRedis: ...
-    @property
-    def queue_name(self) -> str: ...
-    @property
-    def worker_id(self) -> str: ...
-    @property
-    def lease_ms(self) -> int: ...
     @property
     def max_jobs(self) -> int: ...
     @property

@@ -10,12 +10,13 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from arq.connections import ArqRedis
 from PIL import Image
 
 from reelbot.catalog import Task
 from reelbot.jobs import GenerationParams
 
-__all__ = ["GenerationOutput", "PipelineRunner", "Scorer"]
+__all__ = ["GenerationOutput", "LeaseHolder", "PipelineRunner", "Scorer"]
 
 
 class GenerationOutput(Protocol):
@@ -25,6 +26,20 @@ class GenerationOutput(Protocol):
     fps: int | None
     seed: int
     timings: dict[str, float]
+
+
+class LeaseHolder(Protocol):
+    """A worker as the claim scripts use it: its pool and queue, and the lease it holds jobs by
+    (``worker.GenerationWorker``)."""
+
+    @property
+    def pool(self) -> ArqRedis: ...
+    @property
+    def queue_name(self) -> str: ...
+    @property
+    def worker_id(self) -> str: ...
+    @property
+    def lease_ms(self) -> int: ...
 
 
 class Scorer(Protocol):
