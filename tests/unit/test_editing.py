@@ -135,3 +135,13 @@ def test_cli_zoom_and_describe(tmp_path: Path, capsys: pytest.CaptureFixture[str
     argv = ["generate", "inpaint", "a hat", "--image", str(src), "--mask", str(black)]
     assert main([*argv, "--out", str(tmp_path / "x.png")]) == 2
     assert "all black" in capsys.readouterr().err
+
+
+def test_a_suggestion_carries_no_flags() -> None:
+    # Each suggestion is queued as an /imagine prompt: a caption's "--ar" or "—seed" must not
+    # turn into a flag (an unknown one would refuse the press).
+    from reelbot.generation.describe import clean
+    from reelbot.jobs import parse_prompt
+
+    said = clean("a fox --ar 16:9 —seed x–y on a—hill")
+    assert parse_prompt(said)[0] == said and "--" not in said

@@ -46,6 +46,8 @@ def clean(text: str) -> str:
     text = unicodedata.normalize("NFC", text).replace("\ufffd", " ")
     text = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in text)
     text = " ".join(text.split())
+    # A suggestion is run as a prompt: a word starting with -- or a dash would read as a flag.
+    text = " ".join(re.sub(r"^(?:--|—|–)+", "", word) for word in text.split())
     if len(text) > MAX_CHARS:
         cut = text[:MAX_CHARS]
         ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", cut)]
