@@ -218,7 +218,8 @@ async def test_clips_masks_several_images_and_describe_from_the_page(
             ideas = described["media"]["texts"]
             assert len(ideas) == 4 and all(i["actions"] == ["imagine"] for i in ideas), ideas
             again = (await p.send(action="imagine", job=described["job_id"], index="2")).json()
-            assert again["task"] == "imagine" and again["prompt"] == ideas[2]["text"], again
+            said = (again, ideas)
+            assert again.get("task") == "imagine" and again["prompt"] == ideas[2]["text"], said
             await done(again)
 
             other = ("other.png", _png(64, 64), "image/png")

@@ -145,3 +145,12 @@ def test_a_suggestion_carries_no_flags() -> None:
 
     said = clean("a fox --ar 16:9 —seed x–y on a—hill")
     assert parse_prompt(said)[0] == said and "--" not in said
+
+
+def test_only_a_prompt_that_runs_as_it_reads_is_suggested() -> None:
+    # Random weights once captioned an image "&&": pressing it was refused as a prompt with no
+    # words, so a suggestion must pass the same checks /imagine makes.
+    from reelbot.generation.describe import usable
+
+    assert usable("a fox on a hill, 35mm")
+    assert not any(usable(t) for t in ("}", ", [", "&&", ":? @", "", "a fox --ar 16:9"))

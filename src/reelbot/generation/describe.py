@@ -21,11 +21,12 @@ import transformers
 from PIL import Image
 
 from reelbot.catalog import ModelSpec
-from reelbot.errors import Cancelled, OutOfMemory, ReelbotError
+from reelbot.errors import Cancelled, OutOfMemory, ReelbotError, UserError
 from reelbot.generation import load_errors
 from reelbot.generation.registry import model_source
+from reelbot.jobs import Options, check_prompt_text, parse_prompt
 
-__all__ = ["CAPTION_TASK", "SUGGESTIONS", "Captioner", "clean"]
+__all__ = ["CAPTION_TASK", "SUGGESTIONS", "Captioner", "clean", "usable"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,17 @@ def clean(text: str) -> str:
         ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", cut)]
         text = cut[: ends[-1]] if ends else cut.rsplit(" ", 1)[0]
     return text.strip()
+
+
+def usable(line: str) -> bool:
+    """Whether ``line`` runs as an /imagine prompt just as it reads: words to draw (not only
+    punctuation), no flags, within the prompt's length."""
+    try:
+        prompt, options = parse_prompt(line)
+        check_prompt_text(prompt)
+    except UserError:
+        return False
+    return bool(prompt) and prompt == line and options == Options()
 
 
 class _StopWhen(transformers.StoppingCriteria):
@@ -126,7 +138,7 @@ class Captioner:
             for text in self.processor.batch_decode(sequences, skip_special_tokens=True):
                 line = clean(text)
                 key = line.casefold()
-                if line and key not in seen and len(found) < count:
+                if usable(line) and key not in seen and len(found) < count:
                     seen.add(key)
                     found.append(line)
 
