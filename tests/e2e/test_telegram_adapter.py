@@ -173,8 +173,8 @@ async def test_start_registers_every_command_with_a_description(
 ) -> None:
     names = [c["command"] for c in telegram_emu.commands]
     assert names == [
-        *("imagine", "remix", "video", "animate", "upscale", "history", "show"),
-        *("jobs", "cancel", "quota", "models", "help"),
+        *("imagine", "remix", "video", "animate", "upscale", "restyle", "smooth", "blend"),
+        *("describe", "history", "show", "jobs", "cancel", "quota", "models", "help"),
     ]
     assert all(c["description"] for c in telegram_emu.commands)
     assert bot.service.adapter.bot.username == "emu_bot"

@@ -12,6 +12,7 @@ from reelbot.jobs import JobStatus
 __all__ = [
     "BUTTONS_HELP",
     "CANCEL_TEXT",
+    "MENU",
     "Status",
     "clip",
     "eta_text",
@@ -170,3 +171,24 @@ def help_text(attach: str, *, footer: str = "") -> str:
         "/cancel [job] stop one · /models what runs here · /quota your budget",
     ]
     return "\n".join([*lines, footer] if footer else lines)
+
+
+MENU: tuple[tuple[str, str], ...] = (
+    ("imagine", "Make an image: /imagine a red fox --ar 16:9"),
+    ("remix", "Change a picture: send it with /remix make it winter"),
+    ("video", "Make a short video: /video waves at sunset"),
+    ("animate", "Bring a picture to life: send it with /animate"),
+    ("upscale", "Make a picture bigger: send it with /upscale --scale 4"),
+    ("restyle", "Redraw a clip: send it with /restyle watercolor"),
+    ("smooth", "Twice the frames of a clip: send it with /smooth"),
+    ("blend", "Two to four pictures in one: send them with /blend"),
+    ("describe", "Four prompts for a picture: send it with /describe"),
+    ("history", "Your last results, each with /show"),
+    ("show", "Post one of your results again: /show JOB"),
+    ("jobs", "Your queued and running jobs"),
+    ("cancel", "Cancel your job: /cancel or /cancel JOB"),
+    ("quota", "Your remaining budget"),
+    ("models", "Models and what they do"),
+    ("help", "How to use this bot, with examples"),
+)
+"""Every command with a line on it, for a platform's command menu (Telegram's setMyCommands)."""

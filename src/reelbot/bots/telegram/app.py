@@ -20,10 +20,10 @@ from telegram.ext import (
 )
 
 from reelbot.chat.replies import reply_for
+from reelbot.chat.texts import MENU
 from reelbot.runtime.supervise import Backoff, BestEffort
 
 from .handlers import ALERT_LIMIT
-from .render import COMMANDS
 from .surface import REPLY_TIMEOUT_S
 from .webhook import WebhookConfig, WebhookServer
 
@@ -108,7 +108,7 @@ class TelegramAdapter:
         """
         await self.application.initialize()
         bot = self.application.bot
-        menu = [BotCommand(name, text) for name, text in COMMANDS]
+        menu = [BotCommand(name, text) for name, text in MENU]
         await self.extras.call("setMyCommands", lambda: bot.set_my_commands(menu))
         await self.application.start()
         if webhook is None:

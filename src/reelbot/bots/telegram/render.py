@@ -93,20 +93,3 @@ def caption_html(params: GenerationParams, *, requested_by: str | None = None) -
         f"<b>{html.escape(prompt, quote=False)}</b>\n"
         f"<code>{html.escape(flags, quote=False)}</code>\n" + html.escape(tail, quote=False)
     )
-
-
-COMMANDS: tuple[tuple[str, str], ...] = (
-    ("imagine", "Make an image: /imagine a red fox --ar 16:9"),
-    ("remix", "Change a photo: send it with /remix make it winter"),
-    ("video", "Make a short video: /video waves at sunset"),
-    ("animate", "Bring a photo to life: send it with /animate"),
-    ("upscale", "Make a photo bigger: send it with /upscale --scale 4"),
-    ("history", "Your last results, each with /show"),
-    ("show", "Post one of your results again: /show JOB"),
-    ("jobs", "Your queued and running jobs"),
-    ("cancel", "Cancel your job: /cancel or /cancel JOB"),
-    ("quota", "Your remaining budget"),
-    ("models", "Models and what they do"),
-    ("help", "How to use this bot, with examples"),
-)
-"""Every command with its menu description (for setMyCommands)."""
