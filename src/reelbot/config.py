@@ -7,6 +7,7 @@ at import time. A bad or unknown setting stops start-up with one line naming the
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -54,6 +55,15 @@ class CoreSection(BaseModel):
     )
     heartbeat_s: float = Field(default=2.0, gt=0)
     dead_worker_s: float = Field(default=10.0, gt=0)
+    public_url: str | None = Field(
+        default=None,
+        description="where the web chat is reachable from outside (https://…); set: Discord "
+        "and Telegram image results get an Edit region button, a signed link to the web editor",
+    )
+    edit_link_key: SecretStr | None = Field(
+        default=None,
+        description="key that signs Edit region links; unset: 32 random bytes made once in Redis",
+    )
 
     @field_validator("owner_ids", mode="before")
     @classmethod
@@ -70,6 +80,13 @@ class CoreSection(BaseModel):
             if not platform or not user:
                 raise ValueError(f"{item!r} is not PLATFORM:ID (e.g. discord:123)")
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+            raise ValueError("use the address people open, e.g. https://reelbot.example.com")
+        return value.rstrip("/") if value is not None else None
 
 
 class DiscordSection(BaseModel):

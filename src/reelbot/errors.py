@@ -20,6 +20,7 @@ back to the class and ``error_from`` rebuilds the error from a stored outcome::
     │   ├── Busy                      the queue is full; ``retry_after`` as a hint
     │   ├── NotAllowed                an admin command from a non-admin
     │   ├── JobNotFound               no such job (or not yours)
+    │   ├── LinkRefused               an Edit region link forged, expired, opened elsewhere
     │   ├── Cancelled                 the job was cancelled
     │   ├── JobTimeout                the job ran past its time limit; ``limit_s``
     │   └── OutputTooLarge            no encoding fits the platform's upload limit; ``limit_bytes``
@@ -167,6 +168,19 @@ class JobNotFound(UserError):
     """No job with that id, or not one of the caller's."""
 
     code = "job_not_found"
+
+
+class LinkRefused(UserError):
+    """An Edit region link that does not open: ``reason`` is ``invalid`` (forged or mangled),
+    ``expired``, ``claimed`` (another browser opened it first) or ``unopened`` (used before
+    its page was opened)."""
+
+    code = "link_refused"
+    reason: str = ""
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Cancelled(UserError):
@@ -368,6 +382,7 @@ ERROR_CODES: dict[str, type[ReelbotError]] = {
         Busy,
         NotAllowed,
         JobNotFound,
+        LinkRefused,
         Cancelled,
         JobTimeout,
         OutputTooLarge,

@@ -97,3 +97,12 @@ def arq_in_progress(job_id: str) -> str:
 def arq_retry(job_id: str) -> str:
     """arq's try counter."""
     return retry_key_prefix + job_id
+
+
+EDIT_LINK_KEY = f"{PREFIX}edit-links:key"
+"""The key that signs Edit region links when ``REELBOT_EDIT_LINK_KEY`` is unset (made once)."""
+
+
+def edit_link_claim(link_id: str) -> str:
+    """Which browser opened an Edit region link first (its secret, until the link expires)."""
+    return f"{PREFIX}edit-links:claim:{link_id}"
