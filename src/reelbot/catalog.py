@@ -39,6 +39,9 @@ class Task(StrEnum):
     """An image turned into prompt suggestions by a captioner (``generation.describe``)."""
     SMOOTH = "smooth"
     """A clip's frames doubled by motion interpolation (ffmpeg's minterpolate); no model."""
+    UPSCALE_VIDEO = "upscale_video"
+    """A clip's frames each made twice as large by the upscaler (a video result's Upscale
+    button; not a command of its own: ``Task.is_command``)."""
 
     @property
     def needs_image(self) -> bool:
@@ -56,7 +59,7 @@ class Task(StrEnum):
     @property
     def needs_video(self) -> bool:
         """Whether the task takes an input video (an /animate may take one too: Extend)."""
-        return self in (Task.RESTYLE, Task.SMOOTH)
+        return self in (Task.RESTYLE, Task.SMOOTH, Task.UPSCALE_VIDEO)
 
     @property
     def is_edit(self) -> bool:
@@ -66,7 +69,19 @@ class Task(StrEnum):
     @property
     def is_video(self) -> bool:
         """Whether the task makes a video."""
-        return self in (Task.VIDEO, Task.ANIMATE, Task.RESTYLE, Task.KEYFRAMES, Task.SMOOTH)
+        return self in (
+            Task.VIDEO,
+            Task.ANIMATE,
+            Task.RESTYLE,
+            Task.KEYFRAMES,
+            Task.SMOOTH,
+            Task.UPSCALE_VIDEO,
+        )
+
+    @property
+    def is_command(self) -> bool:
+        """Whether users name it as a command (``/upscale_video`` is only a button's task)."""
+        return self != Task.UPSCALE_VIDEO
 
 
 class ModelSpec(BaseModel):

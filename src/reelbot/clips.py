@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import math
 
-from reelbot.catalog import Catalog, ModelSpec, Task
+from reelbot.catalog import Catalog, ModelSpec, Task, UpscalerSpec
 from reelbot.errors import InvalidOption, UnknownModel
 from reelbot.jobs import GenerationParams
 from reelbot.video_inputs import ClipInfo
 
-__all__ = ["extend_frames", "grid_floor", "keyframes_model", "restyle_params"]
+__all__ = [
+    "CLIP_MAX_FPS",
+    "extend_frames",
+    "grid_floor",
+    "keyframes_model",
+    "restyle_params",
+    "upscale_clip_params",
+    "whole_clip",
+]
+
+CLIP_MAX_FPS = 30.0
+"""The rate a clip that is smoothed, extended or upscaled is decoded at, at most."""
 
 
 def grid_floor(spec: ModelSpec, frames: int) -> int:
@@ -33,6 +44,27 @@ def restyle_params(params: GenerationParams, spec: ModelSpec, info: ClipInfo) ->
         width=params.width, height=params.height, steps=params.steps, frames=frames
     )
     return params.model_copy(update={"frames": frames, "fps": fps, "cost": cost})
+
+
+def whole_clip(info: ClipInfo, max_s: float) -> tuple[int, float]:
+    """The frames and rate a clip to smooth, extend or upscale is decoded at: every frame of its
+    first ``max_s`` seconds, at most ``CLIP_MAX_FPS``."""
+    fps = min(CLIP_MAX_FPS, max(1.0, info.fps))
+    # Rounded, not floored: a GIF's 0.12 s frames read as 8.33 fps, and 0.6 s of it is
+    # 4.998 frames that are 5.
+    return max(1, round(min(info.duration_s, max_s) * fps)), fps
+
+
+def upscale_clip_params(
+    params: GenerationParams, upscaler: UpscalerSpec, info: ClipInfo, *, max_s: float
+) -> GenerationParams:
+    """A video's Upscale fitted to the clip: the frames the worker upscales (``whole_clip``)
+    and their cost, one upscaled image of the output's size (``UpscalerSpec.estimate_cost``'s
+    rate) for each frame."""
+    frames, fps = whole_clip(info, max_s)
+    per_frame = upscaler.cost_weight * params.width * params.height / (512 * 512)
+    cost = round(per_frame * frames, 2)
+    return params.model_copy(update={"frames": frames, "fps": round(fps), "cost": cost})
 
 
 def extend_frames(spec: ModelSpec, *, have: int, fps: float, asked: int, max_s: float) -> int:

@@ -484,6 +484,8 @@ def resolve(
             raise InvalidOption(f"--{name} only applies to /upscale.", option=name)
     if task == Task.SMOOTH:
         return _resolve_smooth(prompt, opts, image_size, seed=default_seed or 0)
+    if task == Task.UPSCALE_VIDEO:
+        return _resolve_upscale_video(prompt, opts, catalog, image_size, seed=default_seed or 0)
     if task.is_edit:
         return _resolve_edit(
             task, prompt, opts, catalog, image_size, seed=default_seed, count=default_count
@@ -827,6 +829,54 @@ def _resolve_smooth(
         guidance=0.0,
         seed=seed % (MAX_SEED + 1),
         cost=SMOOTH_COST,
+    )
+
+
+VIDEO_UPSCALE = 2
+"""A video result's Upscale: every frame ×2 (the image's subtle Upscale; no ×4 of a clip)."""
+VIDEO_UPSCALE_MAX_SIDE = 2048
+"""The long side an upscaled clip may reach: the worker decodes the clips it edits at up to
+1024 (``worker.inputs.CLIP_MAX_SIDE``), so a clip longer than that is refused, not shrunk."""
+
+
+def _resolve_upscale_video(
+    prompt: str,
+    opts: Options,
+    catalog: Catalog,
+    image_size: tuple[int, int] | None,
+    *,
+    seed: int,
+) -> GenerationParams:
+    """A video result's Upscale: the clip (``image_size``, its upright size; without it, a check
+    before the clip is read, the size is 0) twice as large by the deployment's upscaler. Its
+    frames, rate and cost follow from the clip: ``clips.upscale_clip_params``.
+
+    Raises:
+        InvalidOption: the clip is too large to double (``VIDEO_UPSCALE_MAX_SIDE``).
+    """
+    if prompt:
+        raise InvalidPrompt("Upscale takes a video and no prompt: it only enlarges the frames.")
+    given = opts.model_dump(exclude_none=True)
+    if given:
+        flag = _flag(next(iter(given)))
+        raise InvalidOption(f"--{flag} does not apply to a video's Upscale.", option=flag)
+    upscaler = catalog.upscaler()
+    width, height = image_size or (0, 0)
+    if max(width, height) * VIDEO_UPSCALE > VIDEO_UPSCALE_MAX_SIDE:
+        raise InvalidOption(
+            f"This video is already {width}x{height}; upscaled videos here are at most "
+            f"{VIDEO_UPSCALE_MAX_SIDE} pixels on the long side, so it cannot be doubled.",
+            option="scale",
+        )
+    return GenerationParams(
+        task=Task.UPSCALE_VIDEO,
+        model=upscaler.name,
+        prompt="",
+        width=width * VIDEO_UPSCALE,
+        height=height * VIDEO_UPSCALE,
+        steps=1,
+        guidance=0.0,
+        seed=seed % (MAX_SEED + 1),
     )
 
 

@@ -180,7 +180,8 @@ async def test_every_command_end_to_end(stack: Stack) -> None:
         if name in ("video", "animate"):
             assert filename.endswith(".mp4") and media.frames > 1
             assert "Re-roll" not in message["content"]
-            assert [b.split(":")[1] for b in emu.buttons(message["id"])] == ["rr", "ex", "sm", "in"]
+            shorts = [b.split(":")[1] for b in emu.buttons(message["id"])]
+            assert shorts == ["rr", "ex", "sm", "up", "in"]
         else:
             assert isinstance(media, Image.Image) and media.format == "PNG"
             shorts = [b.split(":")[1] for b in emu.buttons(message["id"])]

@@ -232,8 +232,8 @@ async def test_each_command_end_to_end(stack: Stack, task: str, where: str) -> N
     buttons = [b["callback_data"].split(":")[0] for row in rows for b in row]
     if task in ("imagine", "remix"):  # then Zoom Out 2x and 1.5x, the four Pans, Info
         assert buttons == ["up", "vs", "vx", "rr", "an", "zo", "zh", "pl", "pr", "pu", "pd", "in"]
-    else:  # Re-roll, Extend, Smooth, Info
-        assert buttons == ["rr", "ex", "sm", "in"]
+    else:  # Re-roll, Extend, Smooth, Upscale, Info
+        assert buttons == ["rr", "ex", "sm", "up", "in"]
         video_call = emu.calls_of("sendVideo", chat.id)[0]
         assert video_call.params["supports_streaming"] == "true"
 

@@ -112,6 +112,7 @@ async def test_demo_answers_imagine_with_an_image(web_up: WebUp) -> None:
             "reroll",
             "animate",
             *("zoom_2", "zoom_15", "pan_left", "pan_right", "pan_up", "pan_down"),
+            "edit",  # Edit region: the page's own editor
             "info",
         ]
         assert "--seed 7" in result["summary"]
@@ -148,7 +149,7 @@ async def test_video_and_buttons(web_up: WebUp) -> None:
         assert video["type"] == "job", video
         done = await p.wait(video["job_id"], _delivered)
         assert done["media"]["kind"] == "video"
-        assert done["actions"] == ["reroll", "extend", "smooth", "info"]
+        assert done["actions"] == ["reroll", "extend", "smooth", "upscale", "info"]
         clip = await p.http.get(done["media"]["url"])
         assert clip.headers["content-type"] == "video/mp4"
         assert clip.content[4:8] == b"ftyp"

@@ -76,7 +76,7 @@ async def test_each_task_is_stored_and_delivered(
     refs = await _inputs(redis, task)
     # /describe writes prompts and /smooth only adds frames: no prompt for either.
     text = "--seed 7" if task in (Task.DESCRIBE, Task.SMOOTH) else "a red fox --seed 7"
-    if task == Task.SMOOTH:
+    if task in (Task.SMOOTH, Task.UPSCALE_VIDEO):  # a video's Upscale takes no words either
         text = ""
     submitted = await queue.submit(request(task, text, f"src-{task}", **refs))
     assert submitted.created
@@ -104,6 +104,9 @@ async def test_each_task_is_stored_and_delivered(
         assert record.result.frames == record.params.frames > 1
         if task == Task.RESTYLE:  # the clip's 16:9 as near as the tiny model's sizes go
             assert info.width > info.height
+        if task == Task.UPSCALE_VIDEO:  # the 128x72 clip twice as large, every frame of it
+            assert (info.width, info.height, info.frames) == (256, 144, 9)
+            assert record.result.note.startswith("Upscaled x2 (256×144)")
     else:
         image = Image.open(BytesIO(data))
         image.load()

@@ -221,7 +221,7 @@ def test_button_ids_are_short_and_parse_back() -> None:
     video = view_of(result_buttons(_record(Task.VIDEO).model_copy(update={"id": job})))
     assert video is not None
     assert [getattr(i, "custom_id", "") for i in video.children] == [
-        f"rb:{short}:{job}" for short in ("rr", "ex", "sm", "in")
+        f"rb:{short}:{job}" for short in ("rr", "ex", "sm", "up", "in")
     ]
     assert view_of(status_buttons(job, JobStatus.DELIVERED)) is None
     # A click is parsed back from its custom_id alone (buttons outlive restarts).

@@ -31,7 +31,7 @@ __all__ = [
     "unknown_command",
 ]
 
-GENERATION = frozenset(t.value for t in Task)
+GENERATION = frozenset(t.value for t in Task if t.is_command)
 GENERAL = ("jobs", "cancel", "models", "help", "quota", "admin", "history", "show")
 NAMES = (*GENERATION, *GENERAL)
 """Every command a text platform answers, for ``/help`` and the did-you-mean hint."""

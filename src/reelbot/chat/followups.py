@@ -46,7 +46,8 @@ class FollowUp:
     source: ResultInfo | None = None
     """The stored image it starts from (a result, or one image of a grid)."""
     video: ResultInfo | None = None
-    """The stored clip it starts from (Extend continues it, Smooth adds frames to it)."""
+    """The stored clip it starts from (Extend continues it, Smooth adds frames to it, Upscale
+    enlarges it)."""
     image_ref: str | None = None
     """Or the old job's own input, as it was (a re-roll of a remix)."""
 
@@ -78,6 +79,10 @@ def follow_up(how: Rerun, old: JobRecord, catalog: Catalog, index: int | None = 
         if index is None or not 0 <= index < len(texts):
             raise JobNotFound("That suggestion is gone; run /describe again.")
         return FollowUp(Task.IMAGINE, texts[index], None)
+    if how == "upscale" and old.params.task.is_video:  # every frame ×2 by the upscaler
+        if old.result is None:
+            raise JobNotFound("That job has no video to start from.")
+        return FollowUp(Task.UPSCALE_VIDEO, "", None, video=old.result)
     if how in VIDEO_ACTIONS:
         if old.result is None or not old.params.task.is_video:
             raise JobNotFound("That job has no video to start from.")

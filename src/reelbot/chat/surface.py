@@ -80,7 +80,8 @@ def result_buttons(record: JobRecord) -> tuple[Button, ...]:
     A grid: U1–U4 (upscale image i) and Re-roll, then V1–V4 (a subtle variation of image i) and
     Info. One image: Upscale, Vary (subtle), Vary (strong), Re-roll, Animate; Zoom Out 2× and
     1.5× and the four Pans; Info (an upscaled one has nothing to re-roll or upscale again). A
-    video: Re-roll, Extend, Smooth, Info. /describe's suggestions: 1–4, each an /imagine.
+    video: Re-roll, Extend, Smooth, Upscale, Info (a smoothed one no Re-roll, an upscaled one no
+    Re-roll or Upscale). /describe's suggestions: 1–4, each an /imagine.
     """
     job, task = record.id, record.params.task
     info = Button("info", job, "Info")
@@ -94,7 +95,10 @@ def result_buttons(record: JobRecord) -> tuple[Button, ...]:
         varies = [Button("vary_subtle", job, f"V{i + 1}", i) for i in range(len(tiles))]
         return (*ups, Button("reroll", job, "Re-roll"), *varies, info)
     if task.is_video:
-        clip = (Button("extend", job, "Extend"), Button("smooth", job, "Smooth"), info)
+        edits = (Button("extend", job, "Extend"), Button("smooth", job, "Smooth"))
+        if task == Task.UPSCALE_VIDEO:  # upscaled once, as Midjourney and Runway do
+            return (*edits, info)
+        clip = (*edits, Button("upscale", job, "Upscale"), info)
         return clip if task == Task.SMOOTH else (Button("reroll", job, "Re-roll"), *clip)
     varies = [
         Button("vary_subtle", job, "Vary (subtle)"),

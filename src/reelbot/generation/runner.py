@@ -258,7 +258,7 @@ class Runner:
 
     def preload(self, model: str, task: Task | None = None) -> None:
         """Load a model (and its pipeline for ``task``, or for all its tasks) ahead of jobs."""
-        if task == Task.UPSCALE:
+        if task in (Task.UPSCALE, Task.UPSCALE_VIDEO):  # an upscaler, not a model
             with self._lock:
                 self._sr_net(self.catalog.upscaler(model))
             return

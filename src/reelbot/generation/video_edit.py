@@ -20,7 +20,7 @@ from reelbot.clips import extend_frames
 from reelbot.errors import Cancelled, InvalidOption, MissingImage
 from reelbot.generation.runner import GenerationOutput, ProgressCallback, Runner
 from reelbot.generation.video_frames import interpolate_x2
-from reelbot.jobs import GenerationParams
+from reelbot.jobs import VIDEO_UPSCALE, GenerationParams
 from reelbot.video_inputs import DEFAULT_LIMITS, VideoLimits, load_input_video
 
 __all__ = ["EditOutput", "extend", "keyframes", "restyle", "run_job", "smooth", "upscale_video"]
@@ -155,7 +155,8 @@ def run_job(
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> GenerationOutput:
-    """One queued job with all its inputs, as the worker holds them: /smooth, Extend (an
+    """One queued job with all its inputs, as the worker holds them: /smooth, a video's
+    Upscale (every frame ×2 by ``params.model``, an upscaler), Extend (an
     /animate given the ``video`` it continues), /keyframes (``references[0]`` is its last
     image); the rest (/restyle's frames, /inpaint's mask, /blend's references) through
     ``Runner.generate``."""
@@ -164,6 +165,19 @@ def run_job(
         if cancel is not None and cancel.is_set():
             raise Cancelled()
         return smooth(video or [], rate, seed=params.seed)
+    if params.task == Task.UPSCALE_VIDEO:
+        if not video:
+            raise InvalidOption("There is no video to upscale.", option="scale")
+        return upscale_video(
+            runner,
+            video,
+            rate,
+            scale=VIDEO_UPSCALE,
+            model=params.model,
+            seed=params.seed,
+            on_progress=on_progress,
+            cancel=cancel,
+        )
     if params.task == Task.ANIMATE and video is not None:
         return extend(
             runner, params, video, rate, max_s=video_max_s, on_progress=on_progress, cancel=cancel

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from reelbot import metrics
 from reelbot.catalog import Catalog, Task
-from reelbot.clips import restyle_params
+from reelbot.clips import restyle_params, upscale_clip_params
 from reelbot.config import Settings
 from reelbot.errors import (
     BackendUnavailable,
@@ -229,6 +229,9 @@ class JobQueue:
             )
             if clip is not None and request.task == Task.RESTYLE:
                 params = restyle_params(params, self.catalog.get(params.model), clip)
+            if clip is not None and request.task == Task.UPSCALE_VIDEO:
+                upscaler, max_s = self.catalog.upscaler(params.model), self.settings.video_max_s
+                params = upscale_clip_params(params, upscaler, clip, max_s=max_s)
         except UserError as exc:
             metrics.REFUSALS.labels(platform, exc.code).inc()
             raise

@@ -1,9 +1,10 @@
 """A job's inputs, read back from Redis and decoded for its pipeline call.
 
 An image (the one to remix, animate, upscale, inpaint or describe; /blend's first), a clip
-(/restyle's, /smooth's, or the video an Extend continues), /inpaint's mask and the further images
-(/blend's others, /keyframes' last frame). Each is checked again here as it is decoded: what the
-platform sent has been probed from its header at submit, but only decoding proves it is sound.
+(/restyle's, /smooth's, the one an Upscale enlarges, or the video an Extend continues),
+/inpaint's mask and the further images (/blend's others, /keyframes' last frame). Each is
+checked again here as it is decoded: what the platform sent has been probed from its header at
+submit, but only decoding proves it is sound.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from arq.connections import ArqRedis
 from PIL import Image
 
 from reelbot.catalog import Task
+from reelbot.clips import whole_clip
 from reelbot.config import Settings
 from reelbot.errors import InvalidImage, InvalidVideo, UserError
 from reelbot.inputs import load_input_image
-from reelbot.jobs import GenerationParams
+from reelbot.jobs import VIDEO_UPSCALE, GenerationParams
 from reelbot.masks import load_mask
 from reelbot.store.records import JobRecord
 from reelbot.store.results import load_input
@@ -27,9 +29,9 @@ from reelbot.video_inputs import VideoLimits, load_input_video, probe_clip
 __all__ = ["JobInputs", "load_inputs"]
 
 CLIP_MAX_SIDE = 1024
-"""The long side a clip that is smoothed or extended is decoded at (memory: 20 s at 30 fps of
-1024×576 RGB is 1.1 GB)."""
-CLIP_MAX_FPS = 30.0
+"""The long side a clip that is smoothed, extended or upscaled is decoded at (memory: 20 s at
+30 fps of 1024×576 RGB is 1.1 GB; an Upscale of a larger clip is refused at submit,
+``jobs.VIDEO_UPSCALE_MAX_SIDE``)."""
 
 
 @dataclass
@@ -70,26 +72,29 @@ def _image(data: bytes) -> Image.Image:
 def _clip(
     data: bytes, params: GenerationParams, settings: Settings
 ) -> tuple[list[Image.Image], float, str]:
-    """The clip's frames: on /restyle's grid and size (``clips.restyle_params``); for /smooth and
-    Extend, the clip itself, at most ``video_max_s`` of it, its long side at most 1024."""
+    """The clip's frames: on /restyle's grid and size (``clips.restyle_params``); for /smooth,
+    Extend and Upscale, the clip itself (``clips.whole_clip``: at most ``video_max_s`` of it),
+    its long side at most 1024; an Upscale's at its own size, each frame doubled into
+    ``params``' size, which the note says."""
     limits = VideoLimits(max_duration_s=settings.video_input_max_s)
+    note = ""
     if params.task == Task.RESTYLE:
         fps = float(params.fps or 16)
         size = (params.width, params.height)
         frames = params.frames
     else:
         info = probe_clip(data, limits=limits)
-        fps = min(CLIP_MAX_FPS, max(1.0, info.fps))
-        # Rounded, not floored: a GIF's 0.12 s frames read as 8.33 fps, and 0.6 s of it is
-        # 4.998 frames that are 5.
-        frames = max(1, round(min(info.duration_s, settings.video_max_s) * fps))
+        frames, fps = whole_clip(info, settings.video_max_s)
         width, height = info.display_size
         scale = min(1.0, CLIP_MAX_SIDE / max(width, height))
         size = (max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2))
+        if params.task == Task.UPSCALE_VIDEO:
+            size = (width, height) if scale == 1.0 else size  # ×2 is even: no rounding
+            note = f"Upscaled x{VIDEO_UPSCALE} ({size[0] * 2}×{size[1] * 2})."
     clip = load_input_video(
         data, frames=frames, fps=fps, width=size[0], height=size[1], limits=limits
     )
-    return clip.frames, clip.fps, clip.note
+    return clip.frames, clip.fps, " ".join(n for n in (note, clip.note) if n)
 
 
 async def load_inputs(redis: ArqRedis, record: JobRecord, settings: Settings) -> JobInputs:
