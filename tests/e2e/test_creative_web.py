@@ -170,7 +170,8 @@ async def test_clips_masks_several_images_and_describe_from_the_page(
     settings: Settings, discord_runner: Any
 ) -> None:
     """Issues 17 and 18 on the web chat, through the real server, queue and worker: an MP4 to
-    /restyle stays wide, Extend lengthens it; a GIF to /smooth doubles its frames; Zoom Out 2x
+    /restyle stays wide, Extend lengthens it; a GIF to /smooth doubles its frames and Upscale
+    doubles its size; Zoom Out 2x
     doubles an image; /remix with a second image as its mask changes only the masked area;
     /describe offers four suggestions and pressing 3 queues an /imagine of the third; /blend of
     two images gives one image; /animate with two images is a keyframes video."""
@@ -198,6 +199,13 @@ async def test_clips_masks_several_images_and_describe_from_the_page(
             gif = probe_video(_gif())
             smooth, data = await done(await _files(p, "/smooth", ("in.gif", _gif(), "image/gif")))
             assert smooth["task"] == "smooth" and probe_video(data).frames == 2 * gif.frames
+            # Upscale on the smoothed clip: every frame twice the size, offered no second time.
+            smoothed = probe_video(data)
+            up, data = await done((await p.send(action="upscale", job=smooth["job_id"])).json())
+            upscaled = probe_video(data)
+            assert up["task"] == "upscale_video" and "upscale" not in up["actions"]
+            assert (upscaled.width, upscaled.height) == (2 * smoothed.width, 2 * smoothed.height)
+            assert upscaled.frames == smoothed.frames
 
             source, picture = await done((await p.send("/imagine a lighthouse --seed 3")).json())
             width, height = _size(picture)

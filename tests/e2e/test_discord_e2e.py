@@ -479,10 +479,10 @@ def mask_png(width: int, height: int) -> bytes:
 
 async def test_video_and_edit_inputs_and_buttons(stack: Stack) -> None:
     """The memo platform's loop, through Discord's attachment options and buttons: /restyle of a
-    16:9 clip stays wide, Extend makes it longer, Smooth doubles its frames; Zoom Out 2x doubles an
-    image; /remix with a mask is a region edit that keeps every pixel outside the mask; /blend of
-    two images gives one; /describe offers four prompts and pressing one queues an /imagine of
-    it; /animate with a last image is keyframes."""
+    16:9 clip stays wide, Extend makes it longer, Smooth doubles its frames, Upscale its size;
+    Zoom Out 2x doubles an image; /remix with a mask is a region edit that keeps every pixel
+    outside the mask; /blend of two images gives one; /describe offers four prompts and pressing
+    one queues an /imagine of it; /animate with a last image is keyframes."""
     emu = stack.emu
     await stack.start_worker()
 
@@ -515,6 +515,7 @@ async def test_video_and_edit_inputs_and_buttons(stack: Stack) -> None:
     assert {f"rb:ex:{job(restyle)}", f"rb:sm:{job(restyle)}"} <= set(emu.buttons(message["id"]))
     extend = await emu.click(message["id"], f"rb:ex:{job(restyle)}", user_id=BOB)
     smooth = await emu.click(message["id"], f"rb:sm:{job(restyle)}", user_id=BOB)
+    upscale = await emu.click(message["id"], f"rb:up:{job(restyle)}", user_id=BOB)
     source, made = await posted(imagine)
     assert emu.buttons(source["id"])[5] == f"rb:zo:{job(imagine)}"  # Zoom Out 2x
     zoom = await emu.click(source["id"], f"rb:zo:{job(imagine)}")
@@ -535,6 +536,9 @@ async def test_video_and_edit_inputs_and_buttons(stack: Stack) -> None:
     assert (await stack.record(job(keyed))).params.task.value == "keyframes"
     assert probe_video((await posted(extend))[1]).frames > info.frames
     assert probe_video((await posted(smooth))[1]).frames == 2 * info.frames
+    upscaled, data = await posted(upscale)  # every frame twice the size; no Upscale again
+    assert (probe_video(data).width, probe_video(data).height) == (2 * info.width, 2 * info.height)
+    assert f"rb:up:{job(upscale)}" not in emu.buttons(upscaled["id"])
     width, height = Image.open(io.BytesIO(made)).size
     assert Image.open(io.BytesIO((await posted(zoom))[1])).size == (2 * width, 2 * height)
     texts = (await stack.record(job(described))).result.texts

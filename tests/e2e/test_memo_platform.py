@@ -308,9 +308,9 @@ async def test_video_and_edit_buttons_through_the_chat_layer(
     memo: tuple[MemoBot, Settings], discord_runner: Any
 ) -> None:
     """Written once in chat/, for every platform: /restyle of a 16:9 clip stays wide; Extend
-    makes it longer, Smooth doubles its frames; Zoom Out 2x doubles an image; /remix with a mask
-    is a region edit; /describe offers four prompts and pressing one queues an /imagine of it;
-    /animate with two images ends on the second (keyframes)."""
+    makes it longer, Smooth doubles its frames, Upscale its size; Zoom Out 2x doubles an image;
+    /remix with a mask is a region edit; /describe offers four prompts and pressing one queues an
+    /imagine of it; /animate with two images ends on the second (keyframes)."""
     from reelbot.generation.media import probe_video
 
     bot, settings = memo
@@ -372,6 +372,15 @@ async def test_video_and_edit_buttons_through_the_chat_layer(
         )
         assert probe_video((await nth(10)).file).frames > 1
         assert (await _record(settings, keyed)).params.task.value == "keyframes"
+
+        # Upscale under the smoothed clip: every frame twice the size; not offered again.
+        smoothed = await nth(3)
+        up = {b.action: b for b in smoothed.buttons}["upscale"]
+        upscaled = await bot.say("bob", "room", up, group=True)
+        done = probe_video((await nth(11)).file)
+        assert (done.width, done.height) == (2 * info.width, 2 * info.height)
+        assert (await _record(settings, upscaled)).params.task.value == "upscale_video"
+        assert "upscale" not in {b.action for b in (await nth(11)).buttons}
     finally:
         stop.set()
         async with asyncio.timeout(30):

@@ -153,3 +153,13 @@ async def test_clips_albums_and_edit_buttons(
         lone = emu.user_media(chat, ALICE, [("photo", _png(64, 64))], caption="/blend")
         [refused] = await replies_to(emu, lone[0])
         assert "2 to 4 images" in refused
+
+        # Upscale under the smoothed clip (Bob's press): every frame twice the size, and no
+        # Upscale under the upscaled one.
+        smoothed = await nth(3)
+        emu.press_button(BOB, smoothed, f"up:{(await job(3)).id}")
+        upscaled = await nth(11)
+        before, after = probe_video(_file(emu, smoothed)), probe_video(_file(emu, upscaled))
+        assert (after.width, after.height) == (2 * before.width, 2 * before.height)
+        assert (await job(11)).params.task == Task.UPSCALE_VIDEO
+        assert not any(k.startswith("up:") for k in _keys(upscaled))
