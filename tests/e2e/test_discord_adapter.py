@@ -423,6 +423,45 @@ async def test_result_posted_as_followup_with_buttons(
     assert record.posted_message_id == msg["id"]
 
 
+async def test_edit_region_answers_the_presser_alone_with_a_link_that_opens(
+    discord_emu: DiscordEmulator, start: Start, queue: Queue, discord_redis_url: str
+) -> None:
+    """With REELBOT_PUBLIC_URL an image result offers Edit region (before Info); Bob's press is
+    answered privately with a link to the web editor that opens on Alice's image. (Without the
+    setting there is no such button: ``test_result_posted_as_followup_with_buttons``.)"""
+    import httpx
+
+    from reelbot.bots.web.service import bind, serve_web
+
+    sock = bind("127.0.0.1", 0)
+    web_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    stop = asyncio.Event()
+    web = Settings(redis_url=discord_redis_url, models="tiny", public_url=web_url)
+    serving = asyncio.create_task(serve_web(web, stop, sock))
+    try:
+        await start(public_url=web_url)
+        inter = queue.watch(await discord_emu.slash("imagine", {"prompt": "a fox"}))
+        await answered(discord_emu, inter)
+        await queue.wait_submitted(1)
+        await queue.finish(0, data=png(color="blue"))
+        result = (await discord_emu.wait_for(lambda: discord_emu.followups(inter)))[0]
+        job = queue.job_of(0)
+        assert discord_emu.buttons(result["id"])[-2:] == [f"rb:ed:{job}", f"rb:in:{job}"]
+        click = await discord_emu.click(result["id"], f"rb:ed:{job}", user_id=BOB)
+        [said] = await discord_emu.wait_for(lambda: discord_emu.followups(click))
+        assert int(said["flags"]) & 64, said  # ephemeral: for Bob only
+        link = next(w for w in str(said["content"]).split() if w.startswith(f"{web_url}/edit?t="))
+        async with httpx.AsyncClient(timeout=10) as browser:
+            assert (await browser.get(link)).status_code == 200
+            image = await browser.get(link.replace("/edit?", "/edit/source?"))
+            assert Image.open(io.BytesIO(image.content)).getpixel((0, 0)) == (0, 0, 255)
+        assert await queue.records.get(job_id_for("discord", click.id)) is None  # no job yet
+    finally:
+        stop.set()
+        async with asyncio.timeout(30):
+            await serving
+
+
 async def test_failure_and_cancel_outcomes(
     discord_emu: DiscordEmulator, start: Start, queue: Queue
 ) -> None:

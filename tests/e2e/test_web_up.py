@@ -112,6 +112,7 @@ async def test_demo_answers_imagine_with_an_image(web_up: WebUp) -> None:
             "reroll",
             "animate",
             *("zoom_2", "zoom_15", "pan_left", "pan_right", "pan_up", "pan_down"),
+            "edit",  # Edit region: the page's own editor
             "info",
         ]
         assert "--seed 7" in result["summary"]

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reelbot.chat.edit_links import LINK_TTL_S, Grant, offered, sign, verify
+from reelbot.chat.edit_links import LINK_TTL_S, Grant, sign, verify
 from reelbot.config import Settings
 from reelbot.errors import LinkRefused, UserError
 from reelbot.jobs import ReplyAddress
@@ -86,10 +86,9 @@ def test_random_tokens_are_only_ever_refused(token: str) -> None:
         verify(KEY, token, now=NOW)
 
 
-def test_edit_region_is_offered_on_the_web_always_elsewhere_with_a_public_url() -> None:
-    assert offered(Settings(), "web") and not offered(Settings(), "discord")
+def test_the_public_url_is_an_address_to_open() -> None:
     public = Settings(public_url="https://reelbot.example.com/")
     assert public.public_url == "https://reelbot.example.com"  # no trailing slash
-    assert offered(public, "telegram")
+    assert Settings().public_url is None
     with pytest.raises(ValueError, match="use the address people open"):
         Settings(public_url="reelbot.example.com")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import cast, get_args
 
 from reelbot.catalog import Task
+from reelbot.chat.edit_links import EditLinks, edit_region
 from reelbot.chat.followups import Rerun
 from reelbot.chat.history import History, Shown
 from reelbot.chat.replies import Button
@@ -23,8 +24,10 @@ from reelbot.jobs import ReplyAddress
 from reelbot.store.records import JobRecord
 
 __all__ = [
+    "IN_WORDS",
     "Answer",
     "TextCommands",
+    "in_words",
     "is_generation",
     "press",
     "split_command",
@@ -61,12 +64,20 @@ async def press(
     reply: ReplyAddress,
     source_id: str,
     same_chat: bool = False,
+    text: str = "",
+    mask: bytes | None = None,
 ) -> Ticket | str:
     """A button under a result (cancel is the platform's: it edits the status in place): Info
-    answers in words; any other starts a job of the presser's own, on their quota.
+    answers in words, and so does Edit region (its link) unless it brings the web editor's
+    ``mask`` and ``text``; any other starts a job of the presser's own, on their quota.
     ``same_chat``: see ``ChatService.rerun``."""
-    if button.action == "info":
-        return await History(service).info(ctx, button.job_id)
+    if button.action == "edit" and mask is not None:
+        record = await History(service).job(ctx, button.job_id, posted_here=True)
+        return await edit_region(
+            service, ctx, record, text, mask, reply=reply, source_id=source_id, index=button.index
+        )
+    if button.action in IN_WORDS:
+        return await in_words(service, ctx, button)
     if button.action not in get_args(Rerun):
         raise InvalidPrompt("That button isn't one reelbot knows; run the command again.")
     how = cast(Rerun, button.action)
@@ -79,6 +90,17 @@ async def press(
         index=button.index,
         same_chat=same_chat,
     )
+
+
+IN_WORDS = frozenset({"info", "edit"})
+"""The buttons answered in words to the presser alone: Info's spec, Edit region's link."""
+
+
+async def in_words(service: ChatService, ctx: Context, button: Button) -> str:
+    """The answer to an Info or Edit region press (``IN_WORDS``), to show the presser only."""
+    if button.action == "edit":
+        return await EditLinks(service).offer(ctx, button.job_id)
+    return await History(service).info(ctx, button.job_id)
 
 
 def unknown_command(name: str) -> str:

@@ -23,6 +23,7 @@ import re
 import secrets
 import time
 
+from arq.connections import ArqRedis
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from reelbot.catalog import Task
@@ -39,9 +40,11 @@ __all__ = [
     "LINK_TTL_S",
     "EditLinks",
     "Grant",
+    "claim",
     "edit_region",
-    "offered",
+    "read_grant",
     "sign",
+    "signing_key",
     "verify",
 ]
 
@@ -59,12 +62,6 @@ NO_LINKS = (
     "Edit region needs the web editor, and this server has none (REELBOT_PUBLIC_URL is unset)."
 )
 _B64 = re.compile(r"[A-Za-z0-9_-]{1,4096}")
-
-
-def offered(settings: Settings, platform: str) -> bool:
-    """Whether results on ``platform`` show Edit region: always in the web chat (its editor is
-    in the page), elsewhere when there is a public web editor to link to."""
-    return platform == "web" or settings.public_url is not None
 
 
 class Grant(BaseModel):
@@ -117,6 +114,41 @@ def verify(key: bytes, token: str, *, now: float | None = None) -> Grant:
     if grant.expires_at <= (time.time() if now is None else now):
         raise LinkRefused(EXPIRED, reason="expired")
     return grant
+
+
+async def signing_key(redis: ArqRedis, settings: Settings) -> bytes:
+    """The key links are signed with: ``REELBOT_EDIT_LINK_KEY``, else the one made once in Redis
+    (SET NX, so every process reads the same without being configured)."""
+    if settings.edit_link_key is not None:
+        return settings.edit_link_key.get_secret_value().encode()
+    async with reachable():
+        await redis.set(keys.EDIT_LINK_KEY, secrets.token_hex(32), nx=True)
+        stored = await redis.get(keys.EDIT_LINK_KEY)
+    return bytes.fromhex(stored.decode() if isinstance(stored, bytes) else str(stored))
+
+
+async def read_grant(redis: ArqRedis, settings: Settings, token: str) -> Grant:
+    """The grant of a link, or ``LinkRefused`` (forged, mangled, expired)."""
+    return verify(await signing_key(redis, settings), token)
+
+
+async def claim(redis: ArqRedis, grant: Grant, browser: str | None, *, first: bool = True) -> str:
+    """Bind a link to one browser: ``browser`` is its secret from an earlier open (its cookie),
+    if any. ``first``: a link nobody opened yet is claimed with a new secret (the page's open);
+    else it must be this browser's already (its image, its submit). Refused in words."""
+    fresh = secrets.token_urlsafe(24)
+    ttl = max(1, math.ceil(grant.expires_at - time.time()) + CLAIM_MARGIN_S)
+    key = keys.edit_link_claim(grant.id)
+    async with reachable():
+        if first and await redis.set(key, fresh, nx=True, ex=ttl):
+            return fresh
+        held = await redis.get(key)
+    held_text = held.decode() if isinstance(held, bytes) else str(held or "")
+    if browser and held_text and hmac.compare_digest(held_text, browser):
+        return browser
+    if not held_text:
+        raise LinkRefused(UNOPENED, reason="unopened")
+    raise LinkRefused(CLAIMED, reason="claimed")
 
 
 def _reply_of(record: JobRecord, ctx: Context) -> ReplyAddress:
@@ -179,18 +211,6 @@ class EditLinks:
     def __init__(self, service: ChatService) -> None:
         self.service = service
 
-    async def key(self) -> bytes:
-        """The signing key: the setting, else the one made once in Redis (SET NX)."""
-        given = self.service.settings.edit_link_key
-        if given is not None:
-            return given.get_secret_value().encode()
-        redis = self.service.redis
-        async with reachable():
-            await redis.set(keys.EDIT_LINK_KEY, secrets.token_hex(32), nx=True)
-            stored = await redis.get(keys.EDIT_LINK_KEY)
-        text = stored.decode() if isinstance(stored, bytes) else str(stored)
-        return bytes.fromhex(text)
-
     async def mint(self, ctx: Context, job_id: str, *, now: float | None = None) -> str:
         """A link to edit ``job_id``'s image as the presser; refused where there is no editor
         or no image the presser may see here (Info's rule)."""
@@ -211,7 +231,8 @@ class EditLinks:
             reply=_reply_of(record, ctx),
             expires_at=(time.time() if now is None else now) + LINK_TTL_S,
         )
-        return f"{base}/edit?t={sign(await self.key(), grant)}"
+        key = await signing_key(self.service.redis, self.service.settings)
+        return f"{base}/edit?t={sign(key, grant)}"
 
     async def offer(self, ctx: Context, job_id: str) -> str:
         """The private answer to an Edit region press: the link and how long it works."""
@@ -221,29 +242,6 @@ class EditLinks:
             f"The link works for {round(LINK_TTL_S / 60)} minutes, for you only; the result "
             "is posted here."
         )
-
-    async def grant(self, token: str) -> Grant:
-        """The grant of a link, or ``LinkRefused`` (forged, mangled, expired)."""
-        return verify(await self.key(), token)
-
-    async def claim(self, grant: Grant, browser: str | None, *, first: bool = True) -> str:
-        """Bind a link to one browser: ``browser`` is its secret from an earlier open (its
-        cookie), if any. ``first``: a link nobody opened yet is claimed with a new secret (the
-        page's open); else it must be this browser's already (its image, its submit)."""
-        fresh = secrets.token_urlsafe(24)
-        ttl = max(1, math.ceil(grant.expires_at - time.time()) + CLAIM_MARGIN_S)
-        claim = keys.edit_link_claim(grant.id)
-        redis = self.service.redis
-        async with reachable():
-            if first and await redis.set(claim, fresh, nx=True, ex=ttl):
-                return fresh
-            held = await redis.get(claim)
-        held_text = held.decode() if isinstance(held, bytes) else str(held or "")
-        if browser and held_text and hmac.compare_digest(held_text, browser):
-            return browser
-        if not held_text:
-            raise LinkRefused(UNOPENED, reason="unopened")
-        raise LinkRefused(CLAIMED, reason="claimed")
 
     def context(self, grant: Grant) -> Context:
         """The presser, as the grant's platform knows them (owners recomputed here)."""

@@ -45,6 +45,7 @@ class Button:
 
 SHORT = {"extend": "ex", "smooth": "sm", "zoom_2": "zo", "zoom_15": "zh", "imagine": "im"}
 SHORT |= {"pan_left": "pl", "pan_right": "pr", "pan_up": "pu", "pan_down": "pd"}
+SHORT |= {"edit": "ed"}  # Edit region: a link to the web editor, or its mask
 """Two-letter codes of the video, zoom, pan and /describe buttons in a platform's button data
 (the older actions keep the codes each platform gave them)."""
 

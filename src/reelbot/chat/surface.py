@@ -74,8 +74,9 @@ def status_buttons(job_id: str, status: JobStatus) -> tuple[Button, ...]:
     return ()
 
 
-def result_buttons(record: JobRecord) -> tuple[Button, ...]:
-    """What a result offers next, as Midjourney's and Runway's do.
+def result_buttons(record: JobRecord, *, edit: bool = False) -> tuple[Button, ...]:
+    """What a result offers next, as Midjourney's and Runway's do (``edit``: one image offers
+    Edit region too, before Info: ``chat.edit_links``).
 
     A grid: U1–U4 (upscale image i) and Re-roll, then V1–V4 (a subtle variation of image i) and
     Info. One image: Upscale, Vary (subtle), Vary (strong), Re-roll, Animate; Zoom Out 2× and
@@ -109,11 +110,12 @@ def result_buttons(record: JobRecord) -> tuple[Button, ...]:
         Button("zoom_15", job, "Zoom Out 1.5x"),
         *(Button(f"pan_{way}", job, arrow) for way, arrow in PANS.items()),
     )
+    region = (Button("edit", job, "Edit region"),) if edit else ()
     if task == Task.UPSCALE:
-        return (*varies, Button("animate", job, "Animate"), *edges, info)
+        return (*varies, Button("animate", job, "Animate"), *edges, *region, info)
     up = Button("upscale", job, "Upscale")
     again = Button("reroll", job, "Re-roll")
-    return (up, *varies, again, Button("animate", job, "Animate"), *edges, info)
+    return (up, *varies, again, Button("animate", job, "Animate"), *edges, *region, info)
 
 
 PANS = {"left": "⬅️", "right": "➡️", "up": "⬆️", "down": "⬇️"}
@@ -184,6 +186,9 @@ class Conversation:
             notice=self.notice,
         )
         self.result_ttl_s = settings.result_ttl_s
+        self.edit_links = settings.public_url is not None
+        """Whether one image's result offers Edit region: a web editor to link to (the web
+        chat's page has its own, ``bots.web.views``)."""
 
     def watch(self, ticket: Ticket, request: GenerationRequest) -> None:
         """Redraw a queued job's place in line until it runs (when positions are refreshed)."""
@@ -272,7 +277,8 @@ class Conversation:
         self._paces.pop(record.id, None)
         self._previews.pop(record.id, None)
         if delivery.kind == "result" and delivery.data is not None:
-            posted = await self.surface.post_result(record, delivery.data, result_buttons(record))
+            buttons = result_buttons(record, edit=self.edit_links)
+            posted = await self.surface.post_result(record, delivery.data, buttons)
             done = Status(JobStatus.DELIVERED, record.request.text)
             with contextlib.suppress(Exception):
                 await self.surface.edit_status(record.request.reply, record.id, done, None, ())

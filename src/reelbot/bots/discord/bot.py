@@ -17,7 +17,7 @@ from reelbot.bots.discord.buttons import view_of
 from reelbot.bots.discord.surface import TOKEN_LIFETIME_S, DiscordSurface
 from reelbot.catalog import Task
 from reelbot.chat.attachments import Inputs, check_declared_file, has, task_for
-from reelbot.chat.commands import TextCommands, press
+from reelbot.chat.commands import IN_WORDS, TextCommands, in_words, press
 from reelbot.chat.replies import Button, lookup, reply_for
 from reelbot.chat.service import ChatService, Context, Ticket
 from reelbot.chat.surface import Conversation, result_buttons, status_buttons
@@ -195,8 +195,8 @@ class DiscordBot:
             if button.action == "cancel":
                 await self.cancel_button(interaction, job)
                 return
-            if button.action == "info":  # privately: it is the presser's question
-                await self.private(interaction, self.history.info(ctx, job))
+            if button.action in IN_WORDS:  # privately: Info's spec, Edit region's link
+                await self.private(interaction, in_words(self.service, ctx, button))
                 return
             # Acknowledge before touching Redis: a slow lookup must not cost the 3 s window.
             reply = await self._acknowledge(interaction)

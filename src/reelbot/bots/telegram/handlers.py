@@ -11,18 +11,18 @@ from typing import cast
 from telegram import Message, Update
 from telegram import User as TgUser
 from telegram.constants import ChatMemberStatus, ChatType
-from telegram.error import TelegramError
+from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import ContextTypes
 
 from reelbot.catalog import Task
 from reelbot.chat.albums import Albums, fetched, planned
-from reelbot.chat.commands import TextCommands, is_generation
+from reelbot.chat.commands import IN_WORDS, TextCommands, in_words, is_generation
 from reelbot.chat.followups import Rerun
 from reelbot.chat.replies import Reply
 from reelbot.chat.service import ChatService, Context, Ticket
 from reelbot.chat.surface import repost, submit_with_status
 from reelbot.chat.texts import help_text
-from reelbot.errors import JobNotFound
+from reelbot.errors import JobNotFound, NotAllowed
 from reelbot.jobs import Options, ReplyAddress, job_id_for, parse_prompt
 
 from .parse import command_of, find_inputs
@@ -38,6 +38,8 @@ ALERT_LIMIT = 200
 """answerCallbackQuery shows at most 200 characters."""
 ACK = {"reroll": "Re-rolling…", "vary": "Making variations…", "animate": "Animating…"}
 ACK["upscale"] = "Upscaling…"
+START_FIRST = "The link goes to our private chat: open @%s, press Start, then Edit region again."
+SENT = "I sent you the link in our private chat."
 
 
 class CommandLayer:
@@ -174,9 +176,16 @@ class CommandLayer:
                 said = await self.service.cancel(ctx, job_id)
             await query.answer(said.text[:ALERT_LIMIT])
             return
-        if action == "info":  # longer than an alert: a reply under the result
-            await query.answer()
-            await self._say(message, await self.commands.history.info(ctx, job_id))
+        if action in IN_WORDS:  # Info under the result; Edit region's link to the presser alone
+            words, me = await in_words(self.service, ctx, press), str(query.from_user.id)
+            alone = ReplyAddress(platform=PLATFORM, channel_id=me)
+            try:
+                await self.surface.answer(
+                    alone if action == "edit" else self._address(message), Reply(words, False)
+                )
+            except (Forbidden, BadRequest) as exc:  # no private chat with the bot yet
+                raise NotAllowed(START_FIRST % self.bot.username) from exc
+            await query.answer(SENT if action == "edit" and message.chat.id < 0 else None)
             return
         old = await self.service.request_of(job_id)
         if old is None:

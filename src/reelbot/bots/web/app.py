@@ -112,20 +112,19 @@ def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> 
         client = _id(client, "client id")
         async with request.form(max_files=MAX_FILES, max_fields=8) as form:
             message_id = _id(_field(form.get("msg")), "message id")
-            action = _field(form.get("action"))
-            if action:
+            files, masks = _files(form, "image"), _files(form, "mask")
+            if len(masks) > 1:
+                raise InvalidMask("Send one mask (white = change) with the command.")
+            sizes = (oversized(f.content_type or "", f.size or 0) for f in (*files, *masks))
+            if (refused := next(filter(None, sizes), None)) is not None:
+                return _error(413, "too_large", refused)  # each file by its kind's limit
+            uploads = [await _upload(each) for each in (*files, *masks)]
+            mask, text = uploads.pop() if masks else None, _field(form.get("text")) or ""
+            if action := _field(form.get("action")):  # a button (Edit region's: with a mask)
                 job, index = _field(form.get("job")) or "", _index(_field(form.get("index")))
-                answer = await chat.action(client, message_id, action, job, index)
+                edit = {"text": text, "mask": mask.data if mask else None}
+                answer = await chat.action(client, message_id, action, job, index, **edit)
             else:
-                files, masks = _files(form, "image"), _files(form, "mask")
-                if len(masks) > 1:
-                    raise InvalidMask("Send one mask (white = change) with the command.")
-                sizes = (oversized(f.content_type or "", f.size or 0) for f in (*files, *masks))
-                if (refused := next(filter(None, sizes), None)) is not None:
-                    return _error(413, "too_large", refused)  # each file by its kind's limit
-                uploads = [await _upload(each) for each in (*files, *masks)]
-                mask = uploads.pop() if masks else None
-                text = _field(form.get("text")) or ""
                 answer = await chat.command(client, message_id, text, *uploads, mask=mask)
         return JSONResponse(answer)
 
@@ -144,8 +143,7 @@ def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> 
         found = await chat.media(job_id, client=client, part=part) if _ID.match(client) else None
         if found is None:
             return _error(404, "not_found", "No such result (or it expired).")
-        data, mime = found
-        return ranged(request, data, mime)
+        return ranged(request, *found)  # the bytes and their type
 
     routes = [
         Route("/", page),

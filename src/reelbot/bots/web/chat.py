@@ -70,16 +70,16 @@ class WebChat:
         return self._card(await self.service.generate(ctx, Task(name), rest, **inputs, **where))
 
     async def action(
-        self, client: str, message_id: str, action: str, job_id: str, index: int | None = None
+        self, client: str, msg: str, action: str, job_id: str, index: int | None = None, **edit: Any
     ) -> dict[str, Any]:
-        """A button under a job card (``index``: under image i of a grid): re-roll, vary… cancel."""
+        """A button under a card (``index``: image i of a grid; ``edit``: the editor's mask)."""
         ctx = self.context(client)
         if action == "cancel":
             return self._cancelled(await self.service.cancel(ctx, job_id))
         button = Button(OLD_NAMES.get(action, action), job_id, "", index)
         # Only this browser's own jobs: a job id is all a click carries.
-        where = self._reply(client, message_id)
-        said = await press(self.service, ctx, button, same_chat=True, **where)
+        where = self._reply(client, msg)
+        said = await press(self.service, ctx, button, same_chat=True, **where, **edit)
         return _text(said) if isinstance(said, str) else self._card(said)
 
     @staticmethod

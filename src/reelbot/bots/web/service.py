@@ -16,6 +16,7 @@ from reelbot.catalog import load_catalog
 from reelbot.config import Settings
 from reelbot.errors import ConfigError
 from reelbot.runtime import http
+from reelbot.runtime.edit_page import EditPage
 from reelbot.runtime.http import Hub, is_loopback
 from reelbot.runtime.signals import setup_logging, until_signal
 from reelbot.store.connection import connected
@@ -43,6 +44,7 @@ class WebService:
             self.chat, self.hub, token=token, loopback=is_loopback(settings.web_host)
         )
         self.conversation = WebConversation(self.chat.service, WebSurface(self.hub), settings)
+        self.app.router.routes.extend(EditPage(redis, settings, self.chat.catalog).routes)
 
     async def serve(self, stop: asyncio.Event, sock: socket.socket) -> None:
         """Serve until ``stop`` is set, then close the streams, the server and the consumer."""

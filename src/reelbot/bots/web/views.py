@@ -25,7 +25,7 @@ def actions(buttons: tuple[Button, ...], index: int | None = None) -> list[str]:
 
 def _actions(record: JobRecord, status: JobStatus) -> list[str]:
     if status in (JobStatus.DELIVERING, JobStatus.DELIVERED) and record.result is not None:
-        return actions(result_buttons(record))
+        return actions(result_buttons(record, edit=True))  # the page has the editor
     # A failed job can be tried again from its card.
     return ["reroll"] if status == JobStatus.FAILED else actions(status_buttons(record.id, status))
 
@@ -45,7 +45,7 @@ def job_view(
         kind = "video" if info.mime.startswith("video/") else "image"
         media = {"url": url, "kind": kind} | info.model_dump(include=_SHOWN)
         # A grid shows as its images, each with its own buttons (U1 and V1 under the first).
-        buttons = result_buttons(record)
+        buttons = result_buttons(record, edit=True)
         media["tiles"] = [
             {"url": f"{url}&part={i}", "actions": actions(buttons, i)}
             | tile.model_dump(include=_SHOWN)
