@@ -85,7 +85,8 @@ async def test_vary_remix_shape_info_history_and_show_after_a_restart(
             assert source[0] > source[1]
             assert card["actions"] == [
                 *("upscale", "vary_subtle", "vary_strong", "reroll", "animate"),
-                *("zoom_2", "zoom_15", "pan_left", "pan_right", "pan_up", "pan_down", "info"),
+                *("zoom_2", "zoom_15", "pan_left", "pan_right", "pan_up", "pan_down", "edit"),
+                "info",
             ]
             # Vary (subtle): the source's size and model.
             varied = (await p.send(action="vary_subtle", job=job)).json()
