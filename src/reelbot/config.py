@@ -81,12 +81,24 @@ class CoreSection(BaseModel):
                 raise ValueError(f"{item!r} is not PLATFORM:ID (e.g. discord:123)")
         return value
 
+    @field_validator("public_url", "edit_link_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value  # compose's ${VAR:-} passes an empty string
+
     @field_validator("public_url")
     @classmethod
     def _check_public_url(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
             raise ValueError("use the address people open, e.g. https://reelbot.example.com")
         return value.rstrip("/") if value is not None else None
+
+    @field_validator("edit_link_key")
+    @classmethod
+    def _check_link_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("use at least 16 random characters (openssl rand -hex 32)")
+        return value
 
 
 class DiscordSection(BaseModel):

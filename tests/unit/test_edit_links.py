@@ -92,3 +92,6 @@ def test_the_public_url_is_an_address_to_open() -> None:
     assert Settings().public_url is None
     with pytest.raises(ValueError, match="use the address people open"):
         Settings(public_url="reelbot.example.com")
+    assert Settings(public_url="", edit_link_key="").edit_link_key is None  # compose's ${X:-}
+    with pytest.raises(ValueError, match="at least 16 random characters"):
+        Settings(edit_link_key="short")
