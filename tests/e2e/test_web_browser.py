@@ -117,7 +117,35 @@ def test_the_page_makes_an_image_and_a_video(browser: Any, web_up: WebUp, tmp_pa
         f"return [...{card}.querySelectorAll('.buttons button')].map(b => b.dataset.action)"
     )
     edges = ["zoom_2", "zoom_15", "pan_left", "pan_right", "pan_up", "pan_down"]
-    assert buttons == ["upscale", "vary_subtle", "vary_strong", "reroll", "animate", *edges, "info"]
+    assert buttons == [
+        *("upscale", "vary_subtle", "vary_strong", "reroll", "animate", *edges, "edit", "info")
+    ]
+
+    # Edit region: the page's editor on the result; painted with pointer events, submitted, an
+    # /inpaint of the stored result comes back as a new card.
+    browser.execute_script(f"{card}.querySelector('button[data-action=edit]').click()")
+    _until(
+        browser,
+        "const c = document.querySelector('.rb-editor canvas');return c && c.width > 0;",
+        "the editor's image",
+    )
+    browser.execute_script(
+        """const c = document.querySelector('.rb-editor canvas'), r = c.getBoundingClientRect();
+        const at = (x, y) => ({clientX: r.left + x * r.width, clientY: r.top + y * r.height,
+                               bubbles: true, pointerId: 1});
+        c.dispatchEvent(new PointerEvent('pointerdown', at(0.3, 0.3)));
+        c.dispatchEvent(new PointerEvent('pointermove', at(0.6, 0.6)));
+        c.dispatchEvent(new PointerEvent('pointerup', at(0.6, 0.6)));
+        document.querySelector('.rb-editor .rb-prompt').value = 'a red door';
+        document.querySelector('.rb-editor .rb-submit').click();"""
+    )
+    region = _until(browser, _LAST_CARD, "the Edit region card", job)
+    region_card = f"document.querySelector('.job[data-job=\"{region}\"]')"
+    _until(browser, f"return {region_card}.querySelector('img.result') !== null", "its result")
+    assert "/inpaint" in browser.execute_script(
+        f"return {region_card}.querySelector('.status').textContent"
+    )
+    assert browser.execute_script("return document.querySelector('.rb-editor') === null")
 
     # Two files picked at once: the picture, then its mask (white = change) → a region edit.
     from PIL import Image
@@ -131,7 +159,7 @@ def test_the_page_makes_an_image_and_a_video(browser: Any, web_up: WebUp, tmp_pa
     browser.find_element(By.ID, "file").send_keys(f"{picture}\n{mask}")
     assert "picture.png, mask.png" in browser.find_element(By.ID, "chip").text
     _type(browser, "/remix a red door")
-    edit = _until(browser, _LAST_CARD, "the region edit's card", job)
+    edit = _until(browser, _LAST_CARD, "the region edit's card", region)
     edit_card = f"document.querySelector('.job[data-job=\"{edit}\"]')"
     _until(browser, f"return {edit_card}.querySelector('img.result') !== null", "the edit")
     assert "/inpaint" in browser.execute_script(
