@@ -299,7 +299,9 @@ class HangingRunner:
         return self.real.generate_batch(items, **kwargs)
 
 
-STALL_S = 1.0
+STALL_S = 3.0
+"""Short for a test, yet longer than a tiny pipeline's load-to-first-step on a busy machine: the
+job after the hung one ran into 1 s (its first step came later) and failed as stalled too."""
 
 
 @pytest.mark.parametrize("rep", REPS)
