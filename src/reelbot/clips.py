@@ -16,6 +16,8 @@ from reelbot.video_inputs import ClipInfo
 
 __all__ = [
     "CLIP_MAX_FPS",
+    "CLIP_MAX_SIDE",
+    "edit_size",
     "extend_frames",
     "grid_floor",
     "keyframes_model",
@@ -26,6 +28,10 @@ __all__ = [
 
 CLIP_MAX_FPS = 30.0
 """The rate a clip that is smoothed, extended or upscaled is decoded at, at most."""
+CLIP_MAX_SIDE = 1024
+"""The long side a clip that is smoothed, extended or upscaled is decoded at, at most (memory:
+20 s at 30 fps of 1024×576 RGB is 1.1 GB); an upscaled one stops at twice that
+(``jobs.VIDEO_UPSCALE_MAX_SIDE``)."""
 
 
 def grid_floor(spec: ModelSpec, frames: int) -> int:
@@ -55,16 +61,30 @@ def whole_clip(info: ClipInfo, max_s: float) -> tuple[int, float]:
     return max(1, round(min(info.duration_s, max_s) * fps)), fps
 
 
+def edit_size(info: ClipInfo, *, exact: bool = False) -> tuple[int, int]:
+    """The size a clip to smooth, extend or upscale is decoded at: its upright size, its long
+    side at most ``CLIP_MAX_SIDE``, rounded to even sides (``exact``: an Upscale's clip keeps
+    its own size when it fits, so that twice it is exactly twice the clip)."""
+    width, height = info.display_size
+    scale = min(1.0, CLIP_MAX_SIDE / max(width, height))
+    if exact and scale == 1.0:
+        return width, height
+    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+
+
 def upscale_clip_params(
     params: GenerationParams, upscaler: UpscalerSpec, info: ClipInfo, *, max_s: float
 ) -> GenerationParams:
-    """A video's Upscale fitted to the clip: the frames the worker upscales (``whole_clip``)
-    and their cost, one upscaled image of the output's size (``UpscalerSpec.estimate_cost``'s
-    rate) for each frame."""
+    """A video's Upscale fitted to the clip: twice the size it is decoded at (``edit_size``:
+    a clip over ``CLIP_MAX_SIDE`` ends at twice that, less than twice its own), the frames the
+    worker upscales (``whole_clip``), and their cost: one upscaled image of the output's size
+    (``UpscalerSpec.estimate_cost``'s rate) for each frame."""
     frames, fps = whole_clip(info, max_s)
-    per_frame = upscaler.cost_weight * params.width * params.height / (512 * 512)
+    width, height = (2 * side for side in edit_size(info, exact=True))
+    per_frame = upscaler.cost_weight * width * height / (512 * 512)
     cost = round(per_frame * frames, 2)
-    return params.model_copy(update={"frames": frames, "fps": round(fps), "cost": cost})
+    update = {"width": width, "height": height, "frames": frames, "fps": round(fps), "cost": cost}
+    return params.model_copy(update=update)
 
 
 def extend_frames(spec: ModelSpec, *, have: int, fps: float, asked: int, max_s: float) -> int:

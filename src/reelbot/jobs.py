@@ -835,8 +835,9 @@ def _resolve_smooth(
 VIDEO_UPSCALE = 2
 """A video result's Upscale: every frame ×2 (the image's subtle Upscale; no ×4 of a clip)."""
 VIDEO_UPSCALE_MAX_SIDE = 2048
-"""The long side an upscaled clip may reach: the worker decodes the clips it edits at up to
-1024 (``worker.inputs.CLIP_MAX_SIDE``), so a clip longer than that is refused, not shrunk."""
+"""The long side an upscaled clip may reach: twice the 1024 the worker decodes the clips it
+edits at (``clips.CLIP_MAX_SIDE``); a clip between the two is upscaled to it, less than ×2,
+and one already as long is refused (as ``/upscale`` treats images at ``upscale_max_side``)."""
 
 
 def _resolve_upscale_video(
@@ -848,11 +849,12 @@ def _resolve_upscale_video(
     seed: int,
 ) -> GenerationParams:
     """A video result's Upscale: the clip (``image_size``, its upright size; without it, a check
-    before the clip is read, the size is 0) twice as large by the deployment's upscaler. Its
-    frames, rate and cost follow from the clip: ``clips.upscale_clip_params``.
+    before the clip is read, the size is 0) twice as large by the deployment's upscaler, its
+    long side at most ``VIDEO_UPSCALE_MAX_SIDE``. The size it is decoded at, its frames, rate
+    and cost follow from the clip's header: ``clips.upscale_clip_params``.
 
     Raises:
-        InvalidOption: the clip is too large to double (``VIDEO_UPSCALE_MAX_SIDE``).
+        InvalidOption: the clip is already ``VIDEO_UPSCALE_MAX_SIDE`` long.
     """
     if prompt:
         raise InvalidPrompt("Upscale takes a video and no prompt: it only enlarges the frames.")
@@ -862,18 +864,19 @@ def _resolve_upscale_video(
         raise InvalidOption(f"--{flag} does not apply to a video's Upscale.", option=flag)
     upscaler = catalog.upscaler()
     width, height = image_size or (0, 0)
-    if max(width, height) * VIDEO_UPSCALE > VIDEO_UPSCALE_MAX_SIDE:
+    if max(width, height) >= VIDEO_UPSCALE_MAX_SIDE:
         raise InvalidOption(
-            f"This video is already {width}x{height}; upscaled videos here are at most "
-            f"{VIDEO_UPSCALE_MAX_SIDE} pixels on the long side, so it cannot be doubled.",
+            f"This video is already {width}x{height}; upscaled videos here stop at "
+            f"{VIDEO_UPSCALE_MAX_SIDE} pixels on the long side.",
             option="scale",
         )
+    width, height = _upscaled_size(image_size, VIDEO_UPSCALE, VIDEO_UPSCALE_MAX_SIDE)
     return GenerationParams(
         task=Task.UPSCALE_VIDEO,
         model=upscaler.name,
         prompt="",
-        width=width * VIDEO_UPSCALE,
-        height=height * VIDEO_UPSCALE,
+        width=width,
+        height=height,
         steps=1,
         guidance=0.0,
         seed=seed % (MAX_SEED + 1),

@@ -1,6 +1,6 @@
 """A video result's Upscale (``Task.UPSCALE_VIDEO``): planned at submit from the clip's header
-(twice its size, refused in words past 2048 pixels, priced per frame), decoded by the worker at
-the clip's own size, and run by the tiny upscaler over every frame."""
+(twice its size up to 2048 pixels, refused in words past it, priced per frame), decoded by the
+worker at the clip's own size, and run by the tiny upscaler over every frame."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import pytest
 from PIL import Image
 
 from reelbot.catalog import Catalog, Task
-from reelbot.clips import upscale_clip_params, whole_clip
+from reelbot.clips import CLIP_MAX_SIDE, edit_size, upscale_clip_params, whole_clip
 from reelbot.config import Settings
 from reelbot.errors import InvalidOption, InvalidPrompt
 from reelbot.generation.runner import Runner
 from reelbot.generation.video_edit import run_job
 from reelbot.jobs import VIDEO_UPSCALE_MAX_SIDE, Options, resolve
 from reelbot.video_inputs import ClipInfo
-from reelbot.worker.inputs import _clip
+from reelbot.worker.inputs import _clip, _upscaled
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 
@@ -45,17 +45,27 @@ def test_an_upscale_doubles_the_clip_and_costs_per_frame(tiny_catalog: Catalog) 
     fitted = upscale_clip_params(params, upscaler, _info(320, 180, duration_s=3.0), max_s=2.0)
     # Every frame of the first 2 s (the worker's Extend/Smooth limit) at 8 fps: 16 frames, each
     # priced as an upscaled image of 640x360.
-    assert (fitted.frames, fitted.fps) == (16, 8)
+    assert (fitted.width, fitted.height, fitted.frames, fitted.fps) == (640, 360, 16, 8)
     assert whole_clip(_info(320, 180, fps=60.0), 2.0) == (30, 30.0)  # at most 30 fps
     one = upscaler.cost_weight * 640 * 360 / (512 * 512)
     assert fitted.cost == round(16 * one, 2) > upscaler.estimate_cost(width=640, height=360)
 
 
-def test_an_upscale_past_the_largest_video_is_refused_in_words(tiny_catalog: Catalog) -> None:
-    side = VIDEO_UPSCALE_MAX_SIDE // 2
-    resolve(Task.UPSCALE_VIDEO, "", tiny_catalog, has_video=True, image_size=(side, 16))
-    with pytest.raises(InvalidOption, match=r"already 1025x576.*at most 2048 pixels"):
-        resolve(Task.UPSCALE_VIDEO, "", tiny_catalog, has_video=True, image_size=(1025, 576))
+def test_a_clip_over_1024_ends_at_2048_and_one_already_2048_is_refused(
+    tiny_catalog: Catalog,
+) -> None:
+    assert VIDEO_UPSCALE_MAX_SIDE == 2 * CLIP_MAX_SIDE  # the worker decodes at up to half
+    # The default Wan clip (1280x704) is decoded at 1024 long and upscaled to 2048, the note says
+    # by how much.
+    wide = _info(1280, 704)
+    params = resolve(Task.UPSCALE_VIDEO, "", tiny_catalog, has_video=True, image_size=(1280, 704))
+    fitted = upscale_clip_params(params, tiny_catalog.upscaler(), wide, max_s=20.0)
+    assert (fitted.width, fitted.height) == (2048, 1128) == tuple(2 * s for s in edit_size(wide))
+    assert _upscaled((1280, 704), edit_size(wide, exact=True)) == (
+        "Upscaled x1.6 (2048×1128): videos here stop at 2048 pixels on the long side."
+    )
+    with pytest.raises(InvalidOption, match=r"already 2048x1152; .* stop at 2048 pixels"):
+        resolve(Task.UPSCALE_VIDEO, "", tiny_catalog, has_video=True, image_size=(2048, 1152))
     with pytest.raises(InvalidPrompt, match="no prompt"):
         resolve(Task.UPSCALE_VIDEO, "a fox", tiny_catalog, has_video=True, image_size=(64, 48))
     with pytest.raises(InvalidOption, match="--seed does not apply"):

@@ -16,22 +16,17 @@ from arq.connections import ArqRedis
 from PIL import Image
 
 from reelbot.catalog import Task
-from reelbot.clips import whole_clip
+from reelbot.clips import edit_size, whole_clip
 from reelbot.config import Settings
 from reelbot.errors import InvalidImage, InvalidVideo, UserError
 from reelbot.inputs import load_input_image
-from reelbot.jobs import VIDEO_UPSCALE, GenerationParams
+from reelbot.jobs import VIDEO_UPSCALE, VIDEO_UPSCALE_MAX_SIDE, GenerationParams
 from reelbot.masks import load_mask
 from reelbot.store.records import JobRecord
 from reelbot.store.results import load_input
 from reelbot.video_inputs import VideoLimits, load_input_video, probe_clip
 
 __all__ = ["JobInputs", "load_inputs"]
-
-CLIP_MAX_SIDE = 1024
-"""The long side a clip that is smoothed, extended or upscaled is decoded at (memory: 20 s at
-30 fps of 1024×576 RGB is 1.1 GB; an Upscale of a larger clip is refused at submit,
-``jobs.VIDEO_UPSCALE_MAX_SIDE``)."""
 
 
 @dataclass
@@ -74,8 +69,8 @@ def _clip(
 ) -> tuple[list[Image.Image], float, str]:
     """The clip's frames: on /restyle's grid and size (``clips.restyle_params``); for /smooth,
     Extend and Upscale, the clip itself (``clips.whole_clip``: at most ``video_max_s`` of it),
-    its long side at most 1024; an Upscale's at its own size, each frame doubled into
-    ``params``' size, which the note says."""
+    its long side at most 1024 (``clips.edit_size``); an Upscale's note says the size it
+    makes."""
     limits = VideoLimits(max_duration_s=settings.video_input_max_s)
     note = ""
     if params.task == Task.RESTYLE:
@@ -85,16 +80,26 @@ def _clip(
     else:
         info = probe_clip(data, limits=limits)
         frames, fps = whole_clip(info, settings.video_max_s)
-        width, height = info.display_size
-        scale = min(1.0, CLIP_MAX_SIDE / max(width, height))
-        size = (max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2))
+        size = edit_size(info, exact=params.task == Task.UPSCALE_VIDEO)
         if params.task == Task.UPSCALE_VIDEO:
-            size = (width, height) if scale == 1.0 else size  # ×2 is even: no rounding
-            note = f"Upscaled x{VIDEO_UPSCALE} ({size[0] * 2}×{size[1] * 2})."
+            note = _upscaled(info.display_size, size)
     clip = load_input_video(
         data, frames=frames, fps=fps, width=size[0], height=size[1], limits=limits
     )
     return clip.frames, clip.fps, " ".join(n for n in (note, clip.note) if n)
+
+
+def _upscaled(clip: tuple[int, int], decoded: tuple[int, int]) -> str:
+    """An Upscale's note: "Upscaled x2 (W×H)", or by how much when the clip was larger than
+    the decode allows (its long side over 1024)."""
+    width, height = (VIDEO_UPSCALE * side for side in decoded)
+    if decoded == clip:
+        return f"Upscaled x{VIDEO_UPSCALE} ({width}×{height})."
+    factor = width / clip[0]
+    return (
+        f"Upscaled x{factor:.2g} ({width}×{height}): videos here stop at "
+        f"{VIDEO_UPSCALE_MAX_SIDE} pixels on the long side."
+    )
 
 
 async def load_inputs(redis: ArqRedis, record: JobRecord, settings: Settings) -> JobInputs:
