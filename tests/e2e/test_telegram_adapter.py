@@ -650,3 +650,56 @@ async def test_a_failing_command_menu_does_not_stop_the_bot(
     assert statuses == [status] * times + ([200] if retried else [])
     assert bool(emu.commands) == retried
     assert "setMyCommands" in caplog.text
+
+
+async def test_edit_region_sends_the_presser_a_private_link(
+    telegram_emu: TelegramEmulator,
+    telegram_redis_url: str,
+    tiny_catalog: Catalog,
+    tiny_data_dir: Path,
+) -> None:
+    """With REELBOT_PUBLIC_URL a result in a group offers Edit region; the link goes to the
+    presser's private chat with the bot, never the group, and a presser the bot cannot write to
+    yet is told how to get it."""
+    from reelbot.queue.delivery import enqueue_delivery
+    from reelbot.store.results import RedisResultStore
+
+    emu = telegram_emu
+    flush = connect(telegram_redis_url)
+    await flush.flushall()
+    await flush.aclose(close_connection_pool=True)
+    public = "https://reelbot.example.com"
+    settings = settings_for(emu, telegram_redis_url, tiny_data_dir, public_url=public)
+    async with running(settings, tiny_catalog) as bot:
+        group = emu.group(GROUP_ID)
+        emu.user_text(group, ALICE, "/imagine@emu_bot a lighthouse")
+        (job,) = await until(lambda: _at_least(bot, 1))
+        # Finished as the worker finishes one: the result stored, its delivery queued.
+        data, redis = png(64, 64), bot.records.redis
+        ref = await RedisResultStore(redis, ttl_s=600).put(job.id, data, mime="image/png")
+        info = ResultInfo(ref=ref, mime="image/png", ext="png", size=len(data), width=64, height=64)
+        done = await bot.records.update(
+            job.id, lambda r: r.moved(JobStatus.DELIVERING, result=info)
+        )
+        assert done is not None
+        await enqueue_delivery(redis, done)
+        await emu.wait_for(lambda: emu.calls_of("sendPhoto"), what="the result")
+        posted = emu.bot_messages(group.id)[-1]
+        data_of = [
+            b["callback_data"] for row in posted["reply_markup"]["inline_keyboard"] for b in row
+        ]
+        assert data_of[-2:] == [f"ed:{job.id}", f"in:{job.id}"]
+        in_group = len(emu.bot_messages(group.id))
+
+        emu.press_button(BOB, posted, f"ed:{job.id}")  # Bob never opened a chat with the bot
+        refused = await emu.wait_for(lambda: emu.calls_of("answerCallbackQuery"), what="alert")
+        assert "press Start" in refused[0].params["text"], refused[0].params
+        emu.private_chat(BOB)
+        emu.press_button(BOB, posted, f"ed:{job.id}")
+        [sent] = await emu.wait_for(lambda: emu.bot_messages(BOB.id), what="the private link")
+        assert f"{public}/edit?t=" in sent["text"] and "15 minutes" in sent["text"]
+        answered = await emu.wait_for(
+            lambda: emu.calls_of("answerCallbackQuery")[1:], what="the press answered"
+        )
+        assert "private chat" in answered[0].params["text"]
+        assert len(emu.bot_messages(group.id)) == in_group  # nothing of it in the group
