@@ -30,7 +30,7 @@ from reelbot.catalog import Task
 from reelbot.chat.history import History
 from reelbot.chat.service import ChatService, Context, Ticket, reachable
 from reelbot.config import Settings
-from reelbot.errors import JobNotFound, LinkRefused
+from reelbot.errors import JobNotFound, LinkRefused, UserError
 from reelbot.jobs import ReplyAddress, parse_prompt
 from reelbot.masks import load_mask
 from reelbot.store import keys
@@ -216,7 +216,7 @@ class EditLinks:
         or no image the presser may see here (Info's rule)."""
         base = self.service.settings.public_url
         if base is None:
-            raise JobNotFound(NO_LINKS)
+            raise UserError(NO_LINKS)
         record = await History(self.service).job(ctx, job_id, posted_here=True)
         _source(record)
         who = ctx.requester
@@ -240,7 +240,7 @@ class EditLinks:
         return (
             f"Edit region: paint what to change and say what goes there: {link}\n"
             f"The link works for {round(LINK_TTL_S / 60)} minutes, for you only; the result "
-            "is posted here."
+            "is posted in the chat you pressed it in."
         )
 
     def context(self, grant: Grant) -> Context:
