@@ -142,7 +142,8 @@ def models_lines(catalog: Catalog) -> list[str]:
 
 BUTTONS_HELP = (
     "Under a result: U1–U4 upscale, V1–V4 and Vary (subtle/strong) make variations, Zoom Out "
-    "and the arrows widen the picture, Re-roll draws a new seed, Extend makes a video longer, "
+    "and the arrows widen the picture, Edit region (where the server has its web editor) "
+    "repaints what you paint over, Re-roll draws a new seed, Extend makes a video longer, "
     "Smooth doubles its frames and Upscale its size, 1–4 under /describe imagine that prompt, "
     "Info says how it was made. Whoever presses a button starts a job of their own and pays for "
     "it (a grid costs n images); Cancel stays with the job's owner."
