@@ -17,6 +17,7 @@ from reelbot.video_inputs import ClipInfo
 __all__ = [
     "CLIP_MAX_FPS",
     "CLIP_MAX_SIDE",
+    "UPSCALE_FRAME_SHARE",
     "edit_size",
     "extend_frames",
     "grid_floor",
@@ -32,6 +33,14 @@ CLIP_MAX_SIDE = 1024
 """The long side a clip that is smoothed, extended or upscaled is decoded at, at most (memory:
 20 s at 30 fps of 1024×576 RGB is 1.1 GB); an upscaled one stops at twice that
 (``jobs.VIDEO_UPSCALE_MAX_SIDE``)."""
+UPSCALE_FRAME_SHARE = 0.1
+"""What one frame of a video's Upscale costs, as a share of an image Upscale of the same size.
+At the image's full rate an 81-frame Wan clip cost 2.6 times what making it did (35.7 credits
+against 13.9), while the network is a small part of either job's GPU time (the default
+compact Real-ESRGAN is ~1.2 M parameters over the frames in batches; decoding and encoding the
+clip weigh as much). A tenth puts that Upscale at about a quarter of the clip (3.6 credits),
+near what hosted video services charge for an upscale against a generation. An estimate until
+bench/gpu.py measures it on a card."""
 
 
 def grid_floor(spec: ModelSpec, frames: int) -> int:
@@ -77,12 +86,12 @@ def upscale_clip_params(
 ) -> GenerationParams:
     """A video's Upscale fitted to the clip: twice the size it is decoded at (``edit_size``:
     a clip over ``CLIP_MAX_SIDE`` ends at twice that, less than twice its own), the frames the
-    worker upscales (``whole_clip``), and their cost: one upscaled image of the output's size
-    (``UpscalerSpec.estimate_cost``'s rate) for each frame."""
+    worker upscales (``whole_clip``), and their cost: ``UPSCALE_FRAME_SHARE`` of an upscaled
+    image of the output's size (``UpscalerSpec.estimate_cost``'s rate) for each frame."""
     frames, fps = whole_clip(info, max_s)
     width, height = (2 * side for side in edit_size(info, exact=True))
-    per_frame = upscaler.cost_weight * width * height / (512 * 512)
-    cost = round(per_frame * frames, 2)
+    per_frame = UPSCALE_FRAME_SHARE * upscaler.cost_weight * width * height / (512 * 512)
+    cost = max(0.01, round(per_frame * frames, 2))
     update = {"width": width, "height": height, "frames": frames, "fps": round(fps), "cost": cost}
     return params.model_copy(update=update)
 

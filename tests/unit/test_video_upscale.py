@@ -10,7 +10,13 @@ import pytest
 from PIL import Image
 
 from reelbot.catalog import Catalog, Task
-from reelbot.clips import CLIP_MAX_SIDE, edit_size, upscale_clip_params, whole_clip
+from reelbot.clips import (
+    CLIP_MAX_SIDE,
+    UPSCALE_FRAME_SHARE,
+    edit_size,
+    upscale_clip_params,
+    whole_clip,
+)
 from reelbot.config import Settings
 from reelbot.errors import InvalidOption, InvalidPrompt
 from reelbot.generation.runner import Runner
@@ -44,11 +50,11 @@ def test_an_upscale_doubles_the_clip_and_costs_per_frame(tiny_catalog: Catalog) 
     upscaler = tiny_catalog.upscaler()
     fitted = upscale_clip_params(params, upscaler, _info(320, 180, duration_s=3.0), max_s=2.0)
     # Every frame of the first 2 s (the worker's Extend/Smooth limit) at 8 fps: 16 frames, each
-    # priced as an upscaled image of 640x360.
+    # priced at a share of an upscaled image of 640x360.
     assert (fitted.width, fitted.height, fitted.frames, fitted.fps) == (640, 360, 16, 8)
     assert whole_clip(_info(320, 180, fps=60.0), 2.0) == (30, 30.0)  # at most 30 fps
-    one = upscaler.cost_weight * 640 * 360 / (512 * 512)
-    assert fitted.cost == round(16 * one, 2) > upscaler.estimate_cost(width=640, height=360)
+    one = UPSCALE_FRAME_SHARE * upscaler.cost_weight * 640 * 360 / (512 * 512)
+    assert fitted.cost == max(0.01, round(16 * one, 2))
 
 
 def test_a_clip_over_1024_ends_at_2048_and_one_already_2048_is_refused(
