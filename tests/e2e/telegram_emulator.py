@@ -314,7 +314,27 @@ class TelegramEmulator:
         )
         return sizes
 
+    def _seen_by_bot(self, update: dict[str, Any]) -> bool:
+        """Privacy mode (on by default, ``can_read_all_group_messages`` false): in a group a bot
+        gets only the messages that start with a command, mention it by name or reply to it,
+        unless it is an admin there (the Bot API's "Privacy mode" in its features page)."""
+        message = update.get("message")
+        if message is None or message["chat"]["type"] == "private":
+            return True
+        chat = self.chats.get(message["chat"]["id"])
+        if self.bot["can_read_all_group_messages"] or (chat and self.bot["id"] in chat.admins):
+            return True
+        text = message.get("text") or message.get("caption") or ""
+        replied = (message.get("reply_to_message") or {}).get("from", {})
+        return (
+            text.startswith("/")
+            or f"@{self.bot['username']}".lower() in text.lower()
+            or replied.get("id") == self.bot["id"]
+        )
+
     def _push(self, update: dict[str, Any]) -> dict[str, Any]:
+        if not self._seen_by_bot(update):
+            return update  # in the chat, never sent to the bot
         self._updates.append(update)
         self._notify()
         if self.webhook is not None:

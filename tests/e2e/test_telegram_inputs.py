@@ -23,6 +23,7 @@ from test_telegram_adapter import (
 )
 
 from reelbot.catalog import Catalog, Task
+from reelbot.chat.albums import ONE_PART
 from reelbot.errors import UserError
 from reelbot.generation.media import encode_video, probe_video
 from reelbot.jobs import check_prompt_text
@@ -153,6 +154,12 @@ async def test_clips_albums_and_edit_buttons(
         lone = emu.user_media(chat, ALICE, [("photo", _png(64, 64))], caption="/blend")
         [refused] = await replies_to(emu, lone[0])
         assert "2 to 4 images" in refused
+        # In a group, privacy mode hands the bot only the album's photo with the command: said
+        # so, rather than "2 to 4 images" (or a /remix without its mask).
+        group = emu.group(-1001234567)
+        seen = emu.user_media(group, ALICE, pair, caption="/blend --model tiny-flux2")
+        [refused] = await replies_to(emu, seen[0])
+        assert refused == ONE_PART
 
         # Upscale under the smoothed clip (Bob's press): every frame twice the size, and no
         # Upscale under the upscaled one.

@@ -21,7 +21,18 @@ from reelbot.chat.attachments import IMAGE, MASK, MORE_IMAGES, VIDEO, Inputs, ta
 from reelbot.errors import InvalidVideo, MissingImage
 from reelbot.jobs import check_image_count
 
-__all__ = ["ALBUM_MAX", "ROLES", "SETTLE_S", "Albums", "Attachment", "fetched", "planned", "roles"]
+__all__ = [
+    "ALBUM_MAX",
+    "ONE_PART",
+    "ROLES",
+    "SETTLE_S",
+    "Albums",
+    "Attachment",
+    "check_whole",
+    "fetched",
+    "planned",
+    "roles",
+]
 
 T = TypeVar("T")
 
@@ -29,6 +40,12 @@ SETTLE_S = 1.0
 """How long an album stays open after its latest part (its parts come within milliseconds)."""
 ALBUM_MAX = 10
 """The most parts an album has (sendMediaGroup takes 2-10): a full one closes at once."""
+ONE_PART = (
+    "I only got one picture of that album: in a group, Telegram shows me just the message with "
+    "the command unless I am an admin there. Send the album in a private chat with me, or ask an "
+    "admin to make me one (or to turn my privacy mode off with @BotFather's /setprivacy)."
+)
+"""An album of which one part came: the others never reach a bot in privacy mode."""
 KEPT = 256
 """Finished albums remembered, so that a command replying to one part gets them all."""
 
@@ -89,6 +106,17 @@ ROLES: dict[Task, tuple[str, ...]] = {
 """Each image's input name (``reelbot.chat.attachments``), in order, where a command takes more
 than one: /remix's second is the mask (white = change), /animate's the last frame (keyframes),
 /blend's the 2nd to 4th images. Other commands take one image."""
+
+
+def check_whole(album: Sequence[Any] | None) -> None:
+    """Refuse an album of which only one part came (an album has 2 to 10): run on that part
+    alone, /blend would say it got one image and /remix would ignore the mask.
+
+    Raises:
+        MissingImage: ``ONE_PART``.
+    """
+    if album is not None and len(album) < 2:
+        raise MissingImage(ONE_PART)
 
 
 def roles(task: Task, found: Sequence[Attachment]) -> list[str]:

@@ -15,7 +15,7 @@ from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import ContextTypes
 
 from reelbot.catalog import Task
-from reelbot.chat.albums import Albums, fetched, planned
+from reelbot.chat.albums import Albums, check_whole, fetched, planned
 from reelbot.chat.commands import IN_WORDS, TextCommands, in_words, is_generation
 from reelbot.chat.followups import Rerun
 from reelbot.chat.replies import Reply
@@ -128,6 +128,7 @@ class CommandLayer:
     ) -> None:
         """A generation command: check it, fetch its inputs, show a status message, submit."""
         wants = task.needs_image or task.needs_video
+        check_whole(album)  # in a group, privacy mode keeps an album's other parts from us
         group = replied.media_group_id if (replied := message.reply_to_message) else None
         found = find_inputs(message, album, self.albums.finished(group)) if wants else []
         source_id = f"{message.chat.id}:{message.message_id}"
