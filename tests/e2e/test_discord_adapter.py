@@ -456,6 +456,10 @@ async def test_edit_region_answers_the_presser_alone_with_a_link_that_opens(
             image = await browser.get(link.replace("/edit?", "/edit/source?"))
             assert Image.open(io.BytesIO(image.content)).getpixel((0, 0)) == (0, 0, 255)
         assert await queue.records.get(job_id_for("discord", click.id)) is None  # no job yet
+        # /show posts the result again with the same buttons, Edit region among them.
+        shown = await answered(discord_emu, await discord_emu.slash("show", {"job": job}))
+        again = await discord_emu.wait_for(lambda: discord_emu.buttons(shown.original_id or ""))
+        assert again[-2:] == [f"rb:ed:{job}", f"rb:in:{job}"], again
     finally:
         stop.set()
         async with asyncio.timeout(30):

@@ -72,6 +72,8 @@ class Shown:
 
     record: JobRecord
     data: bytes | None
+    edit: bool = False
+    """Whether the result's buttons offer Edit region (the server has the web editor)."""
 
     @property
     def text(self) -> str:
@@ -166,4 +168,4 @@ class History:
         if record.result is not None:
             async with reachable():
                 data = await self.service.results.get(record.result.ref)
-        return Shown(record, data)
+        return Shown(record, data, edit=self.service.settings.public_url is not None)

@@ -355,4 +355,4 @@ async def repost(surface: Surface, where: ReplyAddress, shown: Shown) -> None:
         return
     request = shown.record.request.model_copy(update={"reply": where})
     here = shown.record.model_copy(update={"request": request})
-    await surface.post_result(here, shown.data, result_buttons(shown.record))
+    await surface.post_result(here, shown.data, result_buttons(shown.record, edit=shown.edit))

@@ -216,7 +216,7 @@ class DiscordBot:
         await interaction.edit_original_response(
             content=clip(shown.text, render.MAX_CONTENT),
             attachments=files,
-            view=view_of(result_buttons(record) if data else shown.buttons),
+            view=view_of(result_buttons(record, edit=shown.edit) if data else shown.buttons),
         )
 
     async def cancel_button(self, interaction: Interaction, job_id: str) -> None:
