@@ -41,7 +41,7 @@ lint: venv
 	$(BIN)/lint-imports
 
 test: lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=20 tests
 
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit
