@@ -35,6 +35,13 @@ def _clip() -> bytes:
     return encode_video(frames, fps=8, max_bytes=10**7).data
 
 
+def _gif() -> bytes:
+    out = io.BytesIO()
+    frames = [Image.new("RGB", (96, 64), (40 * i, 120, 200 - 20 * i)) for i in range(4)]
+    frames[0].save(out, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return out.getvalue()
+
+
 def _png(width: int, height: int, mask: bool = False) -> bytes:
     out = io.BytesIO()
     image = Image.new("L" if mask else "RGB", (width, height), 0 if mask else (200, 120, 40))
@@ -170,3 +177,10 @@ async def test_clips_albums_and_edit_buttons(
         assert (after.width, after.height) == (2 * before.width, 2 * before.height)
         assert (await job(11)).params.task == Task.UPSCALE_VIDEO
         assert not any(k.startswith("up:") for k in _keys(upscaled))
+
+        # A GIF sent as a file is the clip of /smooth (it was read as a picture and refused).
+        gif = _gif()
+        emu.user_document(
+            chat, ALICE, gif, file_name="a.gif", mime_type="image/gif", caption="/smooth"
+        )
+        assert probe_video(_file(emu, await nth(12))).frames == 2 * probe_video(gif).frames

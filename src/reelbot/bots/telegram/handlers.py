@@ -130,7 +130,8 @@ class CommandLayer:
         wants = task.needs_image or task.needs_video
         check_whole(album)  # in a group, privacy mode keeps an album's other parts from us
         group = replied.media_group_id if (replied := message.reply_to_message) else None
-        found = find_inputs(message, album, self.albums.finished(group)) if wants else []
+        found = find_inputs(message, album, self.albums.finished(group), clips=task.needs_video)
+        found = found if wants else []
         source_id = f"{message.chat.id}:{message.message_id}"
         self.service.plan(text=text, options=Options(), source_id=source_id, **planned(task, found))
         job_id = job_id_for(PLATFORM, source_id)

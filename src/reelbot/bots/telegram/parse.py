@@ -44,7 +44,7 @@ def command_of(message: Message, bot_username: str) -> Command | None:
     return parse_command(message.text or message.caption, bot_username)
 
 
-def _from_message(message: Message) -> Attachment | None:
+def _from_message(message: Message, clips: bool = False) -> Attachment | None:
     if message.photo:
         # Telegram lists sizes smallest first, but pick by area rather than trust the order.
         best = max(message.photo, key=lambda p: p.width * p.height)
@@ -52,7 +52,9 @@ def _from_message(message: Message) -> Attachment | None:
     # An animation (a GIF, as Telegram stores it) also sets ``document``: look at it first.
     clip = message.video or message.animation or message.document
     mime = (clip.mime_type or "").lower() if clip else ""
-    if clip is not None and (clip is not message.document or mime.startswith("video/")):
+    # A GIF file is a clip where the command takes one (/smooth, /restyle), else a picture.
+    gif = clips and mime == "image/gif"
+    if clip is not None and (clip is not message.document or mime.startswith("video/") or gif):
         check_declared_video(clip.file_size, mime)  # getFile's 20 MB holds for clips too
         return Attachment(clip.file_id, clip.file_size, video=True)
     if clip is not None:  # a document that is no clip
@@ -68,17 +70,22 @@ def _from_message(message: Message) -> Attachment | None:
 
 
 def find_inputs(
-    message: Message, album: list[Message] | None = None, replied: list[Message] | None = None
+    message: Message,
+    album: list[Message] | None = None,
+    replied: list[Message] | None = None,
+    *,
+    clips: bool = False,
 ) -> list[Attachment]:
     """The images and clips sent with the command (``album``: all parts of its album), else in
-    the message it replies to (``replied``: that one's album); in order, maybe none.
+    the message it replies to (``replied``: that one's album); in order, maybe none. ``clips``:
+    the command takes a clip, so a GIF file is one.
 
     Raises:
         InvalidImage, InvalidVideo: a sticker, a non-image file, over the download limit.
     """
-    found = [s for part in album or [message] if (s := _from_message(part))]
-    if not found and message.reply_to_message is not None:
-        found = [s for part in replied or [message.reply_to_message] if (s := _from_message(part))]
+    found = [s for part in album or [message] if (s := _from_message(part, clips))]
+    if not found and (reply := message.reply_to_message) is not None:
+        found = [s for part in replied or [reply] if (s := _from_message(part, clips))]
     for source in found:
         if source.size and source.size > DOWNLOAD_LIMIT:
             raise too_big(f"{source.size / (1024 * 1024):.0f} MB")
