@@ -83,6 +83,11 @@ class Task(StrEnum):
         """Whether users name it as a command (``/upscale_video`` is only a button's task)."""
         return self != Task.UPSCALE_VIDEO
 
+    @property
+    def command(self) -> str:
+        """The command a user reads it as: a video's Upscale is ``upscale``, others their own."""
+        return Task.UPSCALE.value if self == Task.UPSCALE_VIDEO else self.value
+
 
 class ModelSpec(BaseModel):
     """One model a deployment serves: where it comes from, its limits and its cost."""

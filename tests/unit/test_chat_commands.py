@@ -201,3 +201,12 @@ def test_the_command_menu_names_every_command_but_admin_within_telegrams_limits(
     assert {name for name, _ in MENU} == set(NAMES) - {"admin", "inpaint", "keyframes"}
     # setMyCommands: a command is 1-32 of a-z, 0-9 and _; a description 1-256 characters.
     assert all(re.fullmatch(r"[a-z0-9_]{1,32}", n) and 1 <= len(d) <= 256 for n, d in MENU)
+
+
+def test_a_videos_upscale_reads_as_upscale_not_as_an_internal_task() -> None:
+    # Info, /history and Discord's header said "/upscale_video", a command nobody can type.
+    record = _record(Task.UPSCALE_VIDEO, "")
+    sized = record.params.model_copy(update={"width": 512, "height": 288, "frames": 9})
+    record = record.model_copy(update={"params": sized})
+    assert Task.UPSCALE_VIDEO.command == "upscale" and Task.IMAGINE.command == "imagine"
+    assert "· /upscale ·" in info_text(record) and "upscale_video" not in info_text(record)

@@ -41,7 +41,7 @@ def info_text(record: JobRecord) -> str:
     """Everything that made a result: model, seed, steps, guidance, size, style, negative,
     strength, and the time it took."""
     p = record.params
-    lines = [f"{record.id} · /{p.task.value} · {record.status.value}"]
+    lines = [f"{record.id} · /{p.task.command} · {record.status.value}"]
     if p.prompt:
         lines.append(f"Prompt: {clip(p.prompt, 500)}")
     if p.negative_prompt:
@@ -150,7 +150,7 @@ class History:
             prompt = clip(r.params.prompt, 50) or "(no prompt)"
             grid = f" --n {r.params.count}" if r.params.count > 1 else ""
             lines.append(
-                f"{r.id} /{r.params.task.value} {prompt} --seed {r.params.seed}{grid}"
+                f"{r.id} /{r.params.task.command} {prompt} --seed {r.params.seed}{grid}"
                 f" · {ago(now - r.created_at)} · /show {r.id}"
             )
             jump = link(r) if link is not None else None

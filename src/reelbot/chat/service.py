@@ -121,7 +121,7 @@ class JobView:
             where = "running"
         prompt = self.params.prompt
         prompt = prompt if len(prompt) <= 60 else prompt[:59] + "…"
-        return f"{self.job_id} /{self.params.task.value} · {where} · {prompt}"
+        return f"{self.job_id} /{self.params.task.command} · {where} · {prompt}"
 
 
 @dataclass(frozen=True)

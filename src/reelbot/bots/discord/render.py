@@ -27,7 +27,7 @@ def result_text(
     if params.negative_prompt:
         flags += f"\n--no {clip(params.negative_prompt, 300)}"
     tail = f"\n{flags}" + (f"\n{clip(note, 200)}" if note else "")
-    head = f"{who}**/{params.task.value}** "
+    head = f"{who}**/{params.task.command}** "
     room = MAX_CONTENT - len(head) - len(tail)
     return head + clip(params.prompt or "(no prompt)", max(room, 20)) + tail
 
@@ -36,7 +36,7 @@ def failure_text(request: GenerationRequest, message: str | None, *, mention: bo
     """The text posted when a job failed: ``**/imagine** ⚠️ Failed: …`` (chat's words)."""
     who = f"<@{request.requester.user_id}> " if mention else ""
     said = final_text(JobStatus.FAILED, message)
-    return clip(f"{who}**/{request.task.value}** {said}", MAX_CONTENT)
+    return clip(f"{who}**/{request.task.command}** {said}", MAX_CONTENT)
 
 
 def filename_of(record: JobRecord) -> str:

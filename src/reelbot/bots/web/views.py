@@ -56,7 +56,7 @@ def job_view(
     view: dict[str, Any] = {
         "type": "job",
         "job_id": record.id,
-        "command": f"/{record.request.task.value} {record.request.text}".strip(),
+        "command": f"/{record.request.task.command} {record.request.text}".strip(),
         "task": record.params.task.value,
         "prompt": record.params.prompt,
         "summary": record.params.summary(),
