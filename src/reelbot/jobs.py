@@ -810,25 +810,40 @@ def _resolve_smooth(
     prompt: str, opts: Options, image_size: tuple[int, int] | None, *, seed: int
 ) -> GenerationParams:
     """/smooth: a clip and nothing else; the worker doubles its frames at twice the rate."""
+    _clip_only(
+        prompt,
+        opts,
+        no_prompt="/smooth takes a video and no prompt: it only adds frames.",
+        no_option="--{flag} does not apply to /smooth; it takes no options.",
+    )
+    return _one_pass(Task.SMOOTH, SMOOTH_MODEL, image_size or (0, 0), seed, cost=SMOOTH_COST)
+
+
+def _clip_only(prompt: str, opts: Options, *, no_prompt: str, no_option: str) -> None:
+    """Refuse a prompt (``no_prompt``) or any option (``no_option``, with its ``{flag}``) given
+    to an edit that takes a clip and nothing else."""
     if prompt:
-        raise InvalidPrompt("/smooth takes a video and no prompt: it only adds frames.")
-    given = opts.model_dump(exclude_none=True)
-    if given:
+        raise InvalidPrompt(no_prompt)
+    if given := opts.model_dump(exclude_none=True):
         flag = _flag(next(iter(given)))
-        raise InvalidOption(
-            f"--{flag} does not apply to /smooth; it takes no options.", option=flag
-        )
-    width, height = image_size or (0, 0)
+        raise InvalidOption(no_option.format(flag=flag), option=flag)
+
+
+def _one_pass(
+    task: Task, model: str, size: tuple[int, int], seed: int, *, cost: float = 0.0
+) -> GenerationParams:
+    """The parameters of a clip edit with no prompt and no denoising schedule."""
+    width, height = size
     return GenerationParams(
-        task=Task.SMOOTH,
-        model=SMOOTH_MODEL,
+        task=task,
+        model=model,
         prompt="",
         width=width,
         height=height,
         steps=1,
         guidance=0.0,
         seed=seed % (MAX_SEED + 1),
-        cost=SMOOTH_COST,
+        cost=cost,
     )
 
 
@@ -856,12 +871,12 @@ def _resolve_upscale_video(
     Raises:
         InvalidOption: the clip is already ``VIDEO_UPSCALE_MAX_SIDE`` long.
     """
-    if prompt:
-        raise InvalidPrompt("Upscale takes a video and no prompt: it only enlarges the frames.")
-    given = opts.model_dump(exclude_none=True)
-    if given:
-        flag = _flag(next(iter(given)))
-        raise InvalidOption(f"--{flag} does not apply to a video's Upscale.", option=flag)
+    _clip_only(
+        prompt,
+        opts,
+        no_prompt="Upscale takes a video and no prompt: it only enlarges the frames.",
+        no_option="--{flag} does not apply to a video's Upscale.",
+    )
     upscaler = catalog.upscaler()
     width, height = image_size or (0, 0)
     if max(width, height) >= VIDEO_UPSCALE_MAX_SIDE:
@@ -870,17 +885,8 @@ def _resolve_upscale_video(
             f"{VIDEO_UPSCALE_MAX_SIDE} pixels on the long side.",
             option="scale",
         )
-    width, height = _upscaled_size(image_size, VIDEO_UPSCALE, VIDEO_UPSCALE_MAX_SIDE)
-    return GenerationParams(
-        task=Task.UPSCALE_VIDEO,
-        model=upscaler.name,
-        prompt="",
-        width=width,
-        height=height,
-        steps=1,
-        guidance=0.0,
-        seed=seed % (MAX_SEED + 1),
-    )
+    size = _upscaled_size(image_size, VIDEO_UPSCALE, VIDEO_UPSCALE_MAX_SIDE)
+    return _one_pass(Task.UPSCALE_VIDEO, upscaler.name, size, seed)
 
 
 def _count_for(task: Task, n: int | None, default: int) -> int:

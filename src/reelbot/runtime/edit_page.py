@@ -36,12 +36,10 @@ from reelbot.errors import (
     InvalidMask,
     JobNotFound,
     LinkRefused,
-    QuotaExceeded,
-    TransientError,
     UserError,
 )
 from reelbot.inputs import DEFAULT_MAX_BYTES
-from reelbot.runtime.http import declared_length
+from reelbot.runtime.http import ERROR_STATUS, declared_length, status_for
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +54,8 @@ _MSG = re.compile(r"[A-Za-z0-9_-]{8,64}")
 _HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 _HEADERS |= {"X-Frame-Options": "DENY"}
 """The token is in the address: never cached, never sent on as a referrer; never framed."""
-STATUS: dict[type[BaseException], int] = {
-    LinkRefused: 403,
-    JobNotFound: 404,
-    UserError: 400,
-    QuotaExceeded: 429,
-    TransientError: 503,
-    RedisError: 503,
-    Exception: 500,
-}
-"""Error class → HTTP status; the nearest class in the error's MRO wins."""
+STATUS = ERROR_STATUS | {LinkRefused: 403, JobNotFound: 404}
+"""The web chat's error statuses, and a refused link's and a gone job's."""
 
 
 @cache
@@ -76,7 +66,7 @@ def _static(name: str) -> str:
 def _status(exc: BaseException) -> int:
     if isinstance(exc, LinkRefused) and exc.reason == "expired":
         return 410
-    return next(STATUS[cls] for cls in type(exc).__mro__ if cls in STATUS)
+    return status_for(exc, STATUS)
 
 
 class EditPage:

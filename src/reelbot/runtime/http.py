@@ -15,13 +15,22 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from typing import Any
 
 import uvicorn
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.types import ASGIApp
 
-from reelbot.errors import ConfigError
+from reelbot.errors import (
+    Busy,
+    ConfigError,
+    QuotaExceeded,
+    ReelbotError,
+    TransientError,
+    UserError,
+)
 
 __all__ = [
+    "ERROR_STATUS",
     "Hub",
     "QuietServer",
     "TokenGate",
@@ -32,6 +41,7 @@ __all__ = [
     "is_loopback",
     "ranged",
     "serve_until",
+    "status_for",
 ]
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -40,6 +50,24 @@ KEEPALIVE_S = 15.0
 """A comment line this often keeps proxies and the browser from closing an idle stream."""
 QUEUE_SIZE = 256
 """Events a slow stream may fall behind by; older ones are dropped (progress is redrawn anyway)."""
+
+
+ERROR_STATUS: dict[type[BaseException], int] = {
+    UserError: 400,
+    QuotaExceeded: 429,
+    Busy: 503,
+    TransientError: 503,
+    RedisError: 503,
+    OSError: 503,
+    ReelbotError: 500,
+    Exception: 500,
+}
+"""Error class → HTTP status for reelbot's HTTP answers (``status_for``)."""
+
+
+def status_for(exc: BaseException, table: dict[type[BaseException], int] = ERROR_STATUS) -> int:
+    """The HTTP status of ``exc``: that of the nearest class in its MRO that ``table`` names."""
+    return next(table[cls] for cls in type(exc).__mro__ if cls in table)
 
 
 def is_loopback(host: str) -> bool:

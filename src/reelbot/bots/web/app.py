@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import re
 
-from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
@@ -28,7 +27,15 @@ from reelbot.errors import (
     TransientError,
     UserError,
 )
-from reelbot.runtime.http import Hub, TokenGate, declared_length, event_stream, ranged
+from reelbot.runtime.http import (
+    ERROR_STATUS,
+    Hub,
+    TokenGate,
+    declared_length,
+    event_stream,
+    ranged,
+    status_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +60,6 @@ def _id(value: str | None, what: str) -> str:
     return value
 
 
-STATUS: dict[type[BaseException], int] = {
-    UserError: 400,
-    QuotaExceeded: 429,
-    Busy: 503,
-    TransientError: 503,
-    RedisError: 503,
-    OSError: 503,
-    ReelbotError: 500,
-    Exception: 500,
-}
-"""Error class → HTTP status; the nearest class in the error's MRO wins."""
-
-
 async def _answer(_: Request, exc: Exception) -> Response:
     """The app's one error handler (Starlette's ``exception_handlers``): the status by class,
     the words from ``reelbot.chat.replies``, a Retry-After where the wait is known."""
@@ -74,7 +68,7 @@ async def _answer(_: Request, exc: Exception) -> Response:
             # Routing's 404 and 405 keep Starlette's own plain answer.
             return PlainTextResponse(str(exc.detail), exc.status_code, headers=exc.headers)
         return _error(400, "bad_request", str(exc.detail))  # a form Starlette could not parse
-    status = next(STATUS[cls] for cls in type(exc).__mro__ if cls in STATUS)
+    status = status_for(exc)
     if status == 503 and not isinstance(exc, ReelbotError):
         log.warning("web chat: the queue cannot be reached: %s", exc)
         exc = BackendUnavailable(str(exc))
@@ -158,7 +152,7 @@ def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> 
     return Starlette(
         routes=routes,
         middleware=middleware if loopback else [],
-        exception_handlers={cls: _answer for cls in (*STATUS, HTTPException)},
+        exception_handlers={cls: _answer for cls in (*ERROR_STATUS, HTTPException)},
     )
 
 
