@@ -11,6 +11,7 @@ from typing import Any
 
 from PIL import Image
 from telegram_emulator import TelegramEmulator
+from test_creative_web import _gif
 from test_telegram_adapter import (
     ALICE,
     BOB,
@@ -33,13 +34,6 @@ from reelbot.store.connection import connect
 def _clip() -> bytes:
     frames = [Image.new("RGB", (128, 72), (20 + 20 * i, 90, 160)) for i in range(9)]
     return encode_video(frames, fps=8, max_bytes=10**7).data
-
-
-def _gif() -> bytes:
-    out = io.BytesIO()
-    frames = [Image.new("RGB", (96, 64), (40 * i, 120, 200 - 20 * i)) for i in range(4)]
-    frames[0].save(out, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
-    return out.getvalue()
 
 
 def _png(width: int, height: int, mask: bool = False) -> bytes:
