@@ -8,13 +8,16 @@ by default; 70 % of the jobs are Z-Image-Turbo images (2 s), 30 % Wan 2.2 5B vid
 model switch costs a 20 s load. Both cards start with Z-Image loaded (what the worker's
 start-up preload leaves). Each worker picks its next job with the worker's own chooser
 (``reelbot.worker.affinity.choose``) when it becomes free: with ``wait_s = 0`` that is arrival
-order, with ``--wait`` it is model affinity, twice: without peer information (a new job that
-needs a load is left for ``LOAD_GRACE_S`` to a worker that has its model), and with the peers'
-heartbeats as the real worker reads them (each worker's model and expected end, published
-every ``HEARTBEAT_S``, so up to 2 s stale; a job that needs a load is left for a peer that
-has its model and is expected free before the job's deadline). Run times are known exactly
-(the real worker's estimate is a moving average). The real worker claims its next job up to
-2 s before the running one ends; the simulation claims at the end, for every policy alike.
+order, with ``--wait`` it is model affinity, three times: without peer information (a new job
+that needs a load is left for ``LOAD_GRACE_S`` to a worker that has its model); with the
+peers' heartbeats as the real worker reads them (each worker's model and expected end,
+published every ``HEARTBEAT_S``, so up to 2 s stale; a job that needs a load is left for a peer
+that has its model and is expected free before the job's deadline) but no run times; and with
+the heartbeats and each model's run time, as the worker runs it (its heartbeat carries its
+last measured call of each model). Run times are exact in the simulation, where the worker's
+are measured (its expected end, from an estimate per credit, also is). The real worker claims
+its next job up to 2 s before the running one ends; the simulation claims at the end, for
+every policy alike.
 
 Two arrival processes: Poisson arrivals at ``--load`` of the two cards' capacity counted
 without any loads (0.6: 200 jobs in about 54 minutes), and a backlog (every job queued at
@@ -80,12 +83,19 @@ def make_jobs(n: int, *, load: float | None, seed: int) -> list[Job]:
 
 
 def simulate(
-    jobs: list[Job], wait_s: float, *, peers: bool = False, fifo: dict[str, Any] | None = None
+    jobs: list[Job],
+    wait_s: float,
+    *,
+    peers: bool = False,
+    runs: bool = True,
+    fifo: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Serve ``jobs`` on the simulated cards; loads and waits. With ``peers``, each worker
     sees the others' heartbeats (their model and expected end, ``HEARTBEAT_S`` stale at most)
-    and the chooser's peer rule replaces the load grace. Given the ``fifo`` run of the same
-    jobs, also how much later than there each job started (the bound ``wait_s`` is about)."""
+    and the chooser's peer rule replaces the load grace; with ``runs``, the chooser also knows
+    each model's run time (the worker's last measured call). Given the ``fifo`` run of the
+    same jobs, also how much later than there each job started (the bound ``wait_s`` is
+    about)."""
     free_at = [0] * WORKERS
     loaded = [MODELS[0].name] * WORKERS
     beat_ms = round(HEARTBEAT_S * 1000)
@@ -124,6 +134,7 @@ def simulate(
             grace_s=0 if peers else LOAD_GRACE_S,
             peers=others,
             load_s={m.name: LOAD_S for m in MODELS},
+            run_s={m.name: m.run_s for m in MODELS} if runs else None,
         )
         for job in choice.passed:
             passed[int(job.id)] = now
@@ -215,7 +226,8 @@ def render(result: dict[str, Any]) -> Table:
         policies_shown = (
             ("fifo", "arrival order"),
             ("affinity_grace", "affinity, 2 s grace"),
-            ("affinity", "affinity, peers"),
+            ("affinity_blind_runs", "peers, no run times"),
+            ("affinity", "peers and run times"),
         )
         for policy, label in policies_shown:
             r = policies[policy]
@@ -235,7 +247,7 @@ def render(result: dict[str, Any]) -> Table:
         f, a = policies["fifo"], policies["affinity"]
         table.add_row(
             "",
-            "peers / arrival",
+            "shipped / arrival",
             f"{a['loads'] / max(1, f['loads']):.2f}×",
             f"{a['p50_wait_s'] / max(1e-9, f['p50_wait_s']):.2f}×",
             f"{a['p99_wait_s'] / max(1e-9, f['p99_wait_s']):.2f}×",
@@ -248,11 +260,13 @@ def render(result: dict[str, Any]) -> Table:
 
 
 def policies(jobs: list[Job], wait: float) -> dict[str, dict[str, Any]]:
-    """Arrival order, affinity with the load grace, affinity with peers, on the same jobs."""
+    """Arrival order; affinity with the load grace; with peers but no run times (the chooser
+    before it knew them); with peers and run times (what the worker runs): on the same jobs."""
     fifo = simulate(jobs, 0)
     runs = {
         "fifo": fifo,
         "affinity_grace": simulate(jobs, wait, fifo=fifo),
+        "affinity_blind_runs": simulate(jobs, wait, peers=True, runs=False, fifo=fifo),
         "affinity": simulate(jobs, wait, peers=True, fifo=fifo),
     }
     return {name: without_waits(r) for name, r in runs.items()}
@@ -271,21 +285,25 @@ def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def render_sweep(rows: list[dict[str, Any]]) -> str:
-    """The sweep as a Markdown table: loads and p99 wait, arrival -> grace -> peers."""
+    """The sweep as a Markdown table: loads, p99 wait and how much later than in arrival order
+    (the worst job; how many jobs over ``wait_s``), arrival / peers without run times / with."""
     lines = [
-        "| wait_s | arrivals | seed | loads: arrival / grace / peers | fewer (peers) "
-        "| p99 wait: arrival / grace / peers | p99 ratio (peers) | max later (peers) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| wait_s | arrivals | seed | loads: arrival / no runs / runs | fewer "
+        "| p99 wait: arrival / no runs / runs | p99 ratio | max later: no runs / runs "
+        "| jobs > wait: no runs / runs |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        f, g, a = row["fifo"], row["affinity_grace"], row["affinity"]
+        f, g, a = row["fifo"], row["affinity_blind_runs"], row["affinity"]
         arrivals = "backlog" if row["load"] is None else f"poisson {row['load']:.0%}"
         lines.append(
             f"| {row['wait_s']:g} | {arrivals} | {row['seed']} "
             f"| {f['loads']} / {g['loads']} / {a['loads']} "
             f"| {f['loads'] / max(1, a['loads']):.1f}× "
             f"| {f['p99_wait_s']:.0f} / {g['p99_wait_s']:.0f} / {a['p99_wait_s']:.0f} s "
-            f"| {a['p99_wait_s'] / max(1e-9, f['p99_wait_s']):.2f}× | {a['max_later_s']:.0f} s |"
+            f"| {a['p99_wait_s'] / max(1e-9, f['p99_wait_s']):.2f}× "
+            f"| {g['max_later_s']:.0f} / {a['max_later_s']:.0f} s "
+            f"| {g['later_than_wait_s']} / {a['later_than_wait_s']} |"
         )
     return "\n".join(lines)
 

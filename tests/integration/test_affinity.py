@@ -195,3 +195,7 @@ async def test_a_job_that_needs_a_load_is_left_for_the_gpu_that_has_its_model(
     assert [c.loads for c in cards] == [[], []]
     assert [seed for seed, _ in cards[0].order] == [2]
     assert [seed for seed, _ in cards[1].order] == [1, 3]
+    # Each heartbeat carries how long a call of each model it ran took, for the peers' chooser.
+    beats = [ws[0].info()["run_s"] for ws in workers]
+    assert [set(b) for b in beats] == [{"tiny-zimage"}, {"tiny-flux2"}]
+    assert all(0 < s < 60 for b in beats for s in b.values()), beats

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reelbot.worker.affinity import LOAD_GRACE_S, Peer, Waiting, choose
+from reelbot.worker.affinity import LOAD_GRACE_S, RECHECK_S, Peer, Waiting, choose
 from reelbot.worker.candidates import peers_from
 
 
@@ -273,7 +273,7 @@ def test_peers_are_read_from_the_heartbeats_one_per_gpu_not_counting_this_one() 
     beats = [
         {"queue": "img", "host": "host-a", "pid": 1, "gpu": "mine", "resident": ["zimage"]},
         {"queue": "img", "gpu": "g2", "resident": ["wan"], "free_at": 12.5, "load_s": {"wan": 19}},
-        {"queue": "vid", "gpu": "g2", "resident": ["wan"], "free_at": 12.5, "load_s": {"wan": 21}},
+        {"queue": "vid", "gpu": "g2", "resident": ["wan"], "free_at": 12.5, "run_s": {"wan": 58}},
         {"queue": "other", "gpu": "g3", "resident": ["flux"], "free_at": 0},
         {"queue": "img", "gpu": "g4", "resident": ["flux"], "free_at": None},
     ]
@@ -282,7 +282,63 @@ def test_peers_are_read_from_the_heartbeats_one_per_gpu_not_counting_this_one() 
         Peer(frozenset({"wan"}), 12_500, frozenset({"img", "vid"})),
         Peer(frozenset({"flux"}), None, frozenset({"img"})),
     ]
-    assert peers.load_s == {"wan": 21.0} and not peers.blind
+    assert peers.load_s == {"wan": 19.0} and peers.run_s == {"wan": 58.0} and not peers.blind
     # A worker of another process that does not say what it holds: the load grace applies.
     older = {"queue": "img", "host": "host-b", "pid": 7}
     assert peers_from([*beats, older], "mine", {"img"}, here).blind
+
+
+# -- run times: what a run here or on a peer keeps the cards busy --------------------------------
+
+RUNS = {"zimage": 2.0, "wan": 60.0}
+
+
+def test_a_job_nobody_has_the_model_for_is_not_passed_over_for_a_run_past_its_wait() -> None:
+    # Both cards hold Wan, the peer is in a video for 50 s more; the image waits behind a video.
+    waiting = [Waiting("i", "zimage", submitted_ms=0), Waiting("v", "wan", submitted_ms=1_000)]
+    busy = [Peer(frozenset({"wan"}), free_at_ms=60_000)]
+    kwargs = {"now_ms": 10_000, "wait_s": 30, "grace_s": 0, "peers": busy, "load_s": {"zimage": 20}}
+    # Without run times the video goes first and the image waits its 60 s, then a load.
+    assert ids(choose(waiting, {"wan"}, **kwargs).take) == ["v"]  # type: ignore[arg-type]
+    # In arrival order it would be loaded now: with run times, it is.
+    stranded = choose(waiting, {"wan"}, run_s=RUNS, **kwargs)  # type: ignore[arg-type]
+    assert ids(stranded.take) == ["i"] and stranded.passed == []
+
+
+def test_a_job_is_passed_over_for_a_short_run_or_when_someone_serves_it_in_time() -> None:
+    waiting = [Waiting("v", "wan", submitted_ms=0), Waiting("i", "zimage", submitted_ms=1_000)]
+    kwargs = {"now_ms": 10_000, "wait_s": 30, "grace_s": 0, "run_s": RUNS}
+    # A 2 s image ends long before the video's wait is up: the image goes first.
+    peer = [Peer(frozenset({"zimage"}), free_at_ms=100_000)]
+    assert ids(choose(waiting, {"zimage"}, peers=peer, **kwargs).take) == ["i"]  # type: ignore[arg-type]
+    # A video ahead of an image: a peer free within the image's wait serves it, so it may wait.
+    images = [Waiting("i", "zimage", submitted_ms=0), Waiting("v", "wan", submitted_ms=1_000)]
+    soon = [Peer(frozenset({"wan"}), free_at_ms=30_000)]
+    assert ids(choose(images, {"wan"}, peers=soon, **kwargs).take) == ["v"]  # type: ignore[arg-type]
+    # Without peer information nothing is known of the others: the old rule holds.
+    assert ids(choose(images, {"wan"}, **kwargs).take) == ["v"]  # type: ignore[arg-type]
+
+
+def test_past_its_deadline_a_job_still_goes_to_a_peer_that_starts_it_before_a_load_here() -> None:
+    # Overdue and past its deadline (marked at 0: 30 s + the 20 s load); the peer holding Wan
+    # ends in 5 s, a load here would take 20 s.
+    waiting = [Waiting("v", "wan", passed_at_ms=0), Waiting("i", "zimage")]
+    peer = [Peer(frozenset({"wan"}), free_at_ms=55_000)]
+    kwargs = {"now_ms": 50_000, "wait_s": 30, "peers": peer, "load_s": {"wan": 20.0}}
+    assert ids(choose(waiting, {"zimage"}, **kwargs).take) == ["v"]  # type: ignore[arg-type]
+    left = choose(waiting, {"zimage"}, run_s=RUNS, **kwargs)  # type: ignore[arg-type]
+    assert ids(left.take) == ["i"]
+    # A second video, behind the first on that peer (60 s more): a load here starts it sooner.
+    queued = [waiting[0], Waiting("w", "wan", 0), waiting[1]]
+    assert ids(choose(queued, {"zimage"}, run_s=RUNS, **kwargs).take) == ["w"]  # type: ignore[arg-type]
+    # Without run times, whoever is free takes the oldest, as before.
+    assert ids(choose(queued, {"zimage"}, **kwargs).take) == ["v"]  # type: ignore[arg-type]
+
+
+def test_a_left_job_is_looked_at_again_after_a_recheck_not_at_once() -> None:
+    waiting = [Waiting("v", "wan", passed_at_ms=0)]
+    peer = [Peer(frozenset({"wan"}), free_at_ms=50_100)]
+    choice = choose(
+        waiting, {"zimage"}, now_ms=50_000, wait_s=30, peers=peer, load_s={"wan": 20}, run_s=RUNS
+    )
+    assert choice.take == [] and choice.retry_at_ms == 50_000 + RECHECK_S * 1000

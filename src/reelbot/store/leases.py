@@ -83,7 +83,8 @@ class WorkerInfo(dict[str, Any]):
     """A worker's heartbeat payload: id, queue, kind, pid, host, started_at, jobs; a generation
     worker adds its GPU's ``gpu`` (an id shared by the queues of one GPU), ``resident`` (the
     models loaded), ``free_at`` (epoch seconds its running call is expected to end; null:
-    unknown) and ``load_s`` (model -> seconds its last load took), for ``worker.candidates``."""
+    unknown), ``load_s`` (model -> seconds its last load took) and ``run_s`` (model -> seconds
+    its last pipeline call took), for ``worker.candidates``."""
 
 
 async def live_workers(redis: Redis, queue: str | None = None) -> list[WorkerInfo]:

@@ -11,12 +11,15 @@ start here plus its remaining wait budget: before ``load_s`` (what the load here
 plus ``wait_s`` after the job was first passed over or left (its *deadline*). Leaving a job
 counts as passing it over. An overdue job is still left for such a peer until its deadline,
 as the peer starts it sooner than a load here would; from its deadline on (the peer is late:
-its estimate was wrong or it took another job), whoever is free takes it. Without peer
-information, a job that needs a load is left for ``grace_s`` after its submit instead. So no
-job waits much more than ``wait_s`` + ``grace_s`` (plus one job's run) longer than it would in
-arrival order, or, left for a peer, ``wait_s`` plus a load more when the peer is late;
-``wait_s = 0`` is plain arrival order. Pure: no Redis, no clock; ``worker.candidates`` feeds
-it.
+its estimate was wrong or it took another job), whoever is free takes it, unless that peer
+still starts it before a load here would end. Without peer information, a job that needs a
+load is left for ``grace_s`` after its submit instead. So no job waits much more than
+``wait_s`` + ``grace_s`` (plus one job's run) longer than it would in arrival order, or, left
+for a peer, ``wait_s`` plus a load more when the peer is late; ``wait_s = 0`` is plain arrival
+order. "Plus one job's run" is what the measured run times (``run_s``) take away: a job whose
+model nobody has loaded is not passed over for a run that ends after its wait while every
+peer is busy past it too (nothing would serve it sooner); in arrival order it would be loaded
+now. Pure: no Redis, no clock; ``worker.candidates`` feeds it.
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ def choose(
     grace_s: float = LOAD_GRACE_S,
     peers: Sequence[Peer] | None = None,
     load_s: Mapping[str, float] | None = None,
+    run_s: Mapping[str, float] | None = None,
 ) -> Choice:
     """Pick up to ``slots`` of ``waiting`` (in arrival order): overdue, then resident, then oldest.
 
@@ -92,6 +96,13 @@ def choose(
     each unless a peer with its model resident is expected free before its deadline (marked
     or now, plus ``wait_s``, plus ``load_s`` of its model, 0 when unknown): such a job is left
     and marked passed; and each only once ``grace_s`` has passed since its submit.
+
+    With ``run_s`` (how long a call of each model takes, as measured) and the peers known, two
+    more rules. A job is *stranded* when no peer has its model and every peer is busy past the
+    end of its wait: taking a resident job whose run ends later would make it wait longer
+    than in arrival order, so it counts as overdue. And past its deadline, a job is still left
+    for a peer with its model that, after the older jobs for that model, starts it before a
+    load here would end.
     """
     if slots <= 0 or not waiting:
         return Choice([], [])
@@ -105,14 +116,45 @@ def choose(
     def fits(job: Waiting) -> bool:
         return job.model is None or job.model in resident
 
+    def serves(peer: Peer, job: Waiting) -> bool:
+        return not peer.queues or job.queue in peer.queues
+
+    def load_ms(job: Waiting) -> int:
+        return round((load_s or {}).get(job.model or "", 0.0) * 1000)
+
+    next_model = next((job.model for job in waiting if fits(job)), None)
+    next_run_ms = None
+    if run_s is not None and next_model is not None and next_model in run_s:
+        next_run_ms = round(run_s[next_model] * 1000)
+
+    def stranded(job: Waiting) -> bool:
+        """Nobody has its model, and this worker's next run and every peer's end after its
+        wait does: in arrival order it would be loaded now, so do not keep it waiting."""
+        if peers is None or next_run_ms is None or job.model is None or fits(job):
+            return False
+        mine = [p for p in peers if serves(p, job)]
+        if any(job.model in p.resident for p in mine):
+            return False
+        ends = (now_ms if job.passed_at_ms is None else job.passed_at_ms) + limit_ms
+        return now_ms + next_run_ms > ends and all(
+            p.free_at_ms is None or p.free_at_ms > ends for p in mine
+        )
+
     def rank(i: int) -> tuple[int, int]:
         job = waiting[i]
-        return (0 if overdue(job) else 1 if fits(job) else 2), i
+        return (0 if overdue(job) or stranded(job) else 1 if fits(job) else 2), i
 
     def deadline(job: Waiting) -> int:
         """When taking it here would have started it had it been taken when it fell due."""
         since = now_ms if job.passed_at_ms is None else job.passed_at_ms
-        return since + round(limit_ms + (load_s or {}).get(job.model or "", 0.0) * 1000)
+        return since + round(limit_ms) + load_ms(job)
+
+    def ahead_ms(job: Waiting) -> int | None:
+        """The runs of the older jobs for its model, which a peer with it takes first."""
+        older = [j for j in waiting[: waiting.index(job)] if j.model == job.model]
+        if run_s is None or (older and job.model not in run_s):
+            return None
+        return round(len(older) * run_s.get(job.model or "", 0.0) * 1000)
 
     def peer_free_at(job: Waiting) -> int | None:
         """When a peer with the job's model resident is expected free, if that is before the
@@ -121,12 +163,17 @@ def choose(
             return None
         due = deadline(job)
         if now_ms >= due:
-            return None  # the peer is late: whoever is free takes it
+            # The peer is late: whoever is free takes it, unless the peer, once through the
+            # older jobs for the model, still starts it before a load here would end.
+            ahead = ahead_ms(job)
+            if ahead is None:
+                return None
+            due = now_ms + load_ms(job) - ahead
         times = [
             p.free_at_ms
             for p in peers
             if job.model in p.resident
-            and (not p.queues or job.queue in p.queues)
+            and serves(p, job)
             and p.free_at_ms is not None
             and p.free_at_ms < due
         ]
@@ -143,7 +190,7 @@ def choose(
             peer_at = peer_free_at(job)
             if peer_at is not None:
                 left.append(job)
-                again = min(deadline(job), max(peer_at, now_ms + round(RECHECK_S * 1000)))
+                again = max(min(deadline(job), peer_at), now_ms + round(RECHECK_S * 1000))
                 retry_at = again if retry_at is None else min(retry_at, again)
                 continue
         if not overdue(job) and not fits(job) and job.submitted_ms is not None:

@@ -9,7 +9,7 @@ moment. A job queued before models were recorded has no hash: it fits any model.
 
 ``peers_from`` reads the other GPUs serving the same queues from the heartbeats
 (``store.leases.WorkerInfo``: the models each has resident, when it expects to be free, the
-load times it has measured), for the chooser's peer rule.
+load and run times it has measured), for the chooser's peer rule.
 """
 
 from __future__ import annotations
@@ -107,6 +107,8 @@ class Peers:
     """A worker on the queues that does not announce its models (an older version)."""
     load_s: dict[str, float] = field(default_factory=dict)
     """Load times they measured, for models this GPU has not loaded yet."""
+    run_s: dict[str, float] = field(default_factory=dict)
+    """Run times they measured (a call of each model), for models this GPU has not run."""
 
 
 def peers_from(
@@ -117,6 +119,7 @@ def peers_from(
     served: dict[str, set[str]] = {}
     blind = False
     load_s: dict[str, float] = {}
+    run_s: dict[str, float] = {}
     for info in infos:
         if info.get("queue") not in queues:
             continue
@@ -126,15 +129,16 @@ def peers_from(
             continue
         if gpu == gpu_id:
             continue
-        for model, seconds in (info.get("load_s") or {}).items():
-            load_s[model] = max(float(seconds), load_s.get(model, 0.0))
+        for measured, name in ((load_s, "load_s"), (run_s, "run_s")):
+            for model, seconds in (info.get(name) or {}).items():
+                measured[model] = max(float(seconds), measured.get(model, 0.0))
         served.setdefault(gpu, set()).add(str(info.get("queue")))
         if gpu not in known:  # the queues of one GPU beat alike
             free_at = info.get("free_at")
             ms = None if free_at is None else round(float(free_at) * 1000)
             known[gpu] = Peer(frozenset(info.get("resident") or ()), ms)
     peers = [replace(peer, queues=frozenset(served[gpu])) for gpu, peer in known.items()]
-    return Peers(peers, blind, load_s)
+    return Peers(peers, blind, load_s, run_s)
 
 
 def _int(raw: bytes) -> int | None:
@@ -171,6 +175,7 @@ async def claim_by_affinity(
     grace_s: float = LOAD_GRACE_S,
     peers: Sequence[Peer] | None = None,
     load_s: Mapping[str, float] | None = None,
+    run_s: Mapping[str, float] | None = None,
 ) -> list[tuple[str, int]]:
     """Claim up to ``slots`` jobs of the worker's queue as ``affinity.choose`` picks them.
 
@@ -187,6 +192,7 @@ async def claim_by_affinity(
         grace_s=grace_s,
         peers=peers,
         load_s=load_s,
+        run_s=run_s,
     )
     if not choice.take:
         if choice.retry_at_ms is not None:

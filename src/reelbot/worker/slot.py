@@ -54,6 +54,9 @@ class GpuSlot:
         """Names this GPU in its workers' heartbeats, so peers are told from one's own queues."""
         self.load_s: dict[str, float] = {}
         """Each model's latest measured load time here (a preload or a job's load)."""
+        self.run_s: dict[str, float] = {}
+        """Each model's latest measured pipeline call here, after its load (the peers' chooser
+        weighs what a run of it keeps this GPU busy)."""
 
     def free_at(self) -> float | None:
         """When the running call is expected to end (epoch seconds; now when idle), for the

@@ -202,6 +202,7 @@ class _PipelineCall:
             begun = time.perf_counter()
             out = self._generate(params)
             self.run_s = time.perf_counter() - begun
+            self.worker.gpu.run_s[params.model] = self.run_s
             return out
         finally:
             self.loop.call_soon_threadsafe(self.worker.gpu.finished, self.record.id)
@@ -340,6 +341,7 @@ class GenerationWorker(QueueWorker):
         peers = self.peers
         grace = LOAD_GRACE_S if self.peers_elsewhere and peers.blind else 0.0
         load_s = {**peers.load_s, **self.gpu.load_s}
+        run_s = {**peers.run_s, **self.gpu.run_s}
         return await claim_by_affinity(
             self,
             slots,
@@ -349,6 +351,7 @@ class GenerationWorker(QueueWorker):
             grace_s=grace,
             peers=peers.known,
             load_s=load_s,
+            run_s=run_s,
         )
 
     def info(self) -> dict[str, Any]:
@@ -360,6 +363,7 @@ class GenerationWorker(QueueWorker):
             "resident": sorted(resident),
             "free_at": self.gpu.free_at(),
             "load_s": {m: round(s, 2) for m, s in self.gpu.load_s.items()},
+            "run_s": {m: round(s, 2) for m, s in self.gpu.run_s.items()},
         }
 
     async def beat(self) -> None:
