@@ -41,14 +41,18 @@ async def test_cancel_while_queued_removes_the_job(
     with pytest.raises(JobNotFound):
         await queue.cancel(drop.record.id, requester=other)
 
+    assert await redis.exists(keys.affinity(drop.record.id))
     outcome, record = await queue.cancel(drop.record.id, requester=drop.record.requester)
 
     assert outcome == "removed"
     assert record.status == JobStatus.CANCELLED
+    # What the workers' model-affinity choice reads of a queued job goes with it.
+    assert not await redis.exists(keys.affinity(drop.record.id))
     assert await redis.zscore(queue.settings.image_queue, drop.record.id) is None
     assert not await redis.exists(keys.arq_job(drop.record.id))
     await start_workers()
     await wait_for_record(queue.records, keep.record.id, delivered)
+    assert not await redis.exists(keys.affinity(keep.record.id))
     cancelled = await wait_for_record(
         queue.records, drop.record.id, lambda r: r.posted_at is not None
     )

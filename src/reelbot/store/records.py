@@ -222,6 +222,9 @@ class RecordStore:
             )
             if done == 1:
                 if new.status != current.status:
+                    if new.finished:
+                        # Its model and marks are for the workers' choice of a queued job.
+                        await self.redis.delete(keys.affinity(job_id))
                     for hook in self.on_status:
                         await hook(self.redis, current, new)
                 return new
