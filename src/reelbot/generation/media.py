@@ -23,6 +23,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from reelbot.generation.frames import as_array
+
 __all__ = [
     "CRF_LADDER",
     "JPEG_LADDER",
@@ -209,6 +211,9 @@ class _Clip:
 
 
 def _clip(frames: Frames) -> _Clip:
+    array = as_array(frames)  # a FrameArray is read in place, not one image at a time
+    if array is not None:
+        frames = array
     if isinstance(frames, np.ndarray):
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
             raise ValueError(

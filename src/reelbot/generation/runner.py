@@ -91,7 +91,8 @@ ProgressCallback = Callable[[Progress], None]
 class GenerationOutput:
     """The frames of one generation (one for an image), with what reproduces and times it."""
 
-    frames: list[Image.Image]
+    frames: Sequence[Image.Image]
+    """A list, or a ``frames.FrameArray`` (a video's Upscale and Smooth)."""
     fps: int | None
     seed: int
     timings: dict[str, float] = field(default_factory=dict)
@@ -392,7 +393,7 @@ class Runner:
         model: str | None = None,
         on_progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
-    ) -> list[Image.Image]:
+    ) -> Sequence[Image.Image]:
         """A video's Upscale: the super-resolution network over every frame, ``scale`` times
         larger, batched and tiled (``video_frames.sr_frames``); one progress step per batch."""
         spec = self.catalog.upscaler(model)

@@ -8,9 +8,12 @@ interpolation, which needs no weights.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import imageio_ffmpeg
 import torch
@@ -18,6 +21,7 @@ from PIL import Image
 
 from reelbot.errors import Cancelled
 from reelbot.generation import upscale
+from reelbot.generation.frames import FrameArray
 
 __all__ = ["interpolate_x2", "sr_frames"]
 
@@ -26,8 +30,11 @@ SR_BATCH = 8
 """Frames whose same tile goes through the network in one forward pass."""
 
 
-def interpolate_x2(frames: Sequence[Image.Image], fps: float) -> tuple[list[Image.Image], float]:
+def interpolate_x2(frames: Sequence[Image.Image], fps: float) -> tuple[FrameArray, float]:
     """Twice the frames at twice the rate, the new ones motion-interpolated (same duration).
+
+    The frames go to ffmpeg one at a time and come back straight into one array (in a
+    temporary file when large, ``frames.FrameArray``), so no second copy of the clip is held.
 
     Raises:
         ValueError: no frames, or frames of different sizes.
@@ -38,30 +45,71 @@ def interpolate_x2(frames: Sequence[Image.Image], fps: float) -> tuple[list[Imag
     width, height = frames[0].size
     if any(f.size != (width, height) for f in frames):
         raise ValueError("frames of different sizes")
-    raw = b"".join(f.convert("RGB").tobytes() for f in frames)
     want = 2 * len(frames)
     # mci: motion-compensated, bidirectional estimation, overlapped blocks (ffmpeg's best mode).
     vf = f"minterpolate=fps={2 * fps:g}:mi_mode=mci:mc_mode=aobmc:me_mode=bidir:vsbmc=1"
-    proc = subprocess.run(
+    out = FrameArray.empty(want, width, height)
+    flat = out.array.reshape(want, -1)
+    errors: list[bytes] = []
+    count = 0
+    with subprocess.Popen(
         [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin",
          "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{fps:g}",
          "-i", "pipe:0", "-vf", vf, "-frames:v", str(want),
          "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
-        input=raw, capture_output=True, timeout=_TIMEOUT_S, check=False,
-    )  # fmt: skip
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as proc:  # fmt: skip
+        stdin, stderr = proc.stdin, proc.stderr
+        stdout = cast(io.BufferedReader, proc.stdout)  # Popen's default: buffered pipes
+        assert stdin is not None and stderr is not None
+
+        def feed() -> None:
+            # ffmpeg reads ahead while it writes: feed it from a thread, read it here.
+            try:
+                for frame in frames:
+                    stdin.write(frame.convert("RGB").tobytes())
+            except (BrokenPipeError, ValueError):
+                pass  # ffmpeg stopped early; its exit code and stderr say why
+            finally:
+                with contextlib.suppress(OSError, ValueError):
+                    stdin.close()
+
+        helpers = [
+            threading.Thread(target=feed, daemon=True),
+            threading.Thread(target=lambda: errors.append(stderr.read()), daemon=True),
+        ]
+        for helper in helpers:
+            helper.start()
+        deadline = threading.Timer(_TIMEOUT_S, proc.kill)  # a hung ffmpeg ends as a failure
+        deadline.start()
+        try:
+            while count < want and _read_frame(stdout, memoryview(flat[count])):
+                count += 1
+            proc.wait()
+        finally:
+            deadline.cancel()
+            if proc.poll() is None:
+                proc.kill()
+            for helper in helpers:
+                helper.join()
     if proc.returncode != 0:
-        raise RuntimeError(f"ffmpeg minterpolate failed: {proc.stderr.decode(errors='replace')}")
-    one = width * height * 3
-    count = min(want, len(proc.stdout) // one)
+        message = b"".join(errors).decode(errors="replace")
+        raise RuntimeError(f"ffmpeg minterpolate failed: {message}")
     if count == 0:
         raise RuntimeError("ffmpeg minterpolate returned no frames")
-    out = [
-        Image.frombytes("RGB", (width, height), proc.stdout[i * one : (i + 1) * one])
-        for i in range(count)
-    ]
     # The last input frame has no successor to blend towards: ffmpeg may end one frame early.
-    out.extend(out[-1].copy() for _ in range(want - count))
+    out.array[count:] = out.array[count - 1]
     return out, 2 * fps
+
+
+def _read_frame(stream: io.BufferedReader, frame: memoryview) -> bool:
+    """Fill ``frame`` from ``stream``; False at the end of the stream (or within a frame)."""
+    while frame.nbytes:
+        got = stream.readinto(frame)
+        if not got:
+            return False
+        frame = frame[got:]
+    return True
 
 
 def _tensor(image: Image.Image) -> torch.Tensor:
@@ -85,20 +133,21 @@ def sr_frames(
     batch: int = SR_BATCH,
     on_batch: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
-) -> list[Image.Image]:
+) -> FrameArray:
     """Every frame ``scale`` times larger: the network tile by tile, the same tile of up to
     ``batch`` frames in one forward pass, seams blended, then resized down where the network's
-    own factor is larger (a ×4 network for Upscale ×2).
+    own factor is larger (a ×4 network for Upscale ×2). The result is one array, in a temporary
+    file when large (``frames.FrameArray``).
 
     ``on_batch(done, total)`` is called after each batch of frames; a cancel is checked before
     each forward pass.
     """
     if not frames:
-        return []
+        raise ValueError("no frames to upscale")
     width, height = frames[0].size
     tiles = upscale.tiles_for(width, height, tile, overlap)
     target = (width * scale, height * scale)
-    out: list[Image.Image] = []
+    out = FrameArray.empty(len(frames), *target)
     total = -(-len(frames) // batch)
     with torch.inference_mode():
         for done, start in enumerate(range(0, len(frames), batch), start=1):
@@ -111,7 +160,7 @@ def sr_frames(
                 result = net.module(part).float().cpu()
                 for k in range(chunk.shape[0]):
                     per_frame[k].append(result[k])
-            for outputs in per_frame:
+            for k, outputs in enumerate(per_frame):
                 image = _image(
                     upscale.blend_tiles(
                         (width, height), tiles, outputs, scale=net.scale, overlap=overlap
@@ -119,7 +168,7 @@ def sr_frames(
                 )
                 if image.size != target:
                     image = image.resize(target, Image.Resampling.LANCZOS)
-                out.append(image)
+                out.put(start + k, image)
             if on_batch is not None:
                 on_batch(done, total)
     return out

@@ -22,7 +22,7 @@ __all__ = ["GenerationOutput", "LeaseHolder", "PipelineRunner", "Scorer"]
 class GenerationOutput(Protocol):
     """What a pipeline call returns (``reelbot.generation.runner.GenerationOutput``)."""
 
-    frames: list[Image.Image]
+    frames: Sequence[Image.Image]
     fps: int | None
     seed: int
     timings: dict[str, float]
