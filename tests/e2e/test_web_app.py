@@ -30,11 +30,13 @@ def _settings(tmp_path: Path, **values: object) -> Settings:
     return Settings(redis_url="redis://127.0.0.1:9/0", models="tiny", data_dir=tmp_path, **values)
 
 
-async def _client(tmp_path: Path, *, token: str | None, loopback: bool) -> httpx.AsyncClient:
+async def _client(
+    tmp_path: Path, *, token: str | None, loopback: bool, public_host: str | None = None
+) -> httpx.AsyncClient:
     # Nothing listens on port 9: a request that gets past the guards fails fast with a 503.
     redis = connect("redis://127.0.0.1:9/0", retries=0)
     chat = WebChat(redis, _settings(tmp_path), load_catalog("tiny"))
-    app = build_app(chat, Hub(), token=token, loopback=loopback)
+    app = build_app(chat, Hub(), token=token, loopback=loopback, public_host=public_host)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
 
 
@@ -74,6 +76,19 @@ async def test_a_token_guards_every_route(guarded: httpx.AsyncClient) -> None:
 async def test_loopback_refuses_a_foreign_host_header(tmp_path: Path) -> None:
     async with await _client(tmp_path, token=None, loopback=True) as client:
         assert (await client.get("/")).status_code == 200
+        rebound = await client.get("/", headers={"Host": "attacker.example"})
+        assert rebound.status_code == 400
+
+
+async def test_behind_a_proxy_on_loopback_the_public_url_host_is_let_in(tmp_path: Path) -> None:
+    # A TLS proxy in front of 127.0.0.1 (Caddy, Traefik) passes the name people opened: the
+    # Edit region links point there (REELBOT_PUBLIC_URL), and the Host check let none of them in.
+    async with await _client(
+        tmp_path, token=None, loopback=True, public_host="reelbot.example.com"
+    ) as client:
+        assert (await client.get("/", headers={"Host": "reelbot.example.com"})).status_code == 200
+        with_port = await client.get("/", headers={"Host": "reelbot.example.com:443"})
+        assert with_port.status_code == 200
         rebound = await client.get("/", headers={"Host": "attacker.example"})
         assert rebound.status_code == 400
 

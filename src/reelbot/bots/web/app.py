@@ -79,8 +79,10 @@ async def _answer(_: Request, exc: Exception) -> Response:
     return _error(status, code, reply_for(exc, where=" in the web chat"), **headers)
 
 
-def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> Starlette:
-    """The Starlette app; ``token`` set: every request must carry it (bearer or cookie)."""
+def build_app(
+    chat: WebChat, hub: Hub, *, token: str | None, loopback: bool, public_host: str | None = None
+) -> Starlette:
+    """The app; ``token``: on every request; on ``loopback``, Host: loopback or ``public_host``."""
     gate = TokenGate(token, cookie=COOKIE)
 
     def refused() -> Response:
@@ -148,7 +150,8 @@ def build_app(chat: WebChat, hub: Hub, *, token: str | None, loopback: bool) -> 
     ]
     # On loopback, a page on another site that resolves its own name to 127.0.0.1 (DNS
     # rebinding) would send its own Host header: refuse it.
-    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_HOSTS)]
+    hosts = [*LOOPBACK_HOSTS, *filter(None, [public_host])]
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=hosts)]
     return Starlette(
         routes=routes,
         middleware=middleware if loopback else [],

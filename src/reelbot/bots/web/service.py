@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 import sys
+from urllib.parse import urlsplit
 
 from arq.connections import ArqRedis
 
@@ -40,8 +41,10 @@ class WebService:
         self.chat = WebChat(redis, settings, load_catalog(settings.models, settings.styles_file))
         self.hub = Hub()
         token = settings.web_token.get_secret_value() if settings.web_token else None
+        public = urlsplit(settings.public_url).hostname if settings.public_url else None
+        loopback = is_loopback(settings.web_host)
         self.app = build_app(
-            self.chat, self.hub, token=token, loopback=is_loopback(settings.web_host)
+            self.chat, self.hub, token=token, loopback=loopback, public_host=public
         )
         self.conversation = WebConversation(self.chat.service, WebSurface(self.hub), settings)
         self.app.router.routes.extend(EditPage(redis, settings, self.chat.catalog).routes)
