@@ -259,6 +259,19 @@ def render(result: dict[str, Any]) -> Table:
     return table
 
 
+def verdict(result: dict[str, Any]) -> str:
+    """The issue's target for each scenario: at least 5x fewer loads than arrival order with
+    p99 wait at most 1.5x arrival order's."""
+    parts = []
+    for scenario, runs in result["scenarios"].items():
+        f, a = runs["fifo"], runs["affinity"]
+        fewer = f["loads"] / max(1, a["loads"])
+        p99 = a["p99_wait_s"] / max(1e-9, f["p99_wait_s"])
+        met = "met" if fewer >= 5 and p99 <= 1.5 else "not met"
+        parts.append(f"{scenario}: {fewer:.1f}x fewer loads, p99 {p99:.2f}x ({met})")
+    return "target (>= 5x fewer loads, p99 wait <= 1.5x): " + "; ".join(parts)
+
+
 def policies(jobs: list[Job], wait: float) -> dict[str, dict[str, Any]]:
     """Arrival order; affinity with the load grace; with peers but no run times (the chooser
     before it knew them); with peers and run times (what the worker runs): on the same jobs."""
@@ -327,6 +340,8 @@ def cli() -> None:
         result["sweep"] = sweep(args)
         print(render_sweep(result["sweep"]))
     Console(width=150).print(render(result))
+    result["target"] = verdict(result)
+    print(result["target"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
