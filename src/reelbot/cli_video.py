@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image
@@ -44,7 +45,7 @@ def _even_fit(size: tuple[int, int], side: int) -> tuple[int, int]:
 
 def _clip_frames(
     data: bytes, info: ClipInfo, size: tuple[int, int], max_s: float, limits: VideoLimits
-) -> tuple[list[Image.Image], float]:
+) -> tuple[Sequence[Image.Image], float]:
     """The clip's frames at its own rate (at most ``max_s`` seconds of it) at ``size``."""
     fps = max(1.0, min(60.0, round(info.fps) or 16.0))
     count = max(1, min(info.frames, int(max_s * fps)))

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import imageio_ffmpeg
-from PIL import Image
 
 from reelbot.errors import InvalidVideo
+from reelbot.frames import FrameArray, pipe_frames
 
 __all__ = [
     "AUDIO_NOTE",
@@ -103,7 +103,8 @@ class ClipInfo:
 class InputVideo:
     """Frames sampled from a clip to a model's grid, with what the user should be told."""
 
-    frames: list[Image.Image]
+    frames: FrameArray
+    """One array, in a temporary file when large (``reelbot.frames``)."""
     fps: float
     info: ClipInfo
     note: str
@@ -276,8 +277,9 @@ def load_input_video(
 
     ffmpeg reads at most ``frames / fps`` seconds of input and resamples time with its ``fps``
     filter (dropping or repeating frames), so a clip shorter than that ends on its last frame,
-    repeated. Memory is bounded by ``frames x width x height x 3`` bytes here and by one
-    decoded frame of at most ``limits.max_pixels`` in ffmpeg.
+    repeated. Memory is bounded by ``frames x width x height x 3`` bytes here, read straight
+    from ffmpeg into one array (a temporary file's pages when large), and by one decoded frame
+    of at most ``limits.max_pixels`` in ffmpeg.
 
     Raises:
         InvalidVideo: as ``probe_clip``, or when not even one frame decodes.
@@ -287,31 +289,25 @@ def load_input_video(
         raise ValueError(f"bad sampling grid: {frames} frames at {fps} fps, {width}x{height}")
     _check_bytes(data, limits)
     span = frames / fps
-    one = width * height * 3
     with _on_disk(data) as path:
         info = _parse(_header(path), len(data), limits)
         vf = (
             f"fps={fps:g},scale={width}:{height}:force_original_aspect_ratio=increase"
             f":flags=area,crop={width}:{height},setsar=1,format=rgb24"
         )
-        try:
-            proc = subprocess.run(
-                [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin",
-                 "-threads", "2", "-t", f"{span + 1 / fps:.6f}", "-i", str(path),
-                 "-map", "0:v:0", "-an", "-sn", "-dn", "-vf", vf, "-frames:v", str(frames),
-                 "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
-                capture_output=True, timeout=_TIMEOUT_S, check=False,
-            )  # fmt: skip
-        except subprocess.TimeoutExpired as exc:
-            raise InvalidVideo("The video took too long to decode; it may be damaged.") from exc
-    raw = proc.stdout
-    count = min(frames, len(raw) // one)
-    if count == 0:
+        out = FrameArray.empty(frames, width, height)
+        run = pipe_frames(
+            [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin",
+             "-threads", "2", "-t", f"{span + 1 / fps:.6f}", "-i", str(path),
+             "-map", "0:v:0", "-an", "-sn", "-dn", "-vf", vf, "-frames:v", str(frames),
+             "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
+            out, timeout_s=_TIMEOUT_S,
+        )  # fmt: skip
+    if run.timed_out:
+        raise InvalidVideo("The video took too long to decode; it may be damaged.")
+    if run.frames == 0:
         raise InvalidVideo(f"The video is damaged: no frame of it decodes. {limits.what_to_send()}")
-    out = [
-        Image.frombytes("RGB", (width, height), raw[i * one : (i + 1) * one]) for i in range(count)
-    ]
-    out.extend(out[-1].copy() for _ in range(frames - count))
+    # A clip shorter than the span ends on its last frame, repeated (pipe_frames fills it).
     notes = []
     if info.has_audio:
         notes.append(AUDIO_NOTE)

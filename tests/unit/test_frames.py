@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reelbot.generation import frames as frames_module
-from reelbot.generation.frames import FrameArray
+from reelbot import frames as frames_module
+from reelbot.frames import FrameArray
 from reelbot.generation.media import decode_video_frames, encode_video
 from reelbot.generation.video_frames import interpolate_x2
 
@@ -73,7 +73,7 @@ def test_smooth_streams_ffmpeg_into_the_array_the_same_in_memory_or_spilled(
 _MEASURE = """
 import sys
 import numpy as np
-from reelbot.generation.frames import FrameArray
+from reelbot.frames import FrameArray
 
 def anon_kib():
     for line in open("/proc/self/status"):

@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from reelbot.generation.frames import as_array
+from reelbot.frames import as_array
 
 __all__ = [
     "CRF_LADDER",

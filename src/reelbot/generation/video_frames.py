@@ -8,20 +8,16 @@ interpolation, which needs no weights.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import subprocess
 import threading
 from collections.abc import Callable, Sequence
-from typing import cast
 
 import imageio_ffmpeg
 import torch
 from PIL import Image
 
 from reelbot.errors import Cancelled
+from reelbot.frames import FrameArray, pipe_frames
 from reelbot.generation import upscale
-from reelbot.generation.frames import FrameArray
 
 __all__ = ["interpolate_x2", "sr_frames"]
 
@@ -49,67 +45,20 @@ def interpolate_x2(frames: Sequence[Image.Image], fps: float) -> tuple[FrameArra
     # mci: motion-compensated, bidirectional estimation, overlapped blocks (ffmpeg's best mode).
     vf = f"minterpolate=fps={2 * fps:g}:mi_mode=mci:mc_mode=aobmc:me_mode=bidir:vsbmc=1"
     out = FrameArray.empty(want, width, height)
-    flat = out.array.reshape(want, -1)
-    errors: list[bytes] = []
-    count = 0
-    with subprocess.Popen(
+    run = pipe_frames(
         [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin",
          "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{fps:g}",
          "-i", "pipe:0", "-vf", vf, "-frames:v", str(want),
          "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    ) as proc:  # fmt: skip
-        stdin, stderr = proc.stdin, proc.stderr
-        stdout = cast(io.BufferedReader, proc.stdout)  # Popen's default: buffered pipes
-        assert stdin is not None and stderr is not None
-
-        def feed() -> None:
-            # ffmpeg reads ahead while it writes: feed it from a thread, read it here.
-            try:
-                for frame in frames:
-                    stdin.write(frame.convert("RGB").tobytes())
-            except (BrokenPipeError, ValueError):
-                pass  # ffmpeg stopped early; its exit code and stderr say why
-            finally:
-                with contextlib.suppress(OSError, ValueError):
-                    stdin.close()
-
-        helpers = [
-            threading.Thread(target=feed, daemon=True),
-            threading.Thread(target=lambda: errors.append(stderr.read()), daemon=True),
-        ]
-        for helper in helpers:
-            helper.start()
-        deadline = threading.Timer(_TIMEOUT_S, proc.kill)  # a hung ffmpeg ends as a failure
-        deadline.start()
-        try:
-            while count < want and _read_frame(stdout, memoryview(flat[count])):
-                count += 1
-            proc.wait()
-        finally:
-            deadline.cancel()
-            if proc.poll() is None:
-                proc.kill()
-            for helper in helpers:
-                helper.join()
-    if proc.returncode != 0:
-        message = b"".join(errors).decode(errors="replace")
-        raise RuntimeError(f"ffmpeg minterpolate failed: {message}")
-    if count == 0:
+        out, feed=(f.convert("RGB").tobytes() for f in frames), timeout_s=_TIMEOUT_S,
+    )  # fmt: skip
+    if run.returncode != 0:
+        raise RuntimeError(f"ffmpeg minterpolate failed: {run.stderr}")
+    # The last input frame has no successor to blend towards: ffmpeg may end one frame early
+    # (pipe_frames repeats the last frame read).
+    if run.frames == 0:
         raise RuntimeError("ffmpeg minterpolate returned no frames")
-    # The last input frame has no successor to blend towards: ffmpeg may end one frame early.
-    out.array[count:] = out.array[count - 1]
     return out, 2 * fps
-
-
-def _read_frame(stream: io.BufferedReader, frame: memoryview) -> bool:
-    """Fill ``frame`` from ``stream``; False at the end of the stream (or within a frame)."""
-    while frame.nbytes:
-        got = stream.readinto(frame)
-        if not got:
-            return False
-        frame = frame[got:]
-    return True
 
 
 def _tensor(image: Image.Image) -> torch.Tensor:

@@ -10,6 +10,7 @@ submit, but only decoding proves it is sound.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from arq.connections import ArqRedis
@@ -34,7 +35,7 @@ class JobInputs:
     """What a job starts from, decoded."""
 
     image: Image.Image | None = None
-    video: list[Image.Image] | None = None
+    video: Sequence[Image.Image] | None = None
     fps: float | None = None
     note: str = ""
     """For the user: the sound was dropped, only the first seconds were used."""
@@ -66,7 +67,7 @@ def _image(data: bytes) -> Image.Image:
 
 def _clip(
     data: bytes, params: GenerationParams, settings: Settings
-) -> tuple[list[Image.Image], float, str]:
+) -> tuple[Sequence[Image.Image], float, str]:
     """The clip's frames: on /restyle's grid and size (``clips.restyle_params``); for /smooth,
     Extend and Upscale, the clip itself (``clips.whole_clip``: at most ``video_max_s`` of it),
     its long side at most 1024 (``clips.edit_size``); an Upscale's note says the size it
