@@ -64,22 +64,31 @@ class OneCard:
 
 
 async def _run_backlog(
-    settings: Settings, queue: JobQueue, runner: PipelineRunner, jobs: list[tuple[str, str]]
+    settings: Settings,
+    queue: JobQueue,
+    runner: PipelineRunner,
+    jobs: list[tuple[str, str]],
+    *,
+    holds: str = "tiny-zimage",
+    run_s: dict[str, float] | None = None,
 ) -> tuple[OneCard, list[str]]:
-    """Queue ``jobs`` (task, prompt) first, then serve them on a card that holds tiny-zimage:
-    the card and the job ids."""
+    """Queue ``jobs`` (task, prompt) first, then serve them on a card that holds ``holds``
+    and has measured ``run_s``: the card and the job ids."""
     ids = []
     for i, (task, prompt) in enumerate(jobs):
         submitted = await queue.submit(request(task, prompt, f"aff-{i}"), with_position=False)
         ids.append(submitted.record.id)
-    card = OneCard(runner, holds="tiny-zimage")
+    card = OneCard(runner, holds=holds)
     stop = asyncio.Event()
     queues = [settings.image_queue, settings.video_queue]
     url = settings.effective_redis_url
-    # ``ready`` runs before the workers' first poll.
-    serving = serve_generation(
-        settings, card, queues, redis_url=url, stop=stop, ready=lambda _: card.serve()
-    )
+
+    def ready(workers: list[GenerationWorker]) -> None:
+        # Before the workers' first poll.
+        card.serve()
+        workers[0].gpu.run_s.update(run_s or {})
+
+    serving = serve_generation(settings, card, queues, redis_url=url, stop=stop, ready=ready)
     task = asyncio.create_task(serving)
     try:
         for job_id in ids:
@@ -117,6 +126,23 @@ async def test_two_image_models_interleaved_load_once_each_with_affinity(
     else:
         assert [seed for seed, _ in card.order] == [1, 2, 3, 4]
         assert card.loads == ["tiny-flux2", "tiny-zimage", "tiny-flux2"]
+
+
+async def test_a_job_nobody_can_serve_is_not_passed_over_for_a_run_longer_than_its_wait(
+    queue: JobQueue, settings: Settings, runner: PipelineRunner
+) -> None:
+    """The card holds tiny-flux2 and has measured a call of it at 5 s; nobody else serves the
+    queue. An older tiny-zimage job would wait that run out, past its 1 s wait: it goes first,
+    loaded now, as in arrival order. (Without run times the flux2 job went first.)"""
+    own = make_settings(
+        settings.effective_redis_url, settings.data_dir, affinity_wait_s=1.0, nsfw_check=False
+    )
+    jobs = [BACKLOG[0], ("imagine", "a fox --seed 2 --steps 1 --model tiny-flux2")]
+    card, _ = await _run_backlog(
+        own, queue, runner, jobs, holds="tiny-flux2", run_s={"tiny-flux2": 5.0}
+    )
+    assert [seed for seed, _ in card.order] == [1, 2]
+    assert card.loads == ["tiny-zimage", "tiny-flux2"]
 
 
 async def test_image_and_video_queues_of_one_gpu_choose_together(

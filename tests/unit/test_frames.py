@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from reelbot import frames as frames_module
-from reelbot.frames import FrameArray
+from reelbot.frames import FrameArray, pipe_frames
 from reelbot.generation.media import decode_video_frames, encode_video
 from reelbot.generation.video_frames import interpolate_x2
 
@@ -73,7 +73,7 @@ def test_smooth_streams_ffmpeg_into_the_array_the_same_in_memory_or_spilled(
 _MEASURE = """
 import sys
 import numpy as np
-from reelbot.frames import FrameArray
+from reelbot.frames import FrameArray, pipe_frames
 
 def anon_kib():
     for line in open("/proc/self/status"):
@@ -112,3 +112,9 @@ def test_ffmpeg_stopping_while_frames_are_fed_ends_in_its_own_words() -> None:
     clip = [Image.new("RGB", (640, 480), (i, 0, 0)) for i in range(100)]
     with pytest.raises(RuntimeError, match=r"minterpolate failed: .*framerate"):
         interpolate_x2(clip, -5)
+
+
+def test_a_command_that_hangs_is_killed_at_its_limit() -> None:
+    out = FrameArray.empty(2, 4, 4)
+    run = pipe_frames([sys.executable, "-c", "import time; time.sleep(30)"], out, timeout_s=0.3)
+    assert run.timed_out and run.frames == 0 and run.returncode != 0
