@@ -158,6 +158,7 @@ def pipe_frames(
         try:
             while count < len(out) and _read_frame(stdout, memoryview(flat[count])):
                 count += 1
+            stdout.close()  # more than asked for: it stops on the closed pipe, not blocked
             proc.wait()
         finally:
             timer.cancel()

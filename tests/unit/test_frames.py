@@ -118,3 +118,10 @@ def test_a_command_that_hangs_is_killed_at_its_limit() -> None:
     out = FrameArray.empty(2, 4, 4)
     run = pipe_frames([sys.executable, "-c", "import time; time.sleep(30)"], out, timeout_s=0.3)
     assert run.timed_out and run.frames == 0 and run.returncode != 0
+
+
+def test_a_command_that_writes_more_frames_than_asked_for_is_stopped() -> None:
+    out = FrameArray.empty(2, 4, 4)
+    endless = "import sys\nwhile True: sys.stdout.buffer.write(bytes(48))"
+    run = pipe_frames([sys.executable, "-c", endless], out, timeout_s=20)
+    assert run.frames == 2 and not run.timed_out

@@ -128,8 +128,8 @@ def choose(
         next_run_ms = round(run_s[next_model] * 1000)
 
     def stranded(job: Waiting) -> bool:
-        """Nobody has its model, and this worker's next run and every peer's end after its
-        wait does: in arrival order it would be loaded now, so do not keep it waiting."""
+        """Nobody has its model, and this worker's next run and every peer's current one
+        end after its wait: in arrival order it would be loaded now, so it does not wait."""
         if peers is None or next_run_ms is None or job.model is None or fits(job):
             return False
         mine = [p for p in peers if serves(p, job)]
