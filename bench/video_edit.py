@@ -65,32 +65,46 @@ def _clip(width: int, height: int, seconds: float, fps: int) -> bytes:
 
 _MEMORY = """
 import resource, sys, tracemalloc
+from reelbot import frames
 from reelbot.video_inputs import VideoLimits, load_input_video
+
+def anon_kb():
+    for line in open("/proc/self/status"):
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1])
+    return 0
+
 data = open(sys.argv[1], "rb").read()
+frames.SPILL_BYTES = int(sys.argv[3])
+before = anon_kb()
 tracemalloc.start()
 video = load_input_video(data, frames=int(sys.argv[2]), fps=24, width=1280, height=704,
                          limits=VideoLimits(max_duration_s=900))
-print(tracemalloc.get_traced_memory()[1], resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+print(tracemalloc.get_traced_memory()[1], anon_kb() - before,
+      resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 """
 
 
-def _sampling_memory(frames: int) -> dict[str, float]:
-    """Peak memory of sampling ``frames`` frames at 1280x704 from a 1080p clip (own process)."""
+def _sampling_memory(frames: int, *, spill: bool) -> dict[str, float]:
+    """Peak memory of sampling ``frames`` frames at 1280x704 from a 1080p clip (own process),
+    into memory or (``spill``) into a temporary file however few."""
     data = _clip(1920, 1080, frames / 24 + 1, 24)
     with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
         f.write(data)
         f.flush()
         start = time.perf_counter()
         out = subprocess.run(
-            [sys.executable, "-c", _MEMORY, f.name, str(frames)],
+            [sys.executable, "-c", _MEMORY, f.name, str(frames), "0" if spill else str(1 << 40)],
             capture_output=True, text=True, check=True,
         )  # fmt: skip
         seconds = time.perf_counter() - start
-    peak, child_kb = (int(v) for v in out.stdout.split())
+    peak, anon_kb, child_kb = (int(v) for v in out.stdout.split())
     return {
         "frames": frames,
+        "spilled": spill,
         "frames_mb": frames * 1280 * 704 * 3 / 2**20,
         "python_peak_mb": peak / 2**20,
+        "anon_growth_mb": anon_kb / 1024,
         "ffmpeg_max_rss_mb": child_kb / 1024,
         "seconds": seconds,
     }
@@ -150,7 +164,7 @@ def main() -> None:
         best = min(times)
         unit = frames_in if per == "frame" else (duration if name != "restyle" else 1)
         rows.append(Row(name, size, output, frames_in, made, best, per, best / unit))
-    memory = [_sampling_memory(n) for n in (49, 121)]
+    memory = [_sampling_memory(n, spill=s) for n in (49, 121) for s in (False, True)]
 
     table = Table(title=f"video edits, {args.models} on {runner.device}")
     for column in ("edit", "input", "output", "frames in", "frames out", "s", "cost"):
@@ -161,10 +175,16 @@ def main() -> None:
             f"{r.seconds:.2f}", f"{r.cost:.3f} s/{r.per}",
         )  # fmt: skip
     mem = Table(title="sampling a 1080p clip to 1280x704 (own process)")
-    for column in ("frames", "frames MB", "python peak MB", "ffmpeg max RSS MB", "s"):
+    columns = ("frames", "spilled", "frames MB", "python peak MB", "anon growth MB")
+    for column in (*columns, "ffmpeg max RSS MB", "s"):
         mem.add_column(column, justify="right")
     for m in memory:
-        mem.add_row(*(f"{m[k]:.0f}" if k != "seconds" else f"{m[k]:.2f}" for k in m))
+        mem.add_row(
+            *(
+                str(v) if isinstance(v, bool) else f"{v:.2f}" if k == "seconds" else f"{v:.0f}"
+                for k, v in m.items()
+            )
+        )
     console = Console()
     console.print(table)
     console.print(mem)
