@@ -41,7 +41,10 @@ async def test_cancel_while_queued_removes_the_job(
     with pytest.raises(JobNotFound):
         await queue.cancel(drop.record.id, requester=other)
 
-    assert await redis.exists(keys.affinity(drop.record.id))
+    # The workers' model-affinity choice reads the job's model and cost from a small hash.
+    mark = await redis.hgetall(keys.affinity(drop.record.id))
+    assert mark[b"m"].decode() == drop.record.params.model
+    assert float(mark[b"c"]) == drop.record.cost
     outcome, record = await queue.cancel(drop.record.id, requester=drop.record.requester)
 
     assert outcome == "removed"

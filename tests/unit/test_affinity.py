@@ -342,3 +342,27 @@ def test_a_left_job_is_looked_at_again_after_a_recheck_not_at_once() -> None:
         waiting, {"zimage"}, now_ms=50_000, wait_s=30, peers=peer, load_s={"wan": 20}, run_s=RUNS
     )
     assert choice.take == [] and choice.retry_at_ms == 50_000 + RECHECK_S * 1000
+
+
+def test_a_jobs_run_is_its_cost_times_its_models_seconds_per_credit() -> None:
+    # The card holds Wan, whose last call took 60 s; an image nobody holds waits before a video.
+    def take(cost: float, per_credit_s: dict[str, float] | None) -> list[str]:
+        waiting = [Waiting("i", "zimage"), Waiting("v", "wan", cost=cost)]
+        busy = [Peer(frozenset({"wan"}), free_at_ms=60_000)]
+        choice = choose(
+            waiting,
+            {"wan"},
+            now_ms=0,
+            wait_s=30,
+            grace_s=0,
+            peers=busy,
+            run_s={"wan": 60.0},
+            per_credit_s=per_credit_s,
+        )
+        return ids(choice.take)
+
+    # A short video (1 credit at 10 s a credit) ends within the image's wait: it goes first.
+    assert take(1.0, {"wan": 10.0}) == ["v"]
+    # A long one (5 credits: 50 s) would outlast it, and so would the last call's 60 s.
+    assert take(5.0, {"wan": 10.0}) == ["i"]
+    assert take(1.0, None) == ["i"]

@@ -80,9 +80,9 @@ redis.call('ZADD', KEYS[4], ARGV[3], ARGV[7])
 redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -(tonumber(ARGV[9]) + 1))
 redis.call('ZADD', KEYS[5], ARGV[3], ARGV[7])
 redis.call('EXPIRE', KEYS[5], ARGV[5])
--- The job's model and submit time, last of the keys and args: what the workers' model-affinity
--- choice reads (worker.candidates) instead of whole records.
-redis.call('HSET', KEYS[#KEYS], 'm', ARGV[#ARGV], 't', ARGV[3])
+-- The job's model (the last key and arg), submit time and cost (the quota fragment's): what
+-- the workers' model-affinity choice reads (worker.candidates) instead of whole records.
+redis.call('HSET', KEYS[#KEYS], 'm', ARGV[#ARGV], 't', ARGV[3], 'c', ARGV[10])
 redis.call('PEXPIRE', KEYS[#KEYS], ARGV[6])
 redis.call('PUBLISH', ARGV[8], ARGV[7])
 return {1, ''}

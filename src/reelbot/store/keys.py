@@ -24,8 +24,9 @@ def record(job_id: str) -> str:
 
 
 def affinity(job_id: str) -> str:
-    """A queued job's model (``m``), submit time in ms (``t``) and when a younger job was first
-    taken ahead of it (``s``): a small hash the workers' model-affinity choice reads."""
+    """A queued job's model (``m``), submit time in ms (``t``), cost in credits (``c``) and
+    when a younger job was first taken ahead of it (``s``): a small hash the workers'
+    model-affinity choice reads."""
     return f"{PREFIX}affinity:{job_id}"
 
 

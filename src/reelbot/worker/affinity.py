@@ -64,6 +64,8 @@ class Waiting:
     """The queue it waits in (several queues may share one GPU)."""
     submitted_ms: int | None = None
     """When it was submitted (None: unknown, never left for another worker)."""
+    cost: float | None = None
+    """Its credits (None: unknown); with a model's seconds per credit, how long it runs."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ def choose(
     peers: Sequence[Peer] | None = None,
     load_s: Mapping[str, float] | None = None,
     run_s: Mapping[str, float] | None = None,
+    per_credit_s: Mapping[str, float] | None = None,
 ) -> Choice:
     """Pick up to ``slots`` of ``waiting`` (in arrival order): overdue, then resident, then oldest.
 
@@ -97,12 +100,13 @@ def choose(
     or now, plus ``wait_s``, plus ``load_s`` of its model, 0 when unknown): such a job is left
     and marked passed; and each only once ``grace_s`` has passed since its submit.
 
-    With ``run_s`` (how long a call of each model takes, as measured) and the peers known, two
-    more rules. A job is *stranded* when no peer has its model and every peer is busy past the
-    end of its wait: taking a resident job whose run ends later would make it wait longer
-    than in arrival order, so it counts as overdue. And past its deadline, a job is still left
-    for a peer with its model that, after the older jobs for that model, starts it before a
-    load here would end.
+    With run times and the peers known, two more rules. A job's run time is its ``cost`` times
+    its model's ``per_credit_s`` (the estimate a running job's expected end comes from), else
+    ``run_s`` (the model's last measured call). A job is *stranded* when no peer has its model
+    and every peer is busy past the end of its wait: taking a resident job whose run ends
+    later would make it wait longer than in arrival order, so it counts as overdue. And past
+    its deadline, a job is still left for a peer with its model that, after the older jobs for
+    that model, starts it before a load here would end.
     """
     if slots <= 0 or not waiting:
         return Choice([], [])
@@ -122,10 +126,17 @@ def choose(
     def load_ms(job: Waiting) -> int:
         return round((load_s or {}).get(job.model or "", 0.0) * 1000)
 
-    next_model = next((job.model for job in waiting if fits(job)), None)
-    next_run_ms = None
-    if run_s is not None and next_model is not None and next_model in run_s:
-        next_run_ms = round(run_s[next_model] * 1000)
+    timed = run_s is not None or per_credit_s is not None
+
+    def run_ms(job: Waiting) -> int | None:
+        """How long it is expected to run, when that is known."""
+        model = job.model or ""
+        if job.cost is not None and per_credit_s is not None and model in per_credit_s:
+            return round(per_credit_s[model] * job.cost * 1000)
+        return None if run_s is None or model not in run_s else round(run_s[model] * 1000)
+
+    next_fit = next((job for job in waiting if fits(job)), None)
+    next_run_ms = None if next_fit is None else run_ms(next_fit)
 
     def stranded(job: Waiting) -> bool:
         """Nobody has its model, and this worker's next run and every peer's current one
@@ -151,10 +162,10 @@ def choose(
 
     def ahead_ms(job: Waiting) -> int | None:
         """The runs of the older jobs for its model, which a peer with it takes first."""
-        older = [j for j in waiting[: waiting.index(job)] if j.model == job.model]
-        if run_s is None or (older and job.model not in run_s):
+        runs = [run_ms(j) for j in waiting[: waiting.index(job)] if j.model == job.model]
+        if not timed or None in runs:
             return None
-        return round(len(older) * run_s.get(job.model or "", 0.0) * 1000)
+        return sum(r for r in runs if r is not None)
 
     def peer_free_at(job: Waiting) -> int | None:
         """When a peer with the job's model resident is expected free, if that is before the

@@ -24,6 +24,7 @@ from arq.connections import ArqRedis
 from arq.utils import timestamp_ms
 
 from reelbot.store import keys
+from reelbot.store.estimates import seconds_per_credit
 from reelbot.store.leases import SCAN_LIMIT
 from reelbot.worker.affinity import LOAD_GRACE_S, Choice, Peer, Waiting, choose
 from reelbot.worker.ports import LeaseHolder
@@ -46,8 +47,8 @@ for q = 1, #KEYS do
   local fitting = 0
   for _, id in ipairs(due) do
     if redis.call('EXISTS', ARGV[2] .. id) == 0 then
-      local f = redis.call('HMGET', ARGV[3] .. id, 'm', 't', 's')
-      table.insert(out, {tostring(q), id, f[1] or '', f[2] or '', f[3] or ''})
+      local f = redis.call('HMGET', ARGV[3] .. id, 'm', 't', 's', 'c')
+      table.insert(out, {tostring(q), id, f[1] or '', f[2] or '', f[3] or '', f[4] or ''})
       if not f[1] or resident[f[1]] then
         fitting = fitting + 1
         if fitting >= tonumber(ARGV[5]) then break end
@@ -155,9 +156,16 @@ async def waiting(
     args: list[str | int] = [now_ms, *prefixes, SCAN_LIMIT, slots, *sorted(resident)]
     rows = await script(keys=list(queues), args=args)
     per_queue: list[list[tuple[int, Waiting]]] = [[] for _ in queues]
-    for q, job_id, model, submitted, passed in rows:
+    for q, job_id, model, submitted, passed, cost in rows:
         at = _int(submitted)
-        job = Waiting(job_id.decode(), model.decode() or None, _int(passed), queues[int(q) - 1], at)
+        job = Waiting(
+            job_id.decode(),
+            model.decode() or None,
+            _int(passed),
+            queues[int(q) - 1],
+            at,
+            float(cost) if cost else None,
+        )
         # Unknown submit time (a job from before the hash): after the ones whose time is known.
         per_queue[int(q) - 1].append((at or now_ms, job))
     # A merge keeps each queue's own order (its fair order across servers) and interleaves
@@ -183,8 +191,13 @@ async def claim_by_affinity(
     another of ``queues`` (its worker is woken to take it) or was taken meanwhile.
     """
     now = timestamp_ms()
+    jobs = await waiting(worker.pool, queues, now, resident, slots)
+    if not jobs:
+        return []
+    # The estimate a running job's expected end comes from, for the waiting ones' runs.
+    per_credit = await seconds_per_credit(worker.pool, {j.model for j in jobs if j.model})
     choice: Choice = choose(
-        await waiting(worker.pool, queues, now, resident, slots),
+        jobs,
         resident,
         now_ms=now,
         wait_s=wait_s,
@@ -193,6 +206,7 @@ async def claim_by_affinity(
         peers=peers,
         load_s=load_s,
         run_s=run_s,
+        per_credit_s={m: s for m, s in per_credit.items() if s is not None},
     )
     if not choice.take:
         if choice.retry_at_ms is not None:
