@@ -273,7 +273,14 @@ def test_peers_are_read_from_the_heartbeats_one_per_gpu_not_counting_this_one() 
     beats = [
         {"queue": "img", "host": "host-a", "pid": 1, "gpu": "mine", "resident": ["zimage"]},
         {"queue": "img", "gpu": "g2", "resident": ["wan"], "free_at": 12.5, "load_s": {"wan": 19}},
-        {"queue": "vid", "gpu": "g2", "resident": ["wan"], "free_at": 12.5, "run_s": {"wan": 58}},
+        {
+            "queue": "vid",
+            "gpu": "g2",
+            "resident": ["wan"],
+            "free_at": 12.5,
+            "load_s": {"wan": 21},
+            "run_s": {"wan": 58},
+        },
         {"queue": "other", "gpu": "g3", "resident": ["flux"], "free_at": 0},
         {"queue": "img", "gpu": "g4", "resident": ["flux"], "free_at": None},
     ]
@@ -282,7 +289,7 @@ def test_peers_are_read_from_the_heartbeats_one_per_gpu_not_counting_this_one() 
         Peer(frozenset({"wan"}), 12_500, frozenset({"img", "vid"})),
         Peer(frozenset({"flux"}), None, frozenset({"img"})),
     ]
-    assert peers.load_s == {"wan": 19.0} and peers.run_s == {"wan": 58.0} and not peers.blind
+    assert peers.load_s == {"wan": 21.0} and peers.run_s == {"wan": 58.0} and not peers.blind
     # A worker of another process that does not say what it holds: the load grace applies.
     older = {"queue": "img", "host": "host-b", "pid": 7}
     assert peers_from([*beats, older], "mine", {"img"}, here).blind
