@@ -281,7 +281,7 @@ class Catalog(BaseModel):
         except KeyError:
             names = ", ".join(sorted(self.upscalers))
             raise UnknownModel(
-                f"There is no upscaler called {name!r}. Upscalers: {names}."
+                f"There is no upscaler called {_named(name)}. Upscalers: {names}."
             ) from None
 
     def get(self, name: str) -> ModelSpec:
@@ -290,7 +290,9 @@ class Catalog(BaseModel):
             return self.models[name]
         except KeyError:
             names = ", ".join(sorted(self.models))
-            raise UnknownModel(f"There is no model called {name!r}. Available: {names}.") from None
+            raise UnknownModel(
+                f"There is no model called {_named(name)}. Available: {names}."
+            ) from None
 
     def for_task(self, task: Task) -> list[ModelSpec]:
         """Every model serving a task, the default first."""
@@ -313,7 +315,8 @@ class Catalog(BaseModel):
         if task not in model.tasks:
             others = ", ".join(m.name for m in self.for_task(task)) or "none"
             raise UnknownModel(
-                f"Model {name!r} does not do /{task.value}. Models for /{task.value}: {others}."
+                f"Model {_named(name)} does not do /{task.value}. "
+                f"Models for /{task.value}: {others}."
             )
         return model
 
@@ -405,3 +408,8 @@ def _parse_styles(data: Mapping[str, Any]) -> dict[str, StylePreset]:
         }
     except (ValidationError, TypeError) as exc:
         raise ConfigError(f"styles: invalid style preset: {str(exc).splitlines()[0]}") from exc
+
+
+def _named(name: str) -> str:
+    """A name the user typed, quoted for an answer and cut short: it may be any length."""
+    return repr(name if len(name) <= 40 else name[:39] + "…")

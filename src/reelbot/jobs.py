@@ -378,7 +378,8 @@ def merge_options(from_text: Options, explicit: Options) -> Options:
     for name, value in explicit.model_dump(exclude_none=True).items():
         if name in merged and merged[name] != value:
             raise InvalidOption(
-                f"{name} is set twice, to {merged[name]!r} in the prompt and {value!r} as an "
+                f"{name} is set twice, to {str(merged[name])[:40]!r} in the prompt and "
+                f"{str(value)[:40]!r} as an "
                 f"option; keep one.",
                 option=name,
             )

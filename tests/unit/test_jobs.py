@@ -15,7 +15,14 @@ from reelbot.errors import (
     UnknownModel,
     UserError,
 )
-from reelbot.jobs import MAX_PROMPT_CHARS, Options, job_id_for, parse_prompt, resolve
+from reelbot.jobs import (
+    MAX_PROMPT_CHARS,
+    Options,
+    job_id_for,
+    merge_options,
+    parse_prompt,
+    resolve,
+)
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +178,23 @@ def test_explicit_options_merge_and_conflicts_are_errors(tiny: Catalog) -> None:
     assert (params.seed, params.steps) == (5, 3)
     with pytest.raises(InvalidOption, match="set twice"):
         resolve(Task.IMAGINE, "a fox --seed 5", tiny, explicit=Options(seed=6))
+
+
+def test_an_answer_quotes_at_most_the_start_of_a_value_of_any_length(tiny: Catalog) -> None:
+    # Found by fuzzing Discord: a 12 000-character model name made an answer over Discord's
+    # 2000 characters, so the user got none.
+    long = "a fox " * 2000
+    for run in (
+        lambda: resolve(Task.IMAGINE, "a fox", tiny, explicit=Options(model=long)),
+        lambda: resolve(Task.VIDEO, "a fox", tiny, explicit=Options(model=long)),
+        lambda: tiny.upscaler(long),
+        lambda: merge_options(Options(negative=long), Options(negative="x")),
+    ):
+        with pytest.raises((UnknownModel, InvalidOption)) as refused:
+            run()
+        assert "a fox a fox" in str(refused.value) and len(str(refused.value)) < 400
+    with pytest.raises(UnknownModel, match="does not do /video"):
+        resolve(Task.VIDEO, "a fox", tiny, explicit=Options(model="tiny-zimage"))
 
 
 def test_control_characters_are_cleaned() -> None:

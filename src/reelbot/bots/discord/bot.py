@@ -78,7 +78,7 @@ def error_text(exc: BaseException) -> str:
 
 async def send_error(interaction: Interaction, exc: BaseException) -> None:
     """Answer with the error, ephemeral; after a public defer, replace the placeholder."""
-    text = error_text(exc)
+    text = clip(error_text(exc), render.MAX_CONTENT)  # however long what it quotes
     try:
         if not interaction.response.is_done():
             await interaction.response.send_message(text, ephemeral=True)

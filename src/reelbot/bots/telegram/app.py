@@ -20,7 +20,7 @@ from telegram.ext import (
 )
 
 from reelbot.chat.replies import reply_for
-from reelbot.chat.texts import MENU
+from reelbot.chat.texts import MENU, clip
 from reelbot.runtime.supervise import Backoff, BestEffort
 
 from .handlers import ALERT_LIMIT
@@ -169,7 +169,7 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         # Telegram itself is unreachable or throttling: a reply would fail the same way.
         log.warning("Telegram call failed%s: %s", where, exc)
         return
-    text = reply_for(exc, where=where)  # logs anything that is not ours, with a reference
+    text = clip(reply_for(exc, where=where), 2000)  # logs a bug; fits 4096 UTF-16 units
     if not isinstance(update, Update):
         return
     try:
