@@ -112,11 +112,12 @@ async def test_sigkill_mid_job_reruns_elsewhere_and_delivers_once(
         REELBOT_HEARTBEAT_S=str(defaults["heartbeat_s"].default),
         REELBOT_DEAD_WORKER_S=str(lease_s),
     )
-    [worker_b] = [w for w in await start_workers() if w.queue_name == queue.settings.video_queue]
-
+    # Killed at once, mid-denoise: starting B first gave A time to finish the job (a second on
+    # an idle machine), and the test then saw A's result. B starts well within A's lease.
     proc.send_signal(signal.SIGKILL)
     killed_at = time.time()
     await asyncio.to_thread(proc.wait, 10)
+    [worker_b] = [w for w in await start_workers() if w.queue_name == queue.settings.video_queue]
     record = await wait_for_record(queue.records, job_id, delivered, within_s=REQUEUE_WITHIN_S + 20)
     took = time.time() - killed_at
 

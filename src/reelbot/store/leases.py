@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from arq.connections import ArqRedis
+from arq.constants import abort_jobs_ss, result_key_prefix
 from arq.typing import StartupShutdown, WorkerCoroutine
 from arq.utils import timestamp_ms
 from arq.worker import Function, Worker
@@ -71,6 +72,38 @@ for i, key in ipairs(KEYS) do
   end
 end
 return lost
+"""
+
+
+# End a run as arq's finish_job / finish_failed_job would, unless the lease says the run is
+# stale. KEYS: in-progress, job, retry, queue, abort set, result. ARGV: holder id, "finish" or
+# "retry", score increment ("" for none), job id, result ("" for none), its ttl ms ("" for no
+# expiry). Returns 0 when another worker holds the lease (nothing touched), 2 when a retry
+# found the job finished by someone else (its stray queue entry removed), 1 otherwise.
+_END = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+if ARGV[2] == 'finish' then
+  if ARGV[5] ~= '' then
+    if ARGV[6] ~= '' then
+      redis.call('SET', KEYS[6], ARGV[5], 'PX', ARGV[6])
+    else
+      redis.call('SET', KEYS[6], ARGV[5])
+    end
+  end
+  redis.call('DEL', KEYS[3], KEYS[2], KEYS[1])
+  redis.call('ZREM', KEYS[5], ARGV[4])
+  redis.call('ZREM', KEYS[4], ARGV[4])
+  return 1
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('ZREM', KEYS[4], ARGV[4])
+  redis.call('DEL', KEYS[1])
+  return 2
+end
+if ARGV[3] ~= '' then redis.call('ZINCRBY', KEYS[4], ARGV[3], ARGV[4]) end
+redis.call('DEL', KEYS[1])
+return 1
 """
 
 
@@ -157,6 +190,7 @@ class QueueWorker(Worker):
         self._closing = False
         self._claim = redis.register_script(_CLAIM)
         self._renew = redis.register_script(_RENEW)
+        self._end = redis.register_script(_END)
 
     # -- hooks for subclasses ------------------------------------------------------------
 
@@ -260,7 +294,16 @@ class QueueWorker(Worker):
         await self.heart_beat()
 
     async def start_claimed(self, job_id: str, score: int) -> None:
-        """Run a job whose in-progress key this worker has just set to its own lease."""
+        """Run a job whose in-progress key this worker has just set to its own lease.
+
+        A job this worker still runs is not started again: its lease lapsed (Redis was away
+        longer than it) and this poll took it back before the old run had ended. The lease is
+        this worker's again; the old run, told to stop or not, ends the job as usual.
+        """
+        running = self.tasks.get(job_id)
+        if running is not None and not running.done():
+            log.info("job %s: claimed again while its run here goes on; not started twice", job_id)
+            return
         # arq's accounting, as in its start_jobs: the done callback releases both.
         await self.sem.acquire()
         self.job_counter += 1
@@ -341,9 +384,78 @@ class QueueWorker(Worker):
                 if job_id in self.held:
                     self.lease_lost(job_id)
 
+    async def finish_job(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
+        """arq's end of a run (done, or back in the queue), skipped when the run is stale.
+
+        A run whose lease another worker holds leaves the job to it; a retry of a job that
+        another worker finished meanwhile does not put it back (arq's ZINCRBY would add a new
+        queue entry, and the next run would find the job gone and give it up).
+        """
+        if keep_in_progress is not None:  # cron jobs keep their key; none run here
+            await super().finish_job(
+                job_id,
+                finish,
+                result_data,
+                result_timeout_s,
+                keep_result_forever,
+                incr_score,
+                keep_in_progress,
+            )
+            return
+        ttl = "" if keep_result_forever or not result_timeout_s else int(result_timeout_s * 1000)
+        await self._end_run(job_id, "finish" if finish else "retry", incr_score, result_data, ttl)
+
+    async def _end_run(
+        self,
+        job_id: str,
+        mode: str,
+        incr_score: int | None = None,
+        result_data: bytes | None = None,
+        ttl: int | str = "",
+    ) -> int:
+        ended = await self._end(
+            keys=[
+                keys.arq_in_progress(job_id),
+                keys.arq_job(job_id),
+                keys.arq_retry(job_id),
+                self.queue_name,
+                abort_jobs_ss,
+                result_key_prefix + job_id,
+            ],
+            args=[
+                self.worker_id,
+                mode,
+                incr_score or "",
+                job_id,
+                result_data or "",
+                ttl,
+            ],
+        )
+        if ended == 0:
+            log.info("job %s: another worker holds it now; this run leaves it alone", job_id)
+        elif ended == 2:
+            log.info("job %s: finished elsewhere meanwhile; not put back", job_id)
+        return int(ended)
+
     async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
-        """arq's last word on a job it will not run again; the subclass records why."""
-        await super().finish_failed_job(job_id, result_data)
+        """arq's last word on a job it will not run again; the subclass records why.
+
+        Not when another worker holds the job's lease: this run is stale, the job is theirs.
+        """
+        keep_s = self.keep_result_s or 0
+        keep = self.keep_result_forever or keep_s > 0
+        ttl = "" if self.keep_result_forever else int(keep_s * 1000)
+        if await self._end_run(job_id, "finish", None, result_data if keep else None, ttl) == 0:
+            return
         try:
             await self.gave_up(job_id)
         except (RedisError, OSError) as exc:

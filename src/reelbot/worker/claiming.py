@@ -76,6 +76,10 @@ class Claimer(LeaseHolder, Protocol):
     def batches(self) -> dict[str, Batch]:
         """The batch of each job claimed into one."""
 
+    @property
+    def held(self) -> set[str]:
+        """The jobs whose runs here have not ended (a lapsed lease does not end them)."""
+
     async def start_claimed(self, job_id: str, score: int) -> None:
         """Run a job claimed outside the poll as an ordinary arq job."""
 
@@ -85,7 +89,8 @@ async def _compatible(worker: Claimer, leader: JobRecord, limit: int) -> list[st
     pool = worker.pool
     now = timestamp_ms()
     due = await pool.zrangebyscore(worker.queue_name, "-inf", now, start=0, num=SCAN_LIMIT)
-    ids = [raw.decode() for raw in due if raw.decode() != leader.id]
+    # Not a job still running here whose lease lapsed (Redis was away): it is not free.
+    ids = [j for j in (raw.decode() for raw in due) if j != leader.id and j not in worker.held]
     if not ids:
         return []
     async with pool.pipeline(transaction=False) as pipe:

@@ -416,10 +416,15 @@ class GenerationWorker(QueueWorker):
             run.stop("lease")
 
     async def gave_up(self, job_id: str) -> None:
-        """arq will not run the job again (it kept killing its workers): fail it clearly."""
+        """arq will not run the job again (it kept killing its workers): fail it clearly.
+
+        Not once its result is stored (delivering): the delivery queue posts it whatever
+        became of the generation job.
+        """
         record = await self.records.transition(
             job_id,
             JobStatus.FAILED,
+            only_from=[JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.ENCODING],
             error_code=WorkerLost.code,
             error_message=WorkerLost.default_message,
         )
