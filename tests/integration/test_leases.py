@@ -18,8 +18,14 @@ import pytest
 from arq import Retry
 from arq.connections import ArqRedis
 
+from reelbot.catalog import Task
+from reelbot.errors import WorkerLost
+from reelbot.jobs import JobStatus
+from reelbot.queue.submit import JobQueue
 from reelbot.store import keys
-from reelbot.store.leases import QueueWorker
+from reelbot.store.leases import MAX_TRIES, QueueWorker
+
+from .conftest import StartWorkers, request, wait_for_record
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -197,3 +203,29 @@ async def test_a_run_stopped_for_its_lost_lease_runs_again_after_it_ended(
     assert await redis.zscore(QUEUE, JOB) is None
     assert await redis.exists(f"arq:job:{JOB}") == 0
     assert worker.given_up == []
+
+
+async def test_a_job_that_used_up_its_tries_fails_clearly_unless_its_result_is_stored(
+    queue: JobQueue, redis: ArqRedis, start_workers: StartWorkers
+) -> None:
+    """arq gives a job up after ``MAX_TRIES`` runs: the user is told why. A job whose result is
+    already stored (delivering) is left to its delivery, however often its generation ran."""
+    fresh = await queue.submit(request(Task.IMAGINE, "a lighthouse", "tries-fresh"))
+    stored = await queue.submit(request(Task.IMAGINE, "a harbour", "tries-stored"))
+    for status in (JobStatus.RUNNING, JobStatus.ENCODING, JobStatus.DELIVERING):
+        assert await queue.records.transition(stored.record.id, status) is not None
+    for job in (fresh, stored):
+        await redis.set(keys.arq_retry(job.record.id), MAX_TRIES)
+    await start_workers()
+
+    failed = await wait_for_record(
+        queue.records, fresh.record.id, lambda r: r.status == JobStatus.FAILED
+    )
+    assert failed.error_code == WorkerLost.code and "given up" in (failed.error_message or "")
+    await until(lambda: _gone(redis, stored.record.id), "the stored job being given up")
+    record = await queue.get(stored.record.id)
+    assert record.status == JobStatus.DELIVERING and record.error_code is None
+
+
+async def _gone(redis: ArqRedis, job_id: str) -> bool:
+    return not await redis.exists(keys.arq_job(job_id))
