@@ -229,3 +229,22 @@ async def test_a_job_that_used_up_its_tries_fails_clearly_unless_its_result_is_s
 
 async def _gone(redis: ArqRedis, job_id: str) -> bool:
     return not await redis.exists(keys.arq_job(job_id))
+
+
+async def test_a_job_claimed_while_closing_is_not_started_and_its_lease_given_back(
+    redis: ArqRedis, worker: Watched, gate: Gate
+) -> None:
+    """A poll that claimed a job as ``close`` began (a delivery, in the Discord end-to-end test
+    that found it) must not start it: nothing would wait for its run, whose end then opened a
+    connection after the pool was closed. The job waits for the next worker, not for a lease."""
+    other = "other-lease-job"
+    await redis.enqueue_job("job", _job_id=other, _queue_name=QUEUE, _defer_by=3600)
+    gate.release.set()
+    await until(lambda: _true(JOB not in worker.tasks), "the first job ending")
+    await worker.close()
+    await redis.set(keys.arq_in_progress(other), worker.worker_id, px=60_000)
+    await worker.start_claimed(other, 0)
+    assert other not in worker.tasks and gate.runs == 1
+    await asyncio.sleep(0.05)
+    assert await redis.exists(keys.arq_in_progress(other)) == 0
+    assert await redis.exists(keys.arq_job(other)) == 1

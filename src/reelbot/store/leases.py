@@ -191,6 +191,7 @@ class QueueWorker(Worker):
         self._claim = redis.register_script(_CLAIM)
         self._renew = redis.register_script(_RENEW)
         self._end = redis.register_script(_END)
+        self._ending: set[asyncio.Task[Any]] = set()
 
     # -- hooks for subclasses ------------------------------------------------------------
 
@@ -304,14 +305,27 @@ class QueueWorker(Worker):
         if running is not None and not running.done():
             log.info("job %s: claimed again while its run here goes on; not started twice", job_id)
             return
+        if self._closing:
+            await self._release(job_id)
+            return
         # arq's accounting, as in its start_jobs: the done callback releases both.
         await self.sem.acquire()
+        if self._closing:  # closed while waiting for a slot
+            self.sem.release()
+            await self._release(job_id)
+            return
         self.job_counter += 1
         self.held.add(job_id)
         self.job_fetched(job_id)
         task = asyncio.create_task(self.run_job(job_id, score))
         task.add_done_callback(lambda _: self._job_done(job_id))
         self.tasks[job_id] = task
+
+    async def _release(self, job_id: str) -> None:
+        """Give back a job claimed while closing: it waits for the next worker, not the lease."""
+        with contextlib.suppress(RedisError, OSError):
+            await self._renew(keys=[keys.arq_in_progress(job_id)], args=[self.worker_id, 1])
+        log.info("job %s: claimed while closing; left for the next worker", job_id)
 
     def _job_done(self, job_id: str) -> None:
         self._release_sem_dec_counter_on_complete()
@@ -422,6 +436,12 @@ class QueueWorker(Worker):
         result_data: bytes | None = None,
         ttl: int | str = "",
     ) -> int:
+        # arq shields this step from its job's cancellation, so it can outlive the task that
+        # ``close`` waits for: ``close`` waits for it too, or it opens a connection afterwards.
+        ending = asyncio.current_task()
+        if ending is not None:
+            self._ending.add(ending)
+            ending.add_done_callback(self._ending.discard)
         ended = await self._end(
             keys=[
                 keys.arq_in_progress(job_id),
@@ -467,14 +487,22 @@ class QueueWorker(Worker):
         self.handle_sig(signal.SIGTERM)
         if not self._pool:
             return
-        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
         # The poll loop and its helpers use the pool: they must be gone before it closes, or
-        # a poll in flight opens a connection that nothing ever closes.
+        # a poll in flight opens a connection that nothing ever closes. First, so that no job
+        # starts after the running ones were gathered (a poll mid-claim starts none now).
         main = self.main_task
         if main is not None and main is not asyncio.current_task():
             _, running = await asyncio.wait([main], timeout=CLOSE_WAIT_S)
             if running:
                 log.warning("%s: the poll loop did not stop in time", self.queue_name)
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        endings = [t for t in self._ending if t is not asyncio.current_task()]
+        if endings:
+            _, unfinished = await asyncio.wait(endings, timeout=CLOSE_WAIT_S)
+            if unfinished:
+                log.warning(
+                    "%s: %d job ends did not finish in time", self.queue_name, len(unfinished)
+                )
         with contextlib.suppress(RedisError, OSError):
             async with self.pool.pipeline(transaction=False) as pipe:
                 pipe.delete(self.health_check_key, keys.worker(self.worker_id))
