@@ -305,12 +305,9 @@ class QueueWorker(Worker):
         if running is not None and not running.done():
             log.info("job %s: claimed again while its run here goes on; not started twice", job_id)
             return
-        if self._closing:
-            await self._release(job_id)
-            return
         # arq's accounting, as in its start_jobs: the done callback releases both.
         await self.sem.acquire()
-        if self._closing:  # closed while waiting for a slot
+        if self._closing:  # checked after the wait for a slot, during which close may begin
             self.sem.release()
             await self._release(job_id)
             return
